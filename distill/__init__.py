@@ -1,0 +1,21 @@
+"""distill: knowledge-distillation experiments on torch and Ray Tune.
+
+    import distill
+    cfg = distill.load_config("configs/mnist1d-cnn.yaml", ["train.epochs=3"])
+    run_dir = distill.train(cfg)
+"""
+
+from .config import Config, load_config
+from .errors import ConfigError, UserError
+
+__version__ = "0.1.0"
+
+
+def train(cfg, out="runs", **kwargs):
+    """Train one model per seed (see `distill.runner.train`); returns the run directory."""
+    from .runner import train as _train
+
+    return _train(cfg, out, **kwargs)
+
+
+__all__ = ["Config", "ConfigError", "UserError", "load_config", "train", "__version__"]

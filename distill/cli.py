@@ -1,0 +1,149 @@
+"""The `distill` command: a thin layer over the Python functions of each package.
+
+    distill train configs/mnist1d-cnn.yaml seeds=[0,1,2]
+    distill list models
+
+Exit status: 0 done; 2 bad input (usage, config, missing data, a teacher that does not
+fit), with one line on stderr and no traceback; 1 a run failed (the run's meta.json and
+error.txt say why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import UserError
+
+EPILOG = "Overrides are key=value with YAML values, e.g. train.epochs=5 seeds=[0,1,2] distill.alpha=0.5."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line, exit status 2."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _add_run_command(sub, name: str, help: str, extra=None):
+    p = sub.add_parser(name, help=help, description=help, epilog=EPILOG)
+    p.add_argument("config", help="YAML config file (presets in configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    if extra:
+        extra(p)
+    return p
+
+
+def _tune_args(p):
+    p.add_argument("--address", default=None, help="join a running Ray cluster (e.g. 127.0.0.1:6379 or auto)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep with the same config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="distill", description="Knowledge-distillation experiments: train, born-again chains, "
+                    "ensemble collapse, Ray Tune searches, reports.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    _add_run_command(sub, "train", "train one model per seed, from labels or from a teacher")
+    _add_run_command(sub, "bornagain", "born-again chain: generation 0 from labels, each next from the last")
+    _add_run_command(sub, "ensemble", "train N teachers, evaluate their ensemble, distill it into a student")
+    _add_run_command(sub, "tune", "search the config with Ray Tune trials", _tune_args)
+    p = sub.add_parser("report", help="tables, plots and a comparison page from run directories")
+    p.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
+    p.add_argument("--out", default="report", help="folder for the report (default: report)")
+    p = sub.add_parser("reproduce", help="run a reproduction preset")
+    p.add_argument("preset", nargs="?", help="preset name (see --list)")
+    p.add_argument("--list", action="store_true", help="name the presets")
+    p.add_argument("--quick", action="store_true", help="a small, fast version")
+    p.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
+    p = sub.add_parser("list", help="name the registered models, datasets, methods, presets or config keys")
+    p.add_argument("what", choices=["models", "datasets", "methods", "presets", "keys"])
+    return parser
+
+
+def _load(args):
+    from .config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _list(what: str) -> None:
+    if what == "models":
+        from .models import list_models
+        names = list_models()
+    elif what == "datasets":
+        from .data import list_datasets
+        names = list_datasets()
+    elif what == "methods":
+        from .losses import list_methods
+        names = list_methods()
+    elif what == "presets":
+        names = sorted(p.stem for p in presets_dir().glob("*.yaml"))
+    else:
+        from .config import iter_keys
+        names = [f"{key} = {default!r}  # {help}" for key, default, help in iter_keys()]
+    print("\n".join(names))
+
+
+def presets_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def dispatch(args) -> None:
+    if args.command == "list":
+        return _list(args.what)
+    if args.command == "train":
+        from .runner import train
+        path = train(_load(args), args.out, progress=not args.quiet)
+    elif args.command == "bornagain":
+        import bornagain
+        path = bornagain.run(_load(args), args.out, progress=not args.quiet)
+    elif args.command == "ensemble":
+        import ensembles
+        path = ensembles.run(_load(args), args.out, progress=not args.quiet)
+    elif args.command == "tune":
+        import tuning
+        path = tuning.run(_load(args), args.out, address=args.address, resume=args.resume, progress=not args.quiet)
+    elif args.command == "report":
+        import results
+        path = results.report(args.runs, args.out)
+    else:
+        import results
+        if args.list or not args.preset:
+            print("\n".join(results.list_presets()))
+            return
+        path = results.reproduce(args.preset, quick=args.quick, out=args.out)
+    print(path)
+
+
+def main(argv=None) -> int:
+    try:
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        # key=value overrides may come after options too (`--out x seeds=[0]`)
+        late = [r for r in rest if "=" in r and not r.startswith("-")]
+        if late and hasattr(args, "overrides"):
+            args.overrides += late
+            rest = [r for r in rest if r not in late]
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        dispatch(args)
+    except UserError as err:
+        print(f"distill: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distill: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # a failed run: show where, then one line saying what
+        traceback.print_exc()
+        print(f"distill: run failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

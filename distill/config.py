@@ -1,0 +1,365 @@
+"""Experiment config: dataclasses with defaults, loaded from YAML, overridden by `key=value`.
+
+    from distill.config import load_config
+    cfg = load_config("configs/mnist1d-cnn.yaml", ["train.epochs=3", "seeds=[0,1]"])
+
+Every key has a default and a one-line meaning (`distill list keys` prints them). Unknown
+keys, wrong types and out-of-range values raise `ConfigError` naming the key and what is
+allowed, before anything trains. Names that live in registries (datasets, models,
+methods) are checked against the registry.
+
+Sections are plain dataclasses. A package that needs its own keys adds a field to
+`Config` with a dataclass here, so that the whole tree is known and checked in one place.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+
+def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None):
+    """A config field: default, meaning, and the allowed values checked on load."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = spec("mnist1d", "dataset: digits, mnist1d, fake, mnist, fashion_mnist, cifar10, cifar100, svhn")
+    root: str = spec("data", "folder holding a torchvision dataset (never downloaded unless download=true)")
+    download: bool = spec(False, "let torchvision download the dataset into root")
+    val_fraction: float = spec(0.1, "share of the training set held out for model selection", gt=0.0, lt=1.0)
+    split_seed: int = spec(0, "seed of the stratified train/validation split (fixed across run seeds)", ge=0)
+    num_samples: int = spec(5000, "mnist1d: examples generated (80% train, 20% test); fake: training examples", ge=20)
+    train_subset: Optional[int] = spec(None, "keep only this many training examples (stratified), null = all", ge=10)
+    augment: str = spec("auto", "batch augmentation on the device: auto (crop_flip for CIFAR, crop for SVHN, "
+                        "none otherwise), none, crop_flip, crop, shift (1-D circular shift)",
+                        choices=["auto", "none", "crop_flip", "crop", "shift"])
+    shift: int = spec(4, "augment=shift: largest shift in samples", ge=0)
+    fake_shape: list[int] = spec([3, 32, 32], "fake: shape of one example (C, H, W)")
+    fake_classes: int = spec(10, "fake: number of classes", ge=2)
+
+
+@dataclass
+class ModelConfig:
+    name: str = spec("cnn1d", "model: mlp, cnn1d, cnn2d, resnet20/32/56/110, wrn_D_K, densenet_bc, "
+                     "or a torchvision classifier (`distill list models`)")
+    width: Optional[int] = spec(None, "mlp: hidden units; cnn1d/cnn2d: channels; null = the model's default", ge=1)
+    depth: Optional[int] = spec(None, "mlp: hidden layers; cnn: conv layers; densenet_bc: depth; null = default", ge=1)
+    growth_rate: int = spec(12, "densenet_bc: growth rate k", ge=1)
+    dropout: float = spec(0.0, "dropout probability where the model has dropout", ge=0.0, lt=1.0)
+    kwargs: dict = spec({}, "extra keyword arguments for the model's constructor")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = spec(30, "passes over the training set", ge=1)
+    batch_size: int = spec(128, "examples per step", ge=1)
+    lr: float = spec(0.01, "peak learning rate", gt=0.0)
+    optimizer: str = spec("adamw", "sgd (momentum, nesterov), adam or adamw", choices=["sgd", "adam", "adamw"])
+    momentum: float = spec(0.9, "sgd momentum", ge=0.0, lt=1.0)
+    nesterov: bool = spec(True, "sgd: Nesterov momentum")
+    weight_decay: float = spec(5e-4, "weight decay (decoupled for adamw)", ge=0.0)
+    schedule: str = spec("onecycle", "learning-rate schedule", choices=["constant", "cosine", "step", "onecycle"])
+    warmup_epochs: float = spec(0.0, "constant/cosine/step: linear warm-up length in epochs", ge=0.0)
+    milestones: list[float] = spec([0.5, 0.75], "step: fractions of training where lr is multiplied by gamma")
+    gamma: float = spec(0.1, "step: lr multiplier at each milestone", gt=0.0, le=1.0)
+    pct_start: float = spec(0.25, "onecycle: share of training spent warming up", gt=0.0, lt=1.0)
+    grad_clip: Optional[float] = spec(None, "clip the gradient norm to this value, null = off", gt=0.0)
+    seed: int = spec(0, "seed used when `seeds` is not given", ge=0)
+    device: str = spec("auto", "auto (cuda if available), cpu, cuda, cuda:N or mps")
+    precision: str = spec("fp32", "fp32, or bf16 autocast (CUDA)", choices=["fp32", "bf16"])
+    channels_last: str = spec("auto", "channels_last memory format for 4-D inputs: auto (on CUDA), true, false",
+                              choices=["auto", "true", "false"])
+    compile: bool = spec(False, "wrap the model in torch.compile")
+    threads: int = spec(0, "torch CPU threads, 0 = all CPUs this process may use", ge=0)
+    deterministic: bool = spec(True, "deterministic algorithms: the same command gives the same numbers on CPU")
+    eval_batch_size: int = spec(1024, "examples per evaluation batch", ge=1)
+
+
+@dataclass
+class DistillConfig:
+    method: str = spec("kd", "loss: kd, ban, cwtm, dkpp, tfkd_self, tfkd_reg, label_smoothing, fitnet, "
+                       "attention, rkd (`distill list methods`)")
+    temperature: float = spec(4.0, "softmax temperature T of teacher and student", gt=0.0)
+    alpha: float = spec(0.9, "weight of the distillation term; 1 - alpha weighs the label loss", ge=0.0, le=1.0)
+    teacher: Optional[str] = spec(None, "teacher: a run directory, a checkpoint, or a predictions file; "
+                                  "null = train from labels (or the teacher section)")
+
+
+@dataclass
+class BornAgainConfig:
+    generations: int = spec(3, "students after generation 0", ge=1)
+    teacher: str = spec("previous", "who teaches generation g: previous (g-1) or ensemble (all earlier)",
+                        choices=["previous", "ensemble"])
+    pack: bool = spec(True, "train the seeds of a generation at once with torch.func when the model allows")
+
+
+@dataclass
+class EnsembleConfig:
+    members: int = spec(5, "number of teachers", ge=1)
+    pack: bool = spec(True, "train same-architecture members at once with torch.func when the model allows")
+
+
+@dataclass
+class TuneConfig:
+    kind: str = spec("train", "what one trial runs", choices=["train", "bornagain", "ensemble"])
+    scheduler: str = spec("fifo", "trial scheduler", choices=["fifo", "asha", "pbt"])
+    num_samples: int = spec(1, "samples drawn from the random dimensions (grids are crossed with each)", ge=1)
+    metric: str = spec("val_acc", "metric reported to Tune (validation only)", choices=["val_acc", "val_nll"])
+    max_concurrent_trials: int = spec(0, "trials at once, 0 = as many as resources allow", ge=0)
+    cpus_per_trial: float = spec(1.0, "CPUs per trial (torch threads are set to match)", gt=0.0)
+    gpus_per_trial: float = spec(0.0, "GPUs per trial, fractions allowed", ge=0.0)
+    max_failures: int = spec(0, "retries of a failed trial from its last checkpoint", ge=0)
+    grace_period: int = spec(1, "asha: epochs before a trial can be stopped", ge=1)
+    reduction_factor: float = spec(3.0, "asha: keep 1/reduction_factor at each rung", gt=1.0)
+    reuse_actors: bool = spec(True, "reuse trial actors between trials")
+
+
+@dataclass
+class Config:
+    name: str = spec("run", "experiment name: runs go to OUT/<name>/<run-id>/")
+    run_id: Optional[str] = spec(None, "run folder name, null = a hash of the resolved config (so that the "
+                                 "same command resumes the same run)")
+    seeds: Optional[list[int]] = spec(None, "seeds, each a full repeat; null = [train.seed]")
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    bornagain: BornAgainConfig = field(default_factory=BornAgainConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    search: dict = spec({}, "Tune search space: config key -> {grid|choice|uniform|loguniform|randint: ...}")
+
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if self.seeds is not None else [self.train.seed]
+
+
+# ---------------------------------------------------------------- dict <-> dataclass
+
+
+def _yaml_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_describe(args[0])} or null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping"}.get(
+        tp, str(tp))
+
+
+def _coerce(value, tp, key: str):
+    """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }[tp]
+    if not ok:
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _check_range(value, meta, key: str):
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+    for name, bad, word in (("ge", lambda v, b: v < b, ">="), ("gt", lambda v, b: v <= b, ">"),
+                            ("le", lambda v, b: v > b, "<="), ("lt", lambda v, b: v >= b, "<")):
+        bound = meta.get(name)
+        if bound is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for v in items:
+            if isinstance(v, (int, float)) and bad(v, bound):
+                raise ConfigError(f"{key}: {v!r} is out of range; it must be {word} {bound}")
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass `cls` from a (possibly partial) dict, checking every key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {_yaml_key(f): f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = [k for k in fields if k.startswith(str(key)[:3])]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys are {', '.join(fields)}")
+    kwargs = {}
+    for ykey, f in fields.items():
+        if ykey not in data:
+            continue
+        value = _coerce(data[ykey], hints[f.name], prefix + ykey)
+        _check_range(value, f.metadata, prefix + ykey)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    """A dataclass tree as plain dicts, with YAML key names."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out[_yaml_key(f)] = to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+    return out
+
+
+def iter_keys(cls=Config, prefix: str = ""):
+    """(dotted key, default, help) for every leaf key, for `distill list keys`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + _yaml_key(f)
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from iter_keys(hints[f.name], key + ".")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            yield key, default, f.metadata.get("help", "")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({_yaml_reason(err)})") from None
+    return key.split("."), value
+
+
+def set_dotted(data: dict, path: list[str], value) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a section, cannot set a key below it")
+        node = child
+    node[path[-1]] = value
+
+
+def _yaml_reason(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or "parse error"
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else str(problem)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; give the path of a YAML file "
+                          f"(presets are in configs/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_reason(err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys at the top, got {type(data).__name__}")
+    return data
+
+
+def build_config(data: dict, overrides: list[str] = ()) -> Config:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        set_dotted(data, path, value)
+    cfg = from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """YAML file (or defaults when None) + `key=value` overrides -> checked `Config`."""
+    return build_config(read_yaml(path) if path is not None else {}, list(overrides))
+
+
+def validate(cfg: Config) -> None:
+    """Cross-key checks and registry names (imported lazily: registries import torch)."""
+    from . import data, models, losses
+
+    if cfg.dataset.name not in data.DATASETS:
+        raise ConfigError(f"dataset.name: unknown dataset {cfg.dataset.name!r}; choose one of "
+                          f"{', '.join(data.DATASETS)}")
+    models.check_name(cfg.model.name)  # raises ConfigError naming the allowed models
+    if cfg.distill.method not in losses.METHODS:
+        raise ConfigError(f"distill.method: unknown method {cfg.distill.method!r}; choose one of "
+                          f"{', '.join(losses.METHODS)}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
+        raise ConfigError(f"train.device: {cfg.train.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if cfg.seeds is not None:
+        if not cfg.seeds:
+            raise ConfigError("seeds: the list is empty; give at least one seed, e.g. seeds=[0]")
+        if len(set(cfg.seeds)) != len(cfg.seeds):
+            raise ConfigError(f"seeds: {cfg.seeds} repeats a seed; each seed must appear once")
+        if any(s < 0 for s in cfg.seeds):
+            raise ConfigError(f"seeds: {cfg.seeds} has a negative seed; seeds must be >= 0")
+    if sorted(cfg.train.milestones) != list(cfg.train.milestones) or any(
+            not 0 < m < 1 for m in cfg.train.milestones):
+        raise ConfigError(f"train.milestones: {cfg.train.milestones} must be increasing fractions in (0, 1)")
+    if cfg.run_id is not None and not re.fullmatch(r"[\w.-]+", cfg.run_id):
+        raise ConfigError(f"run_id: {cfg.run_id!r} must be letters, digits, '.', '_' or '-'")
+    if not re.fullmatch(r"[\w.-]+", cfg.name):
+        raise ConfigError(f"name: {cfg.name!r} must be letters, digits, '.', '_' or '-'")
+
+
+def config_hash(cfg: Config) -> str:
+    """Stable short hash of the resolved config: the default run id."""
+    text = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,336 @@
+"""The training loop: one readable `fit` for every model this project trains.
+
+    from distill import engine
+    engine.setup_torch(cfg.train)                       # threads, determinism
+    engine.seed_everything(0); model = create_model(...)
+    result = engine.fit(model, data, cfg.train, seed=0, checkpoint_dir=Path("/tmp/ckpt"))
+
+What one step minimises is an *objective*: `objective(model, x, y, idx, progress)` returns a
+dict of named tensors with at least `loss` and `logits` (`idx` are the batch's positions in
+the train split, `progress` is the share of training done, in [0, 1)). The default is
+cross-entropy on the labels; distillation plugs in its own objective (teacher signal +
+loss) without touching this loop. An objective that is an `nn.Module` has its parameters
+trained and checkpointed with the model (e.g. FitNet's projections).
+
+Each epoch: the train split is shuffled with a generator seeded by (seed, epoch), batched by
+indexing tensors that live on the device, augmented on the device; the host syncs once,
+at the end of the epoch. Then validation and test are evaluated (loss, acc, nll, ece), a
+checkpoint is written atomically (`last.pt`: model, optimizer, objective, RNG states,
+history; `best.pt`: the weights with the best validation accuracy), and the best weights
+are loaded into the model at the end. A `checkpoint_dir` with a `last.pt` resumes: the
+result is bit-identical on CPU to a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .metrics import classification_metrics
+
+Objective = Callable[..., dict]
+SPLITS_EVALUATED = ("val", "test")
+
+
+# ---------------------------------------------------------------- setup
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from .errors import UserError
+
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device: {name} was asked for but CUDA is not available; use train.device=cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("train.device: mps was asked for but is not available; use train.device=cpu or auto")
+    return device
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def setup_torch(train: TrainConfig) -> None:
+    """Pin the thread count and (optionally) make every algorithm deterministic."""
+    torch.set_num_threads(train.threads or cpu_count())
+    if train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the data order and augmentation of one epoch (independent of the model's RNG)."""
+    return (seed * 1_000_003 + epoch * 7919 + 17) % 2**63
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# ---------------------------------------------------------------- schedules (pure functions)
+
+
+def lr_at(step: int, total_steps: int, steps_per_epoch: int, train: TrainConfig) -> float:
+    """Learning rate at optimizer step `step` (0-based) of `total_steps`."""
+    peak = train.lr
+    if train.schedule == "onecycle":
+        # linear warm-up from peak/25 to peak, then cosine down to peak/1e4 (as torch's OneCycleLR)
+        warm = max(1, int(train.pct_start * total_steps))
+        if step < warm:
+            return peak / 25 + (peak - peak / 25) * step / warm
+        t = (step - warm) / max(1, total_steps - warm)
+        low = peak / 25 / 1e4
+        return low + (peak - low) * 0.5 * (1 + math.cos(math.pi * t))
+    warm = int(train.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return peak * (step + 1) / warm
+    if train.schedule == "constant":
+        return peak
+    if train.schedule == "cosine":
+        t = (step - warm) / max(1, total_steps - warm)
+        return peak * 0.5 * (1 + math.cos(math.pi * t))
+    if train.schedule == "step":
+        passed = sum(step >= m * total_steps for m in train.milestones)
+        return peak * train.gamma ** passed
+    raise ValueError(f"unknown schedule {train.schedule}")
+
+
+def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov and train.momentum > 0,
+                               weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, progress: float) -> dict:
+    """Training from labels alone: loss = CE(y, model(x))."""
+    logits = model(x)
+    return {"loss": F.cross_entropy(logits, y), "logits": logits}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def use_channels_last(train: TrainConfig, device: torch.device, input_shape) -> bool:
+    if len(input_shape) != 3:  # only images (C, H, W)
+        return False
+    return train.channels_last == "true" or (train.channels_last == "auto" and device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data, split: str, batch_size: int = 1024, precision: str = "fp32",
+            channels_last: bool = False) -> torch.Tensor:
+    """Logits of a whole split (float32, on the data's device), in the split's order."""
+    was_training = model.training
+    model.eval()
+    device = data.x[split].device
+    outputs = []
+    for x, _ in data.eval_batches(split, batch_size):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            outputs.append(model(x).float())
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then os.replace: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device="cpu") -> dict:
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class FitResult:
+    history: list[dict]          # one row per (epoch, split), as written to records.csv
+    selected_epoch: int          # best validation accuracy (ties: lower val nll, then earlier)
+    selected: dict               # split -> metrics at the selected epoch
+    last: dict                   # split -> metrics at the last epoch
+    train_seconds: float         # summed epoch times, over all sessions of a resumed run
+    resumed_from: int = 0        # epochs already done when this call started
+    extra: dict = field(default_factory=dict)
+
+
+def _better(candidate: dict, best: Optional[dict]) -> bool:
+    if best is None:
+        return True
+    if candidate["acc"] != best["acc"]:
+        return candidate["acc"] > best["acc"]
+    return candidate["nll"] < best["nll"]
+
+
+def _metrics_at(history: list[dict], epoch: int) -> dict:
+    return {row["split"]: row for row in history if row["epoch"] == epoch}
+
+
+def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Optional[Objective] = None,
+        tags: Optional[dict] = None, checkpoint_dir: Optional[Path] = None,
+        on_epoch: Optional[Callable[[dict], None]] = None, emit: Optional[Callable[[list[dict]], None]] = None,
+        device: Optional[torch.device] = None) -> FitResult:
+    """Train `model` on `data.x['train']` for `train.epochs` epochs; see the module docstring.
+
+    `tags` (role, name, generation, member, seed) are copied into every history row. `emit`
+    receives each epoch's rows (the whole history first when resuming), `on_epoch` a dict of
+    train and validation figures (never test) after each epoch's checkpoint is written, with
+    the checkpoint's path under `checkpoint`.
+    """
+    device = device or resolve_device(train.device)
+    objective = objective or cross_entropy
+    tags = dict(tags or {})
+    channels_last = use_channels_last(train, device, data.input_shape)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if isinstance(objective, nn.Module):
+        objective.to(device)
+        extra = [p for p in objective.parameters() if p.requires_grad]
+        if extra:
+            params.append({"params": extra})
+    optimizer = make_optimizer(params, train)
+    forward_model = torch.compile(model) if train.compile else model
+
+    n_train = data.size("train")
+    steps_per_epoch = math.ceil(n_train / train.batch_size)
+    total_steps = steps_per_epoch * train.epochs
+
+    history: list[dict] = []
+    best: Optional[dict] = None
+    start_epoch, train_seconds = 0, 0.0
+    last_path = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    best_path = checkpoint_dir / "best.pt" if checkpoint_dir else None
+    if last_path is not None and last_path.exists():
+        state = load_checkpoint(last_path, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if isinstance(objective, nn.Module) and state.get("objective") is not None:
+            objective.load_state_dict(state["objective"])
+        set_rng_state(state["rng"])
+        history, best = state["history"], state["best"]
+        start_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        if emit and history:
+            emit(history)
+    resumed_from = start_epoch
+
+    for epoch in range(start_epoch, train.epochs):
+        model.train()
+        if isinstance(objective, nn.Module):
+            objective.train()
+        started = time.perf_counter()
+        generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+        # running sums on the device: loss * batch size, correct (one host sync per epoch)
+        sums, count_sum = torch.zeros(2, device=device), 0
+        step = epoch * steps_per_epoch
+        for x, y, idx in data.train_batches(train.batch_size, generator):
+            lr = lr_at(step, total_steps, steps_per_epoch, train)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, train.precision):
+                out = objective(forward_model, x, y, idx, step / total_steps)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if train.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            correct = (out["logits"].detach().argmax(1) == y).sum()
+            sums += torch.stack([out["loss"].detach().float() * y.shape[0], correct.float()])
+            count_sum += y.shape[0]
+            step += 1
+        loss_sum, correct_sum = sums.tolist()
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
+
+        metrics = {"train": {"loss": loss_sum / count_sum, "acc": correct_sum / count_sum, "nll": None, "ece": None}}
+        for split in SPLITS_EVALUATED:
+            logits = predict(model, data, split, train.eval_batch_size, train.precision, channels_last)
+            metrics[split] = classification_metrics(logits, data.y[split])
+        rows = [{**tags, "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds}
+                for split, values in metrics.items()]
+        history.extend(rows)
+        improved = _better(metrics["val"], best)
+        if improved:
+            best = {"epoch": epoch + 1, "acc": metrics["val"]["acc"], "nll": metrics["val"]["nll"]}
+        if checkpoint_dir is not None:
+            if improved:
+                save_atomic({"epoch": epoch + 1, "model": model.state_dict(), "val": metrics["val"]}, best_path)
+            save_atomic({
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "objective": objective.state_dict() if isinstance(objective, nn.Module) else None,
+                "rng": rng_state(), "history": history, "best": best, "train_seconds": train_seconds,
+            }, last_path)
+        elif improved:
+            best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if emit:
+            emit(rows)
+        if on_epoch:
+            report = {"epoch": epoch + 1, "lr": lr, "seconds": seconds,
+                      "checkpoint": str(last_path) if last_path else None}
+            for split in ("train", "val"):
+                report.update({f"{split}_{k}": v for k, v in metrics[split].items() if v is not None})
+            on_epoch(report)
+
+    # hand back the validation-selected weights
+    if best_path is not None and best_path.exists():
+        model.load_state_dict(load_checkpoint(best_path, device)["model"])
+    elif best is not None and "state" in best:
+        model.load_state_dict(best.pop("state"))
+    selected_epoch = best["epoch"] if best else train.epochs
+    return FitResult(history=history, selected_epoch=selected_epoch, selected=_metrics_at(history, selected_epoch),
+                     last=_metrics_at(history, train.epochs), train_seconds=train_seconds, resumed_from=resumed_from)
