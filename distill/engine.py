@@ -257,7 +257,8 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
     if last_path is not None and last_path.exists():
         state = load_checkpoint(last_path, device)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer") is not None:  # None: a finished model saved by packed training
+            optimizer.load_state_dict(state["optimizer"])
         if isinstance(objective, nn.Module) and state.get("objective") is not None:
             objective.load_state_dict(state["objective"])
         set_rng_state(state["rng"])

@@ -1,0 +1,236 @@
+"""Train K models of one architecture at once with `torch.func` (stack_module_state + vmap).
+
+    from distill import packed
+    ok, why = packed.can_pack(models, objectives)
+    results = packed.fit_packed(models, data, cfg.train, seeds=[0, 1, 2], checkpoint_dir=Path("/tmp/p"))
+
+Used for the seeds of a born-again generation and for the members of an ensemble. Each
+model k sees exactly the batches `engine.fit` would give it (its own seed's order and
+augmentation), its own objective, and the same schedule; Adam, AdamW and SGD act on each
+element, so one optimizer over the stacked parameters is K independent optimizers, and
+gradient clipping is done per model. The result equals K calls of `engine.fit` to float
+tolerance (tests/test_packed.py), at a fraction of the time for small models.
+
+Packing needs: no BatchNorm (running statistics are per-call state), no active dropout
+(its random masks would differ from the sequential run), and objectives that only need
+the student's logits (no feature hooks, no trainable parameters). `can_pack` says why not.
+
+Checkpoints: the packed state (stacked parameters, optimizer, histories) goes to
+`checkpoint_dir/last.pt`; each model's validation-best weights to `model_dirs[k]/best.pt`,
+and when training ends each model gets a `last.pt` of its own, so later steps (teachers,
+ensembles, resume) read one model's files the same way whether it was packed or not.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from . import engine
+from .config import TrainConfig
+from .metrics import classification_metrics
+from .models import has_batchnorm
+
+
+def can_pack(models: list[nn.Module], objectives: Optional[list] = None) -> tuple[bool, str]:
+    """(True, why) when `fit_packed` can train these models together, else (False, why not)."""
+    if len(models) < 2:
+        return False, "only one model"
+    if any(has_batchnorm(m) for m in models):
+        return False, "the model has BatchNorm"
+    if any(isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0 for m in models for mod in m.modules()):
+        return False, "the model has active dropout"
+    kinds = {type(m) for m in models}
+    shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in models}
+    if len(kinds) > 1 or len(shapes) > 1:
+        return False, "the models differ in architecture"
+    for objective in objectives or []:
+        if objective is None:
+            continue
+        if isinstance(objective, nn.Module) and any(True for _ in objective.parameters()):
+            return False, "the distillation objective has trainable parameters"
+        if getattr(objective, "white_box", False):
+            return False, "the distillation objective reads intermediate features"
+    return True, f"{len(models)} models without BatchNorm or dropout"
+
+
+class _Logits(nn.Module):
+    """Stands in for model k inside its objective: returns logits computed by the packed call."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits
+
+
+def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:
+    """torch.nn.utils.clip_grad_norm_ applied to each model's slice of the stacked gradients."""
+    squares = sum(p.grad.pow(2).flatten(1).sum(1) for p in params if p.grad is not None)
+    coef = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(coef.view(-1, *([1] * (p.grad.dim() - 1))))
+
+
+def _unstack(stacked: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    return {name: value[k].detach().clone() for name, value in stacked.items()}
+
+
+def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int],
+               objectives: Optional[list] = None, tags: Optional[list[dict]] = None,
+               checkpoint_dir: Optional[Path] = None, model_dirs: Optional[list[Path]] = None,
+               on_epoch: Optional[Callable[[dict], None]] = None,
+               emit: Optional[Callable[[list[dict]], None]] = None,
+               device: Optional[torch.device] = None) -> list[engine.FitResult]:
+    """Train `models` together; returns one `engine.FitResult` per model, as `engine.fit` would.
+
+    `train_seconds` of each result is the packed wall time divided by K (each model's share).
+    """
+    device = device or engine.resolve_device(train.device)
+    K = len(models)
+    objectives = list(objectives or [None] * K)
+    objectives = [o or engine.cross_entropy for o in objectives]
+    tags = [dict(t) for t in (tags or [{} for _ in range(K)])]
+    model_dirs = list(model_dirs) if model_dirs is not None else [None] * K
+
+    # all models already finished (their own last.pt at the last epoch): nothing to train
+    finished = [d is not None and (d / "last.pt").exists() for d in model_dirs]
+    if all(finished):
+        results = []
+        for model, objective, t, seed, d in zip(models, objectives, tags, seeds, model_dirs):
+            results.append(engine.fit(model, data, train, seed=seed, objective=objective, tags=t,
+                                      checkpoint_dir=d, emit=emit, device=device))
+        return results
+
+    for model in models:
+        model.to(device)
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def call(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    batched = vmap(call)                           # each model its own batch
+    shared = vmap(call, in_dims=(0, 0, None))      # every model the same batch (evaluation)
+    param_list = list(params.values())
+    optimizer = engine.make_optimizer([{"params": param_list}], train)
+
+    n_train = data.size("train")
+    steps_per_epoch = math.ceil(n_train / train.batch_size)
+    total_steps = steps_per_epoch * train.epochs
+    histories: list[list[dict]] = [[] for _ in range(K)]
+    bests: list[Optional[dict]] = [None] * K
+    start_epoch, train_seconds = 0, 0.0
+    last_path = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    if last_path is not None and last_path.exists():
+        state = engine.load_checkpoint(last_path, device)
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                params[name].copy_(value)
+            for name, value in state["buffers"].items():
+                buffers[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        engine.set_rng_state(state["rng"])
+        histories, bests = state["histories"], state["bests"]
+        start_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        if emit:
+            for history in histories:
+                emit(history)
+    resumed_from = start_epoch
+
+    def evaluate(split: str) -> list[dict]:
+        with torch.inference_mode():
+            logits = torch.cat([shared(params, buffers, x) for x, _ in data.eval_batches(split, train.eval_batch_size)],
+                               dim=1)
+        return [classification_metrics(logits[k], data.y[split]) for k in range(K)]
+
+    for epoch in range(start_epoch, train.epochs):
+        started = time.perf_counter()
+        generators = [torch.Generator(device=device).manual_seed(engine.epoch_seed(s, epoch)) for s in seeds]
+        streams = [data.train_batches(train.batch_size, g) for g in generators]
+        sums, count_sum = torch.zeros(K, 2, device=device), 0
+        step = epoch * steps_per_epoch
+        for batches in zip(*streams):
+            lr = engine.lr_at(step, total_steps, steps_per_epoch, train)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            xs = torch.stack([b[0] for b in batches])
+            with engine.autocast(device, train.precision):
+                logits = batched(params, buffers, xs)
+                outs = [objectives[k](_Logits(logits[k]), batches[k][0], batches[k][1], batches[k][2],
+                                      step / total_steps) for k in range(K)]
+            optimizer.zero_grad(set_to_none=True)
+            torch.stack([o["loss"] for o in outs]).sum().backward()
+            if train.grad_clip is not None:
+                _clip_per_model(param_list, train.grad_clip)
+            optimizer.step()
+            batch = batches[0][1].shape[0]
+            losses = torch.stack([o["loss"].detach().float() for o in outs]) * batch
+            correct = torch.stack([(o["logits"].detach().argmax(1) == b[1]).sum() for o, b in zip(outs, batches)])
+            sums += torch.stack([losses, correct.float()], dim=1)
+            count_sum += batch
+            step += 1
+        epoch_sums = sums.tolist()
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
+
+        val, test = evaluate("val"), evaluate("test")
+        improved = []
+        for k in range(K):
+            metrics = {"train": {"loss": epoch_sums[k][0] / count_sum, "acc": epoch_sums[k][1] / count_sum,
+                                 "nll": None, "ece": None}, "val": val[k], "test": test[k]}
+            rows = [{**tags[k], "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds / K}
+                    for split, values in metrics.items()]
+            histories[k].extend(rows)
+            better = engine._better(val[k], bests[k])
+            if better:
+                bests[k] = {"epoch": epoch + 1, "acc": val[k]["acc"], "nll": val[k]["nll"]}
+                if model_dirs[k] is not None:
+                    engine.save_atomic({"epoch": epoch + 1, "model": _unstack({**params, **buffers}, k),
+                                        "val": val[k]}, model_dirs[k] / "best.pt")
+                else:
+                    bests[k]["state"] = _unstack({**params, **buffers}, k)
+            improved.append(better)
+            if emit:
+                emit(rows)
+        if last_path is not None:
+            engine.save_atomic({
+                "epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()}, "buffers": buffers,
+                "optimizer": optimizer.state_dict(), "rng": engine.rng_state(), "histories": histories,
+                "bests": bests, "train_seconds": train_seconds, "seeds": list(seeds),
+            }, last_path)
+        if on_epoch:
+            for k in range(K):
+                on_epoch({"epoch": epoch + 1, "lr": lr, "seconds": seconds, "model": k, "seed": seeds[k],
+                          "checkpoint": str(last_path) if last_path else None,
+                          "train_loss": epoch_sums[k][0] / count_sum, "train_acc": epoch_sums[k][1] / count_sum,
+                          **{f"val_{name}": v for name, v in val[k].items()}})
+
+    # hand each model its validation-selected weights, and give each one a last.pt of its own
+    results = []
+    for k, model in enumerate(models):
+        final = _unstack({**params, **buffers}, k)
+        if model_dirs[k] is not None:
+            best_state = engine.load_checkpoint(model_dirs[k] / "best.pt", device)["model"]
+            engine.save_atomic({"epoch": train.epochs, "model": final, "optimizer": None, "objective": None,
+                                "rng": engine.rng_state(), "history": histories[k],
+                                "best": {key: v for key, v in bests[k].items() if key != "state"},
+                                "train_seconds": train_seconds / K, "packed": True}, model_dirs[k] / "last.pt")
+        else:
+            best_state = bests[k].pop("state")
+        model.load_state_dict(best_state)
+        selected = bests[k]["epoch"]
+        results.append(engine.FitResult(
+            history=histories[k], selected_epoch=selected, selected=engine._metrics_at(histories[k], selected),
+            last=engine._metrics_at(histories[k], train.epochs), train_seconds=train_seconds / K,
+            resumed_from=resumed_from, extra={"packed": K}))
+    return results
