@@ -93,12 +93,43 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    method: str = spec("kd", "loss: kd, ban, cwtm, dkpp, tfkd_self, tfkd_reg, label_smoothing, fitnet, "
+    method: str = spec("kd", "loss: kd, ban, ban_l, cwtm, dkpp, tfkd_self, tfkd_reg, label_smoothing, fitnet, "
                        "attention, rkd (`distill list methods`)")
-    temperature: float = spec(4.0, "softmax temperature T of teacher and student", gt=0.0)
-    alpha: float = spec(0.9, "weight of the distillation term; 1 - alpha weighs the label loss", ge=0.0, le=1.0)
-    teacher: Optional[str] = spec(None, "teacher: a run directory, a checkpoint, or a predictions file; "
+    temperature: float = spec(4.0, "softmax temperature T of teacher and student (at the start of training)",
+                              gt=0.0)
+    temperature_end: Optional[float] = spec(None, "T at the end of training, null = constant T", gt=0.0)
+    temperature_schedule: str = spec("linear", "how T goes from temperature to temperature_end over training",
+                                     choices=["constant", "linear", "cosine"])
+    alpha: float = spec(0.9, "weight of the distillation term; 1 - alpha weighs the label loss (at the start)",
+                        ge=0.0, le=1.0)
+    alpha_end: Optional[float] = spec(None, "alpha at the end of training, null = constant alpha", ge=0.0, le=1.0)
+    alpha_schedule: str = spec("linear", "how alpha goes from alpha to alpha_end over training",
+                               choices=["constant", "linear", "cosine"])
+    teacher: Optional[str] = spec(None, "teacher: a run directory, a checkpoint, a .npy/.csv predictions file, "
+                                  "or several run dirs/checkpoints separated by commas (an ensemble); "
                                   "null = train from labels (or the teacher section)")
+    combine: str = spec("mean_probs", "ensemble teacher: average probabilities at T, average logits, or sum "
+                        "one KL per teacher", choices=["mean_probs", "mean_logits", "per_teacher_kl"])
+    layers: list[str] = spec(["features"], "fitnet/attention/rkd: student layers whose outputs are matched "
+                             "(names from model.named_modules())")
+    teacher_layers: Optional[list[str]] = spec(None, "fitnet/attention/rkd: the teacher's layers, one per "
+                                               "student layer; null = the same names")
+    feature_weight: float = spec(1.0, "fitnet/attention/rkd: multiplier of the feature loss", ge=0.0)
+    smoothing: float = spec(0.1, "label_smoothing: probability mass spread uniformly over the classes",
+                            ge=0.0, lt=1.0)
+    correct_prob: float = spec(0.9, "tfkd_reg: probability of the true class in the virtual teacher",
+                               gt=0.0, lt=1.0)
+
+
+@dataclass
+class TeacherConfig:
+    model: Optional[ModelConfig] = spec(None, "teacher architecture: trained first for each seed when "
+                                        "distill.teacher is null; names the checkpoint's architecture otherwise; "
+                                        "null = no teacher section")
+    train: dict = spec({}, "overrides of the train section for the teacher, e.g. {epochs: 60, lr: 0.01}")
+
+    def __post_init__(self):
+        from_dict(TrainConfig, self.train, prefix="teacher.train.")  # unknown keys, types, ranges
 
 
 @dataclass
@@ -106,13 +137,47 @@ class BornAgainConfig:
     generations: int = spec(3, "students after generation 0", ge=1)
     teacher: str = spec("previous", "who teaches generation g: previous (g-1) or ensemble (all earlier)",
                         choices=["previous", "ensemble"])
+    model: Optional[str] = spec(None, "architecture of generations 1..G (model.name of generation 0 if null)")
+    stop: str = spec("never", "stop adding generations: never; delta (newest not better than the one before "
+                     "on validation by more than stop_delta); spread (by more than the seeds' spread)",
+                     choices=["never", "delta", "spread"])
+    stop_delta: float = spec(0.0, "stop=delta: smallest gain in mean validation accuracy that continues", ge=0.0)
     pack: bool = spec(True, "train the seeds of a generation at once with torch.func when the model allows")
 
 
 @dataclass
 class EnsembleConfig:
+    """`distill ensemble`: members (teachers) -> ensemble evaluation -> students (the `model` section
+    unless `students` says otherwise), distilled with the `distill` section."""
+
     members: int = spec(5, "number of teachers", ge=1)
+    models: list[dict] = spec([], "members' architectures as model-section mappings: one for all members or one "
+                              "per member, e.g. [{name: cnn1d, width: 32}]; empty = the model section")
+    train: dict = spec({}, "overrides of the train section for the members, e.g. {lr: 0.01, weight_decay: 0.05}")
     pack: bool = spec(True, "train same-architecture members at once with torch.func when the model allows")
+    from_: Optional[str] = spec(None, "run directory of an earlier `distill ensemble` run whose members are reused "
+                                "(not retrained); null = train the members", key="from")
+    combine: list[str] = spec(["mean_probs"], "teacher combinations each student is distilled from: mean_probs, "
+                              "mean_logits, per_teacher_kl; empty = no students")
+    students: list[dict] = spec([], "student architectures as model-section mappings, e.g. [{name: mlp}, "
+                                "{name: cnn1d, width: 16}]; empty = the model section")
+
+    def __post_init__(self):
+        if self.models and len(self.models) not in (1, self.members):
+            raise ConfigError(f"ensemble.models: {len(self.models)} architectures for {self.members} members; "
+                              f"give one for all members or one per member")
+        for i, section in enumerate(self.models):
+            from_dict(ModelConfig, section, prefix=f"ensemble.models[{i}].")
+        for i, section in enumerate(self.students):
+            from_dict(ModelConfig, section, prefix=f"ensemble.students[{i}].")
+        from_dict(TrainConfig, self.train, prefix="ensemble.train.")  # unknown keys, types, ranges
+        allowed = ("mean_probs", "mean_logits", "per_teacher_kl")
+        for i, how in enumerate(self.combine):
+            if how not in allowed:
+                raise ConfigError(f"ensemble.combine[{i}]: {how!r} is not allowed; choose one of "
+                                  f"{', '.join(allowed)}")
+        if len(set(self.combine)) != len(self.combine):
+            raise ConfigError(f"ensemble.combine: {self.combine} repeats a combination; name each once")
 
 
 @dataclass
@@ -128,6 +193,11 @@ class TuneConfig:
     grace_period: int = spec(1, "asha: epochs before a trial can be stopped", ge=1)
     reduction_factor: float = spec(3.0, "asha: keep 1/reduction_factor at each rung", gt=1.0)
     reuse_actors: bool = spec(True, "reuse trial actors between trials")
+    search_alg: str = spec("basic", "basic (grids crossed with random samples) or optuna (TPE; pip install optuna)",
+                           choices=["basic", "optuna"])
+    perturbation_interval: int = spec(2, "pbt: epochs between exploiting better trials and perturbing", ge=1)
+    storage_path: Optional[str] = spec(None, "root of the experiment folders (shared storage when trials run on "
+                                       "several machines); null = OUT/<name>")
 
 
 @dataclass
@@ -140,6 +210,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     bornagain: BornAgainConfig = field(default_factory=BornAgainConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)

@@ -1,0 +1,9 @@
+"""Born-again networks: multi-generation self-distillation (`distill bornagain`).
+
+    import bornagain
+    run_dir = bornagain.run(cfg)          # cfg from distill.load_config("configs/ban-mnist1d.yaml")
+"""
+
+from .chain import generation_seed, run, should_stop
+
+__all__ = ["run", "generation_seed", "should_stop"]

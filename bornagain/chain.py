@@ -1,0 +1,197 @@
+"""Born-again chains (Furlanello et al., ICML 2018): each student becomes the next teacher.
+
+    distill bornagain configs/ban-mnist1d.yaml seeds=[0,1,2]
+    distill bornagain configs/ban-mnist1d.yaml seeds=[0] train.epochs=2 bornagain.generations=2   # tiny
+
+Generation 0 learns from labels. Generation g = 1..G is a fresh model (of `model.name`, or
+`bornagain.model`) taught by `bornagain.teacher`: `previous` (generation g-1 of the same
+seed) or `ensemble` (generations 0..g-1 of the same seed, combined by the distillation
+objective). The loss is `distill.method` (`ban`, `kd`, `cwtm`, `dkpp`, ... : `distill list
+methods`). Generation g of seed s is initialised and shuffled with its own seed,
+`generation_seed(s, g)`.
+
+The seeds of one generation are trained at once with `torch.func` when `distill.packed`
+allows it (no BatchNorm, no dropout, a logit-only loss) and `bornagain.pack` is true;
+otherwise one after another. The choice is logged and written into the summary.
+
+Evaluated: every generation on validation and test, and the born-again ensembles Ens x k
+(mean probabilities of generations 1..k, and of 0..k) as `ensemble` rows. With
+`bornagain.stop`, the chain ends early when the newest generation is not better on
+validation than the one before; the summary says why it stopped.
+
+A chain killed in generation g and started again with the same command returns the
+finished generations from their checkpoints and resumes generation g at its last epoch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from distill import engine, packed
+from distill.config import Config, ModelConfig
+from distill.data import load_data
+from distill.metrics import probs_metrics
+from distill.models import count_params, create_model
+from distill.runner import Progress, chain, run_guarded
+from distill.store import Run, fit_summary, summary_row
+
+
+def generation_seed(seed: int, generation: int) -> int:
+    """The seed of generation g in the chain of run seed s (generation 0 keeps s)."""
+    return seed if generation == 0 else seed * 1009 + generation * 7919
+
+
+def generation_model_config(cfg: Config, generation: int) -> ModelConfig:
+    if generation == 0 or cfg.bornagain.model is None:
+        return cfg.model
+    return ModelConfig(**{**cfg.model.__dict__, "name": cfg.bornagain.model})
+
+
+def teacher_generations(cfg: Config, generation: int) -> list[int]:
+    """Which generations teach generation g."""
+    if generation == 0:
+        return []
+    return [generation - 1] if cfg.bornagain.teacher == "previous" else list(range(generation))
+
+
+def parent_name(cfg: Config, generation: int) -> Optional[str]:
+    gens = teacher_generations(cfg, generation)
+    if not gens:
+        return None
+    return f"generation {gens[0]}" if len(gens) == 1 else f"ensemble of generations {gens[0]}..{gens[-1]}"
+
+
+def should_stop(cfg: Config, val_by_generation: dict[int, list[float]], generation: int) -> Optional[str]:
+    """The reason to stop after `generation`, or None to go on (validation accuracy only)."""
+    rule = cfg.bornagain.stop
+    if rule == "never" or generation == 0:
+        return None
+    new, old = val_by_generation[generation], val_by_generation[generation - 1]
+    gain = statistics.fmean(new) - statistics.fmean(old)
+    if rule == "delta":
+        limit, what = cfg.bornagain.stop_delta, f"stop_delta {cfg.bornagain.stop_delta:.4f}"
+    else:
+        spread = statistics.stdev(new + old) if len(new + old) > 1 else 0.0
+        limit, what = spread, f"the seeds' spread {spread:.4f}"
+    if gain <= limit:
+        return (f"generation {generation} gained {gain:+.4f} mean validation accuracy over generation "
+                f"{generation - 1}, not more than {what}")
+    return None
+
+
+@torch.inference_mode()
+def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: int) -> list[dict]:
+    """Ens x k rows: mean probabilities of generations 1..k and of 0..k, on validation and test."""
+    probs = {split: {g: engine.predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision).softmax(1)
+                     for g, m in models.items()} for split in ("val", "test")}
+    rows = []
+    last = max(models)
+    for first in (1, 0):
+        for k in range(max(first, 1), last + 1):
+            gens = list(range(first, k + 1))
+            if len(gens) < 2:
+                continue
+            metrics = {split: probs_metrics(torch.stack([probs[split][g] for g in gens]).mean(0), data.y[split])
+                       for split in probs}
+            rows.append(summary_row(
+                role="ensemble", name=f"ens_{first}..{k}", seed=seed, generation=k, size=len(gens),
+                combine="mean_probs", parent=f"generations {first}..{k}",
+                val_acc=metrics["val"]["acc"], val_nll=metrics["val"]["nll"], test_acc=metrics["test"]["acc"],
+                test_nll=metrics["test"]["nll"], test_ece=metrics["test"]["ece"],
+                test_acc_last=None))
+    return rows
+
+
+def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
+        on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
+    """Train the chain for every seed; returns the run directory (see the module docstring).
+
+    `on_epoch` receives each epoch's report (train and validation figures) with `generation`
+    and `seed` added; generations come one after another, so a Tune trial sees the chain's
+    epochs in order.
+    """
+    from distill.teachers import make_objective
+
+    engine.setup_torch(cfg.train)
+    device = engine.resolve_device(cfg.train.device)
+    data = load_data(cfg.dataset).to(device)
+    seeds = cfg.seed_list()
+    for g in (0, 1):  # build each architecture once before the run folder exists: bad combos fail here
+        create_model(generation_model_config(cfg, g), data.input_shape, data.num_classes)
+    run = Run.open(cfg, "bornagain", out, run_dir)
+    run.write_meta(device=str(device))
+    show = Progress(progress)
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+
+    def body() -> dict:
+        rows: list[dict] = []
+        models: dict[int, dict[int, torch.nn.Module]] = {s: {} for s in seeds}  # seed -> generation -> model
+        val_by_generation: dict[int, list[float]] = {}
+        packing: dict[int, str] = {}
+        loss_info: dict = {}
+        stopped = None
+        for g in range(cfg.bornagain.generations + 1):
+            model_cfg = generation_model_config(cfg, g)
+            gen_models, objectives, tags = [], [], []
+            for seed in seeds:
+                engine.seed_everything(generation_seed(seed, g))
+                gen_models.append(create_model(model_cfg, data.input_shape, data.num_classes))
+                teachers = [models[seed][t] for t in teacher_generations(cfg, g)]
+                if teachers:
+                    objective, loss_info = make_objective(cfg.distill, teachers, data, device)
+                    loss_info = {**loss_info, "teacher": parent_name(cfg, g)}
+                else:
+                    objective = None
+                objectives.append(objective)
+                tags.append({"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
+                             "parent": parent_name(cfg, g)})
+            ok, why = packed.can_pack(gen_models, objectives)
+            ok = ok and cfg.bornagain.pack
+            packing[g] = f"packed: {why}" if ok else f"one after another: {why if cfg.bornagain.pack else 'pack=false'}"
+            say(f"generation {g}: {len(seeds)} seed(s), {packing[g]}")
+            report = chain(on_epoch and (lambda r, g=g: on_epoch({**r, "generation": g})))
+            gen_seeds = [generation_seed(s, g) for s in seeds]
+            if ok:
+                show.start(f"generation {g} ({len(seeds)} seeds packed)", cfg.train.epochs)
+                results = packed.fit_packed(
+                    gen_models, data, cfg.train, seeds=gen_seeds, objectives=objectives, tags=tags,
+                    checkpoint_dir=run.checkpoint_dir(f"gen{g}-packed"),
+                    model_dirs=[run.checkpoint_dir(f"gen{g}-s{s}") for s in seeds],
+                    on_epoch=chain(lambda r: r["model"] == 0 and show.epoch(r), report), emit=run.emit,
+                    device=device)
+            else:
+                results = []
+                for model, objective, tag, seed, gseed in zip(gen_models, objectives, tags, seeds, gen_seeds):
+                    show.start(f"generation {g} seed {seed}", cfg.train.epochs)
+                    results.append(engine.fit(
+                        model, data, cfg.train, seed=gseed, objective=objective, tags=tag,
+                        checkpoint_dir=run.checkpoint_dir(f"gen{g}-s{seed}"), emit=run.emit,
+                        on_epoch=chain(show.epoch, lambda r, seed=seed: report({**r, "seed": seed})),
+                        device=device))
+            for model, result, tag, seed in zip(gen_models, results, tags, seeds):
+                models[seed][g] = model.eval()
+                row = fit_summary(result, tag, count_params(model))
+                rows.append(row)
+                show.label = f"generation {g} seed {seed}"
+                show.done(row)
+            val_by_generation[g] = [r["val_acc"] for r in rows if r["generation"] == g and r["role"] == "generation"]
+            run.write_summary(rows, "running", loss=loss_info or None, packing=packing)
+            stopped = should_stop(cfg, val_by_generation, g)
+            if stopped:
+                say(f"stopping the chain: {stopped}")
+                break
+        for seed in seeds:
+            rows.extend(ensemble_rows(cfg, data, models[seed], seed))
+        last = max(val_by_generation)
+        return run.write_summary(rows, "done", loss=loss_info or None, packing=packing,
+                                 generations_trained=last,
+                                 stopped={"after_generation": last, "reason": stopped or
+                                          f"all {cfg.bornagain.generations} generations trained"})
+
+    run_guarded(run, body)
+    return run.path
