@@ -108,15 +108,18 @@ def dispatch(args) -> None:
     elif args.command == "tune":
         import tuning
         path = tuning.run(_load(args), args.out, address=args.address, resume=args.resume, progress=not args.quiet)
-    elif args.command == "report":
-        import results
-        path = results.report(args.runs, args.out)
     else:
         import results
-        if args.list or not args.preset:
-            print("\n".join(results.list_presets()))
-            return
-        path = results.reproduce(args.preset, quick=args.quick, out=args.out)
+        try:
+            if args.command == "report":
+                path = results.report(args.runs, args.out)
+            elif args.list or not args.preset:
+                print("\n".join(results.list_presets()))
+                return
+            else:
+                path = results.reproduce(args.preset, quick=args.quick, out=args.out)
+        except results.NoRuns as err:  # no run folder there, or an unknown preset: bad input
+            raise UserError(str(err)) from None
     print(path)
 
 

@@ -1,0 +1,53 @@
+"""What every benchmark shares: the machine's description and the result file's format.
+
+Each script measures its own baseline in the same process and writes
+benchmarks/results/<script name>.json: a flat object of named figures plus `date`,
+`machine` and `command`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def machine() -> str:
+    """CPU model, cores this process may use, and the GPU if any."""
+    import torch
+
+    from distill.engine import cpu_count
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {cpu_count()} cores, {gpu}"
+
+
+def write_result(script: str, figures: dict, out: str | Path | None = None) -> Path:
+    """Write the figures with date, machine and command; return the file's path."""
+    path = Path(out) if out else RESULTS / f"{Path(script).stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**figures, "date": dt.date.today().isoformat(), "machine": machine(),
+              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def table(rows: list[tuple], header: tuple) -> str:
+    """A small fixed-width table for the terminal."""
+    cells = [tuple(str(c) for c in header)] + [tuple(f"{c:.3f}" if isinstance(c, float) else str(c) for c in r)
+                                               for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells)

@@ -1,0 +1,106 @@
+"""Epoch time of `distill`'s engine over a bare PyTorch loop doing the same work.
+
+    .venv/bin/python benchmarks/engine_overhead.py            # MNIST-1D MLP and CNN
+    .venv/bin/python benchmarks/engine_overhead.py --quick    # a smoke test
+
+Both train the same model on the same device-resident data with the same batches (the
+engine's generator seeds), optimizer (AdamW), one-cycle schedule and step count, and
+evaluate validation and test accuracy after every epoch, in one process, in interleaved
+rounds. The engine also writes its checkpoints (last and best, atomically) and records,
+computes NLL and calibration error, and keeps its running sums on the device: that is
+the overhead measured. Figure: `engine_over_bare` = median engine epoch / median bare
+epoch, for the MLP (where fixed costs weigh most) and the CNN; the headline is the MLP's.
+Writes benchmarks/results/engine_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import common
+import torch
+import torch.nn.functional as F
+
+from distill import engine
+from distill.config import DatasetConfig, ModelConfig, TrainConfig
+from distill.data import load_data
+from distill.models import create_model
+
+
+def bare_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
+    """The plainest loop that does the same training and evaluation; seconds per epoch."""
+    engine.seed_everything(seed)
+    model = create_model(model_cfg, data.input_shape, data.num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    steps_per_epoch = -(-data.size("train") // train.batch_size)
+    total = steps_per_epoch * train.epochs
+    step = 0
+    started = time.perf_counter()
+    for epoch in range(train.epochs):
+        model.train()
+        g = torch.Generator().manual_seed(engine.epoch_seed(seed, epoch))
+        for x, y, _ in data.train_batches(train.batch_size, g):
+            for group in opt.param_groups:
+                group["lr"] = engine.lr_at(step, total, steps_per_epoch, train)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+        model.eval()
+        with torch.no_grad():
+            for split in ("val", "test"):
+                (model(data.x[split]).argmax(1) == data.y[split]).float().mean().item()
+    return (time.perf_counter() - started) / train.epochs
+
+
+def engine_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
+    engine.seed_everything(seed)
+    model = create_model(model_cfg, data.input_shape, data.num_classes)
+    with tempfile.TemporaryDirectory() as folder:
+        rows = []
+        started = time.perf_counter()
+        engine.fit(model, data, train, seed=seed, checkpoint_dir=Path(folder), emit=rows.extend)
+        return (time.perf_counter() - started) / train.epochs
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.epochs = 1, 2
+    train = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.003, weight_decay=0.01, device="cpu")
+    engine.setup_torch(train)
+    data = load_data(DatasetConfig(name="mnist1d", num_samples=5000, augment="none"))
+    models = {"mlp": ModelConfig(name="mlp", width=100, depth=2), "cnn1d": ModelConfig(name="cnn1d", width=32)}
+    times = {(name, kind): [] for name in models for kind in ("bare", "engine")}
+    for model_name, model_cfg in models.items():  # warm-up: first calls pay for allocations and lazy init
+        bare_epochs(model_cfg, data, TrainConfig(epochs=1, device="cpu"), 0)
+        engine_epochs(model_cfg, data, TrainConfig(epochs=1, device="cpu"), 0)
+    for r in range(args.rounds):
+        for model_name, model_cfg in models.items():
+            times[model_name, "bare"].append(bare_epochs(model_cfg, data, train, r))
+            times[model_name, "engine"].append(engine_epochs(model_cfg, data, train, r))
+    rows, figures = [], {}
+    for model_name in models:
+        bare = statistics.median(times[model_name, "bare"])
+        eng = statistics.median(times[model_name, "engine"])
+        rows.append((model_name, bare * 1000, eng * 1000, eng / bare))
+        figures[f"engine_over_bare_{model_name}"] = round(eng / bare, 3)
+    figures["engine_over_bare"] = figures["engine_over_bare_mlp"]
+    figures.update({"rounds": args.rounds, "epochs": args.epochs, "threads": torch.get_num_threads()})
+    print(common.table(rows, ("model", "bare ms/epoch", "engine ms/epoch", "engine/bare")))
+    print(f"wrote {common.write_result(__file__, figures, args.out)}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

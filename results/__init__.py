@@ -1,0 +1,30 @@
+"""results: finished run directories -> pandas tables with 95% CIs, seaborn plots, a report.
+
+    import results
+    df = results.load(["runs/"])                       # one row per evaluated model
+    print(results.format_table(results.table(df, by=["role", "generation"])))
+    results.report(["runs/"], "report")                # -> report/report.md
+    distill report runs/ --out report                  # the same from the shell
+
+Reads files on disk only (config.yaml, meta.json, records.csv, summary.json); never
+imports torch or the `distill` engine. `reproduce` runs the engine as a subprocess.
+"""
+
+from . import stats
+from .load import NoRuns, find_runs, load, load_records
+from .reproduction import ReproduceFailed, UnknownPreset, list_presets, presets, reproduce
+from .reporting import comparisons, report
+from .stats import Comparison, compare, format_table, mean_ci, table
+
+__all__ = ["Comparison", "NoRuns", "ReproduceFailed", "UnknownPreset", "compare", "comparisons", "find_runs",
+           "format_table", "list_presets", "load", "load_records", "mean_ci", "plots", "presets", "report",
+           "reproduce", "stats", "table"]
+
+
+def __getattr__(name):
+    # `results.plots` imports matplotlib and seaborn; load it on first use, not with the package
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
