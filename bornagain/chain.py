@@ -143,8 +143,9 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                 gen_models.append(create_model(model_cfg, data.input_shape, data.num_classes))
                 teachers = [models[seed][t] for t in teacher_generations(cfg, g)]
                 if teachers:
-                    objective, loss_info = make_objective(cfg.distill, teachers, data, device)
-                    loss_info = {**loss_info, "teacher": parent_name(cfg, g)}
+                    objective, loss_info = make_objective(cfg.distill, teachers, data, device,
+                                                          seed=generation_seed(seed, g), student=gen_models[-1],
+                                                          description=parent_name(cfg, g))
                 else:
                     objective = None
                 objectives.append(objective)

@@ -56,7 +56,7 @@ def can_pack(models: list[nn.Module], objectives: Optional[list] = None) -> tupl
             continue
         if isinstance(objective, nn.Module) and any(True for _ in objective.parameters()):
             return False, "the distillation objective has trainable parameters"
-        if getattr(objective, "white_box", False):
+        if getattr(objective, "white_box", False) or getattr(objective, "info", {}).get("signal") == "features":
             return False, "the distillation objective reads intermediate features"
     return True, f"{len(models)} models without BatchNorm or dropout"
 
