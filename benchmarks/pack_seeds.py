@@ -1,0 +1,91 @@
+"""8 seeds of the MNIST-1D MLP trained packed (torch.func vmap) against one after another.
+
+    .venv/bin/python benchmarks/pack_seeds.py            # 8 seeds, 40-100-100-10 MLP, 10 epochs
+    .venv/bin/python benchmarks/pack_seeds.py --quick    # a smoke test
+
+This is what `distill bornagain` does with the seeds of one generation: `packed.fit_packed`
+for all seeds at once against `engine.fit` once per seed, with the same seeds, batches,
+AdamW one-cycle schedule and step count, each including evaluation after every epoch and
+atomic checkpoints. One process, interleaved rounds, medians. Figure: `speedup` =
+sequential / packed wall time. Writes benchmarks/results/pack_seeds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import common
+import torch
+
+from distill import engine, packed
+from distill.config import load_config
+from distill.data import load_data
+from distill.models import create_model
+
+
+def make_models(cfg, data, seeds):
+    models = []
+    for seed in seeds:
+        engine.seed_everything(seed)
+        models.append(create_model(cfg.model, data.input_shape, data.num_classes))
+    return models
+
+
+def sequential(cfg, data, seeds, folder: Path) -> float:
+    started = time.perf_counter()
+    for seed, model in zip(seeds, make_models(cfg, data, seeds)):
+        engine.fit(model, data, cfg.train, seed=seed, checkpoint_dir=folder / f"s{seed}")
+    return time.perf_counter() - started
+
+
+def packed_run(cfg, data, seeds, folder: Path) -> float:
+    started = time.perf_counter()
+    packed.fit_packed(make_models(cfg, data, seeds), data, cfg.train, seeds=seeds, checkpoint_dir=folder / "pack",
+                      model_dirs=[folder / f"s{s}" for s in seeds])
+    return time.perf_counter() - started
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = all CPUs)")
+    parser.add_argument("--quick", action="store_true", help="2 epochs, 1 round")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.rounds = 2, 1
+    cfg = load_config(None, [
+        "dataset.name=mnist1d", "dataset.num_samples=5000", "dataset.augment=none", "model.name=mlp",
+        "model.width=100", "model.depth=2", f"train.epochs={args.epochs}", "train.batch_size=128", "train.lr=0.003",
+        "train.weight_decay=0.01", "train.device=cpu", f"train.threads={args.threads}"])
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    seeds = list(range(args.seeds))
+    times = {"packed": [], "sequential": []}
+    runners = {"packed": packed_run, "sequential": sequential}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in runners.items():  # warm-up
+            fn(load_config(None, ["train.epochs=1", "model.name=mlp", "train.device=cpu"]), data, seeds[:2],
+               Path(tmp) / f"warm-{name}")
+        for r in range(args.rounds):
+            for name in ("packed", "sequential") if r % 2 == 0 else ("sequential", "packed"):
+                times[name].append(runners[name](cfg, data, seeds, Path(tmp) / f"{name}-{r}"))
+    pk, sq = statistics.median(times["packed"]), statistics.median(times["sequential"])
+    figures = {"speedup": round(sq / pk, 3), "packed_seconds": round(pk, 3), "sequential_seconds": round(sq, 3),
+               "seeds": args.seeds, "model": "mlp 40-100-100-10", "epochs": args.epochs, "rounds": args.rounds,
+               "threads": torch.get_num_threads()}
+    print(common.table([(k, statistics.median(v), min(v), max(v)) for k, v in times.items()],
+                       ("seeds", "median s", "min s", "max s")))
+    print(f"speedup (sequential / packed): {figures['speedup']}x")
+    print(f"wrote {common.write_result(__file__, figures, args.out)}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""How well `distill tune` uses the machine, and what ASHA saves over the full grid.
+
+    python benchmarks/tune_efficiency.py            # a few minutes on 2 CPUs
+    python benchmarks/tune_efficiency.py --quick    # smaller, for a smoke test
+
+1. Efficiency: 8 trials of about 10-15 s (MNIST-1D 1-D CNN, one CPU each) on all CPUs;
+   efficiency = sum of the trials' own seconds (Ray's time_total_s) / (sweep wall seconds x CPUs).
+   Ray is started before the clock starts (its start-up is paid once per command, not per trial).
+2. ASHA against the full grid: the same 18-configuration grid (lr x width, MLP, 27 epochs) run
+   to the end (FIFO) and under ASHA (grace 1 epoch, reduction factor 3); the figures are
+   ASHA's epochs / the grid's epochs and the grid's best validation accuracy minus ASHA's
+   (in points). Both use the same trainable, so a configuration ASHA runs to the end has
+   exactly the grid's numbers (bit-identical on CPU).
+
+Writes benchmarks/results/tune_efficiency.json: efficiency, asha_epoch_fraction,
+asha_best_gap, plus date, machine and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from distill.config import build_config
+from distill.engine import cpu_count
+import tuning
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": model, "cores": cpu_count(), "gpu": gpu}
+
+
+def sweep(data: dict, out: Path) -> tuple[dict, float]:
+    started = time.perf_counter()
+    path = tuning.run(build_config(data), out, progress=False)
+    wall = time.perf_counter() - started
+    return json.loads((path / "sweep.json").read_text()), wall
+
+
+def efficiency(out: Path, quick: bool) -> dict:
+    lrs = [0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.012]
+    data = {
+        "name": "bench-efficiency",
+        "dataset": {"name": "mnist1d", "num_samples": 2000 if quick else 5000, "augment": "none"},
+        "model": {"name": "cnn1d", "width": 32, "depth": 3},
+        "train": {"epochs": 10 if quick else 40, "batch_size": 128, "lr": 0.01, "weight_decay": 0.05},
+        "search": {"train.lr": {"grid": lrs}},
+        "tune": {"cpus_per_trial": 1, "reuse_actors": True},
+    }
+    summary, wall = sweep(data, out)
+    trial_seconds = sum(t["seconds"] for t in summary["trials"])
+    cpus = int(ray.cluster_resources()["CPU"])
+    return {"efficiency": trial_seconds / (wall * cpus), "trials": len(summary["trials"]),
+            "trial_seconds": trial_seconds, "wall_seconds": wall, "cpus": cpus,
+            "mean_trial_seconds": trial_seconds / len(summary["trials"])}
+
+
+def asha_against_grid(out: Path, quick: bool) -> dict:
+    data = {
+        "name": "bench-asha",
+        "dataset": {"name": "mnist1d", "num_samples": 2000 if quick else 5000, "augment": "none"},
+        "model": {"name": "mlp", "depth": 2},
+        "train": {"epochs": 9 if quick else 27, "batch_size": 128, "weight_decay": 0.01},
+        # a fixed shuffled order: trials start in grid order, and ASHA's early rungs depend on it
+        "search": {"train.lr": {"grid": [3e-3, 1e-4, 3e-2, 1e-3, 3e-4, 1e-2]},
+                   "model.width": {"grid": [32, 64, 128]}},
+        "tune": {"cpus_per_trial": 1, "grace_period": 1, "reduction_factor": 3},
+    }
+    grid, grid_wall = sweep({**data, "tune": {**data["tune"], "scheduler": "fifo"}}, out)
+    asha, asha_wall = sweep({**data, "tune": {**data["tune"], "scheduler": "asha"}}, out)
+    grid_best, asha_best = grid["best"]["best_val_acc"], asha["best"]["best_val_acc"]
+    return {"asha_epoch_fraction": asha["epochs"] / grid["epochs"],
+            "asha_best_gap": 100 * (grid_best - asha_best),
+            "grid_epochs": grid["epochs"], "asha_epochs": asha["epochs"],
+            "grid_best_val_acc": grid_best, "asha_best_val_acc": asha_best,
+            "grid_wall_seconds": grid_wall, "asha_wall_seconds": asha_wall,
+            "asha_stopped": asha["counts"]["stopped"], "configurations": len(grid["trials"])}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sweeps (smoke test)")
+    parser.add_argument("--out", default=str(HERE / "results" / "tune_efficiency.json"))
+    args = parser.parse_args(argv)
+    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = {**efficiency(Path(tmp), args.quick), **asha_against_grid(Path(tmp), args.quick)}
+    finally:
+        ray.shutdown()
+    figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
+    result = {**figures, "quick": args.quick, "date": dt.datetime.now().isoformat(timespec="seconds"),
+              "machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    rows = [("efficiency (sum trial s / (wall s x CPUs))", figures["efficiency"], ">= 0.80"),
+            ("mean trial seconds", figures["mean_trial_seconds"], ""),
+            ("ASHA epochs / grid epochs", figures["asha_epoch_fraction"], "<= 0.30"),
+            ("grid best - ASHA best val acc (points)", figures["asha_best_gap"], "<= 0.5")]
+    print(f"{'figure':<45} {'value':>9}  target")
+    for name, value, target in rows:
+        print(f"{name:<45} {value:>9.3f}  {target}")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""The driver of `distill tune`: start (or join) Ray, run the trials, write sweep.json.
+
+    distill tune configs/tune-mnist1d-kd.yaml                       # Ray started here, all CPUs
+    distill tune configs/tune-mnist1d-kd.yaml tune.scheduler=asha   # stop poor trials early
+    distill tune configs/tune-mnist1d-kd.yaml --address 10.0.0.1:6379   # join a `ray start` cluster
+    distill tune configs/tune-mnist1d-kd.yaml --resume              # after the driver was killed
+    distill tune configs/tune-mnist1d-kd.yaml train.epochs=2 dataset.num_samples=500 seeds=[0]  # tiny
+
+Where things go: `<storage>/<sweep-id>/`, where storage is `tune.storage_path` or
+`OUT/<name>` and the sweep id is `run_id` or a hash of the resolved config (so the same
+command with `--resume` finds the same folder). Each trial folder inside is a run
+directory (config.yaml, meta.json, records.csv, summary.json, checkpoints/) beside Ray's
+files; `sweep.json` lists the trials, their sampled values, status, run directories and
+the best trial by the validation metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from distill.config import Config, config_hash
+from distill.errors import UserError
+from ray import tune
+
+from . import space
+from .trainable import kind_runner, run_trial
+
+
+class TrialsFailed(Exception):
+    """Some trials failed; the others finished. `failed` maps trial folder -> reason."""
+
+    def __init__(self, path: Path, failed: dict[str, str], total: int):
+        self.path, self.failed = path, failed
+        listed = "; ".join(f"{name}: {reason}" for name, reason in failed.items())
+        super().__init__(f"{len(failed)} of {total} trials failed ({listed}); the others finished, "
+                         f"see {path / 'sweep.json'}")
+
+
+def mode_of(metric: str) -> str:
+    return "max" if metric.endswith("acc") else "min"
+
+
+def epochs_per_trial(cfg: Config, dims: list[space.Dimension]) -> int:
+    """Longest trial in reported epochs (the top of ASHA's rungs)."""
+    def top(key, default):
+        for dim in dims:
+            if dim.key == key:
+                numbers = [v for v in dim.values if isinstance(v, (int, float))]
+                return max(numbers) if numbers else default
+        return default
+
+    epochs = int(top("train.epochs", cfg.train.epochs))
+    if cfg.tune.kind == "bornagain":
+        return epochs * (int(top("bornagain.generations", cfg.bornagain.generations)) + 1)
+    if cfg.tune.kind == "ensemble":
+        return epochs * (int(top("ensemble.members", cfg.ensemble.members)) + 1)
+    return epochs
+
+
+class TrialLines(tune.Callback):
+    """Progress: one line per trial state change (start, retry, done, stopped, failed)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def _say(self, trials, trial, text: str, ending: bool = False) -> None:
+        if not self.enabled:
+            return
+        ended = sum(t.status in ("TERMINATED", "ERROR") or (ending and t is trial) for t in trials)
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] trial {trial.trial_id} {text} ({ended}/{len(trials)} ended)", file=sys.stderr, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._say(trials, trial, f"started: {space.describe(trial.config) or 'base config'}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        epochs = result.get("training_iteration", 0)
+        metric = " ".join(f"{k} {result[k]:.4f}" for k in ("val_acc", "val_nll") if k in result)
+        ended = "done" if result.get("done") else "stopped early by the scheduler"
+        self._say(trials, trial, f"{ended} after {epochs} epochs: {metric}", ending=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._say(trials, trial, f"FAILED: {_reason(trial.error_file)}", ending=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._say(trials, trial, f"failed ({_reason(trial.error_file)}); retrying from its last checkpoint")
+
+
+def _reason(error_file) -> str:
+    """The last line of a Ray error file: `TrialDiverged: train_loss is nan at epoch 2`."""
+    try:
+        lines = [ln.strip() for ln in Path(error_file).read_text().splitlines() if ln.strip()]
+    except (OSError, TypeError):
+        return "unknown error"
+    return lines[-1] if lines else "unknown error"
+
+
+def _init_ray(address: str | None) -> bool:
+    """Join `address`, or start a local Ray with this machine's CPUs; True when started here."""
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # each epoch's checkpoint forces an experiment snapshot (num_to_keep); that is the point, not a problem
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return False
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise UserError(f"--address {address}: cannot join a Ray cluster there ({err}); start one with "
+                            f"`ray start --head` and pass the address it prints") from None
+        return True
+    from distill.engine import cpu_count
+
+    # address="local": never join a cluster that `ray start` left running on this machine
+    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, **kwargs)
+    return True
+
+
+def _check_resources(cfg: Config) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    for name, want in (("CPU", cfg.tune.cpus_per_trial), ("GPU", cfg.tune.gpus_per_trial)):
+        if want > 0 and have.get(name, 0) < want:
+            raise UserError(f"tune.{name.lower()}s_per_trial={want:g} but the Ray cluster has "
+                            f"{have.get(name, 0):g} {name}s; lower it or add nodes")
+
+
+def _scheduler(cfg: Config, dims, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    t = cfg.tune
+    if t.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max(max_t, t.grace_period),
+                             grace_period=t.grace_period, reduction_factor=t.reduction_factor,
+                             stop_last_trials=False)  # a trial at the top rung finishes on its own
+    if t.scheduler == "pbt":
+        found = space.mutations(dims)
+        if not found:
+            raise UserError("tune.scheduler=pbt perturbs searched keys, but search: is empty; "
+                            "add e.g. search.distill.alpha={uniform: [0.1, 0.9]}")
+        return PopulationBasedTraining(time_attr="training_iteration",
+                                       perturbation_interval=t.perturbation_interval,
+                                       hyperparam_mutations=found)
+    return FIFOScheduler()
+
+
+def _searcher(cfg: Config, metric: str, mode: str):
+    if cfg.tune.search_alg != "optuna":
+        return None
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+        import optuna  # noqa: F401
+    except ImportError:
+        raise UserError("tune.search_alg=optuna needs optuna: pip install 'distill-runner[optuna]' "
+                        "(or pip install optuna)") from None
+    searcher = OptunaSearch(metric=metric, mode=mode)
+    seeds = cfg.seeds
+    if seeds is not None and len(seeds) > 1:
+        from ray.tune.search import Repeater
+
+        searcher = Repeater(searcher, repeat=len(seeds), set_index=True)
+    return searcher
+
+
+def _trial_dirname(trial) -> str:
+    return space.trial_dirname(trial.trial_id, trial.config)
+
+
+def experiment_dir(cfg: Config, out: str | Path) -> Path:
+    root = Path(cfg.tune.storage_path) if cfg.tune.storage_path else Path(out) / cfg.name
+    return root.resolve() / (cfg.run_id or f"sweep-{config_hash(cfg)}")
+
+
+def _affects_teacher(cfg: Config, key: str) -> bool:
+    if key.startswith(("dataset.", "teacher.")) or key == "distill.teacher":
+        return True
+    return key.startswith("train.") and key.split(".", 1)[1] not in cfg.teacher.train
+
+
+def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
+    """Train the `teacher` section's model once per seed, before the trials, and return its run dir.
+
+    Every trial would otherwise train the same teacher again (same seed, same data, same
+    settings). Only when no searched key changes the teacher; the trials then read it as
+    `distill.teacher`. It trains in this process, from labels, and resumes like any run.
+    """
+    if cfg.tune.kind != "train" or cfg.teacher.model is None or cfg.distill.teacher is not None:
+        return None
+    if any(_affects_teacher(cfg, dim.key) for dim in dims):
+        return None
+    from distill.config import build_config, to_dict
+    from distill.runner import train
+    from distill.teachers import teacher_train_config
+
+    data = to_dict(cfg)
+    data.update(model=to_dict(cfg.teacher.model), train=to_dict(teacher_train_config(cfg)),
+                teacher={"model": None, "train": {}}, search={}, run_id="teacher")
+    data["distill"].update(teacher=None, method="kd")
+    run_dir = path / "teacher"
+    if progress:
+        print(f"distill: training the teacher once per seed for every trial, in {run_dir}", file=sys.stderr)
+    return str(train(build_config(data), path, run_dir=run_dir, progress=progress))
+
+
+def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, resume: bool = False,
+        progress: bool = True) -> Path:
+    """Run the sweep of `cfg.search` x seeds as Tune trials; returns the experiment folder.
+
+    Raises `TrialsFailed` (after every other trial finished and sweep.json is written)
+    when any trial failed.
+    """
+    dims = space.parse_search(cfg)  # everything about the input is checked before Ray starts
+    kind_runner(cfg.tune.kind)
+    metric, mode = cfg.tune.metric, mode_of(cfg.tune.metric)
+    path = experiment_dir(cfg, out)
+    optuna = cfg.tune.search_alg == "optuna"
+    searcher = _searcher(cfg, metric, mode)
+    restorable = tune.Tuner.can_restore(str(path)) if path.exists() else False
+    if restorable and not resume:
+        raise UserError(f"{path} holds this sweep already; add --resume to continue it (finished trials are "
+                        f"kept), or delete that folder")
+    if resume and not restorable and progress:
+        print(f"distill: nothing to resume in {path}; starting the sweep", file=sys.stderr)
+
+    base = space.base_dict(cfg)
+    base["train"]["threads"] = max(1, int(cfg.tune.cpus_per_trial))  # torch threads = the trial's CPUs
+    if cfg.tune.gpus_per_trial == 0 and cfg.train.device == "auto":
+        base["train"]["device"] = "cpu"  # a trial without a GPU never touches one
+    teacher = shared_teacher(cfg, dims, path, progress)
+    if teacher is not None:
+        base["distill"]["teacher"], base["teacher"] = teacher, {"model": None, "train": {}}
+    started = _init_ray(address)
+    try:
+        _check_resources(cfg)
+        seeds = list(cfg.seeds) if cfg.seeds is not None else None
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, base=base, experiment_dir=str(path),
+                                 kind=cfg.tune.kind, seeds=seeds if optuna else None),
+            {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+        if restorable:
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            max_t = epochs_per_trial(cfg, dims)
+            repeats = len(seeds) if optuna and seeds else 1
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space.param_space(dims, seeds, grid_as_choice=optuna),
+                tune_config=tune.TuneConfig(
+                    metric=metric, mode=mode, scheduler=_scheduler(cfg, dims, max_t), search_alg=searcher,
+                    num_samples=cfg.tune.num_samples * repeats,
+                    max_concurrent_trials=cfg.tune.max_concurrent_trials or None,
+                    reuse_actors=cfg.tune.reuse_actors,
+                    trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(
+                    name=path.name, storage_path=str(path.parent), verbose=0,
+                    callbacks=[TrialLines(progress)],
+                    failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        grid = tuner.fit()
+        summary = write_sweep(path, cfg, grid, metric, mode)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    if progress:
+        print_table(summary)
+    failed = {t["trial"]: t["reason"] for t in summary["trials"] if t["status"] == "failed"}
+    if failed:
+        raise TrialsFailed(path, failed, len(summary["trials"]))
+    return path
+
+
+def _clean(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def write_sweep(path: Path, cfg: Config, grid, metric: str, mode: str) -> dict:
+    """sweep.json: every trial (sampled values, status, run directory, figures) and the best one."""
+    from distill.store import write_json_atomic
+
+    trials = []
+    for result in grid:
+        run_dir = Path(result.path)
+        meta = _read(run_dir / "meta.json")
+        info = _read(run_dir / "trial.json")
+        last = result.metrics or {}
+        history = result.metrics_dataframe
+        best = None
+        if history is not None and metric in history and history[metric].notna().any():
+            best = float(history[metric].max() if mode == "max" else history[metric].min())
+        if result.error is not None:
+            status = "failed"
+            reason = meta.get("reason") if meta.get("status") == "failed" else None
+            reason = reason or str(result.error).strip().splitlines()[-1]
+        else:
+            status = meta.get("status", "done")
+            if status == "running":  # the scheduler stopped it before the trial could note it
+                status = "stopped"
+            reason = meta.get("reason")
+        trials.append({
+            "trial": run_dir.name, "trial_id": last.get("trial_id") or info.get("trial_id"),
+            "params": {k: v for k, v in (result.config or {}).items() if k != "__trial_index__"},
+            "status": status, "reason": reason, "run_dir": str(run_dir),
+            "epochs": last.get("training_iteration", 0), f"best_{metric}": _clean(best),
+            "last": {k: _clean(last.get(k)) for k in ("val_acc", "val_nll", "train_loss")},
+            "seconds": last.get("time_total_s"),
+            "nodes": sorted({a["node_id"] for a in info.get("attempts", []) if a.get("node_id")}),
+            "attempts": len(info.get("attempts", [])),
+        })
+    trials.sort(key=lambda t: t["trial"])
+    scored = [t for t in trials if t[f"best_{metric}"] is not None and t["status"] != "failed"]
+    best = (max if mode == "max" else min)(scored, key=lambda t: t[f"best_{metric}"]) if scored else None
+    summary = {
+        "name": cfg.name, "sweep": path.name, "path": str(path), "kind": cfg.tune.kind,
+        "scheduler": cfg.tune.scheduler, "metric": metric, "mode": mode,
+        "status": "failed" if any(t["status"] == "failed" for t in trials) else "done",
+        "counts": {s: sum(t["status"] == s for t in trials) for s in ("done", "stopped", "failed")},
+        "epochs": sum(t["epochs"] for t in trials), "best": best, "trials": trials,
+    }
+    write_json_atomic(path / "sweep.json", summary)
+    return summary
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def print_table(summary: dict, top: int = 10) -> None:
+    """The best trials, one line each, then the counts."""
+    key = f"best_{summary['metric']}"
+    ranked = sorted((t for t in summary["trials"] if t[key] is not None),
+                    key=lambda t: t[key], reverse=summary["mode"] == "max")
+    print(f"{'trial':<52} {'status':<8} {'epochs':>6} {key:>13}", file=sys.stderr)
+    for t in ranked[:top]:
+        print(f"{t['trial'][:52]:<52} {t['status']:<8} {t['epochs']:>6} {t[key]:>13.4f}", file=sys.stderr)
+    counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
+    print(f"{len(summary['trials'])} trials ({counts}), {summary['epochs']} epochs in all; "
+          f"sweep.json in {summary['path']}", file=sys.stderr, flush=True)
