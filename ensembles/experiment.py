@@ -1,0 +1,285 @@
+"""`distill ensemble`: train N members, evaluate their ensemble, collapse it into students.
+
+    distill ensemble configs/ensemble-mnist1d.yaml seeds=[0,1,2]
+    distill ensemble configs/ensemble-mnist1d.yaml seeds=[0] train.epochs=2 ensemble.train={epochs: 2} \\
+        dataset.num_samples=500                                      # tiny CPU check
+    distill ensemble configs/ensemble-mnist1d.yaml ensemble.from=runs/ensemble-mnist1d/<id> \\
+        ensemble.combine=[mean_logits]                               # new students, members reused
+
+For each seed s (each a full repeat):
+1. Members m = 0..N-1: architecture `ensemble.models` (or the model section), trained from
+   labels with the train section plus `ensemble.train` overrides, weights and data order
+   seeded by s * 1000 + m; checkpoints `member{m}-s{s}`. Same-architecture members are
+   packed with torch.func where possible (see ensembles.training), else trained in turn.
+   With `ensemble.from`, the members' best checkpoints of that earlier run are loaded
+   instead (its train section applies; nothing is retrained or written there).
+2. Ensemble evaluation on validation and test (ensembles.evaluate): every size k = 1..N
+   (averaged over subsets of k members) under mean_probs, mean_logits and geometric.
+3. Students: each architecture of `ensemble.students` (or the model section) distilled
+   with the `distill` section from all N members, once per `ensemble.combine` entry
+   (`distill.teachers.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.
+
+`summary.json` rows: role `member` (one per member), `ensemble` (one per size and
+combination; `member` and `selected_epoch` null; extra keys `subsets`, `disagreement`,
+`gain_over_mean_member`), `student` (parent "ensemble(k=N, combine=...)", extra keys
+`combine`, `student`, `gap_recovered` on test accuracy and `gap_recovered_val` on
+validation accuracy). Gap recovered = (student - mean member) / (ensemble - mean member),
+where "ensemble" is the full ensemble under the student's combination; for per_teacher_kl
+it is mean_probs, the distribution that minimises the sum of the per-teacher KLs.
+
+`on_epoch` (Tune) receives the students' epoch reports, or the members' when there are no
+students (`ensemble.combine=[]`); each report carries `role`, `seed` and `member` or
+`student`/`combine`, and reports continue in sequence over several students and seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from distill import engine, losses
+from distill.config import Config, ModelConfig, TrainConfig, from_dict, load_config, to_dict
+from distill.data import load_data
+from distill.errors import ConfigError, UserError
+from distill.models import check_name, count_params, create_model
+from distill.runner import Progress, loss_tags, run_guarded
+from distill.store import Run, fit_summary, summary_row
+
+from .evaluate import COMBINES, gap_recovered, size_curve
+from .training import Job, arch_key, fit_jobs, stderr_line
+
+KIND = "ensemble"
+
+
+# ---------------------------------------------------------------- what the config asks for
+
+
+def member_archs(cfg: Config) -> list[ModelConfig]:
+    """The architecture of each member: `ensemble.models` (one for all, or one each) or the model section."""
+    sections = cfg.ensemble.models
+    if not sections:
+        return [cfg.model] * cfg.ensemble.members
+    archs = [from_dict(ModelConfig, s, prefix=f"ensemble.models[{i}].") for i, s in enumerate(sections)]
+    return archs * cfg.ensemble.members if len(archs) == 1 else archs
+
+
+def student_archs(cfg: Config) -> list[ModelConfig]:
+    sections = cfg.ensemble.students
+    if not sections:
+        return [cfg.model]
+    return [from_dict(ModelConfig, s, prefix=f"ensemble.students[{i}].") for i, s in enumerate(sections)]
+
+
+def member_train(cfg: Config) -> TrainConfig:
+    """The train section with `ensemble.train` overrides: how members are trained."""
+    return from_dict(TrainConfig, {**to_dict(cfg.train), **cfg.ensemble.train}, prefix="ensemble.train.")
+
+
+def member_seed(seed: int, member: int) -> int:
+    return seed * 1000 + member
+
+
+def _names(archs: list[ModelConfig]) -> str:
+    return "+".join(dict.fromkeys(a.name for a in archs))
+
+
+# ---------------------------------------------------------------- members of an earlier run
+
+
+@dataclasses.dataclass
+class Earlier:
+    """Members reused from an earlier run: their checkpoint folders and the train section they had."""
+
+    path: Path
+    train: TrainConfig
+    dirs: dict[tuple[int, int], Path]  # (seed, member) -> checkpoint folder
+
+
+def _config_of(path: Path) -> Config:
+    if not (path / "config.yaml").is_file():
+        raise UserError(f"ensemble.from: {path} is not a run directory (no config.yaml); give the folder of an "
+                        f"earlier `distill ensemble` run")
+    try:
+        return load_config(path / "config.yaml")
+    except ConfigError as err:
+        raise UserError(f"ensemble.from: {path}/config.yaml no longer loads ({err})") from None
+
+
+def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) -> Earlier:
+    """Check that `ensemble.from` holds finished members that fit this config; one-line UserError if not."""
+    path = Path(cfg.ensemble.from_).expanduser()
+    if not path.is_dir():
+        raise UserError(f"ensemble.from: {path} does not exist; give the folder of an earlier `distill ensemble` run")
+    old = _config_of(path)
+    meta = path / "meta.json"
+    kind = json.loads(meta.read_text()).get("kind") if meta.is_file() else None
+    if kind != KIND:
+        raise UserError(f"ensemble.from: {path} is a `distill {kind or '?'}` run, not a `distill ensemble` run")
+    ignore = {"root", "download"}
+    ours, theirs = to_dict(cfg.dataset), to_dict(old.dataset)
+    differ = [k for k in ours if k not in ignore and ours[k] != theirs.get(k)]
+    if differ:
+        key = differ[0]
+        raise UserError(f"ensemble.from: {path} was trained with dataset.{key}={theirs.get(key)!r}, this config has "
+                        f"{ours[key]!r}; the members must see the same data and validation split")
+    old_archs = member_archs(old)
+    if len(archs) > len(old_archs):
+        raise UserError(f"ensemble.from: {path} has {len(old_archs)} members per seed but ensemble.members is "
+                        f"{len(archs)}; ask for at most {len(old_archs)}")
+    for m, (a, b) in enumerate(zip(archs, old_archs)):
+        if arch_key(a) != arch_key(b):
+            raise UserError(f"ensemble.from: member {m} of {path} is {to_dict(b)} but this config makes it "
+                            f"{to_dict(a)}; set ensemble.models to the earlier run's architectures")
+    old_train = member_train(old)
+    source, hops = path, 0
+    while _config_of(source).ensemble.from_ is not None and hops < 20:  # that run reused members too
+        source, hops = Path(_config_of(source).ensemble.from_).expanduser(), hops + 1
+    dirs = {}
+    for seed in seeds:
+        for m, arch in enumerate(archs):
+            folder = source / "checkpoints" / f"member{m}-s{seed}"
+            if not (folder / "best.pt").is_file() or not (folder / "last.pt").is_file():
+                raise UserError(f"ensemble.from: {folder} holds no finished member (no best.pt/last.pt); run the "
+                                f"earlier ensemble with seed {seed} to the end first, or drop seed {seed}")
+            last = engine.load_checkpoint(folder / "last.pt")
+            if last.get("epoch") != old_train.epochs:
+                raise UserError(f"ensemble.from: member {m} of seed {seed} in {source} stopped at epoch "
+                                f"{last.get('epoch')} of {old_train.epochs}; finish that run first")
+            model = create_model(arch, data.input_shape, data.num_classes)
+            try:
+                model.load_state_dict(engine.load_checkpoint(folder / "best.pt")["model"])
+            except (RuntimeError, KeyError) as err:
+                reason = str(err).splitlines()[0]
+                raise UserError(f"ensemble.from: {folder}/best.pt does not fit {arch.name} ({reason})") from None
+            dirs[(seed, m)] = folder
+    return Earlier(path=path, train=old_train, dirs=dirs)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, combine: str, seed: int,
+                       arch: ModelConfig):
+    from distill.teachers import make_objective
+
+    student = None
+    if losses.LOSS_INFO[cfg.distill.method]["signal"] == "features":
+        with torch.random.fork_rng(devices=[]):
+            student = create_model(arch, data.input_shape, data.num_classes)
+    return make_objective(cfg.distill, teachers, data, device, combine=combine, seed=seed, student=student,
+                          description=f"ensemble(k={len(teachers)}, combine={combine})")
+
+
+def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
+        on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
+    """Members -> ensemble evaluation -> students, once per seed; returns the run directory."""
+    engine.setup_torch(cfg.train)
+    device = engine.resolve_device(cfg.train.device)
+    if cfg.distill.teacher is not None:
+        raise UserError("distill.teacher: an ensemble run teaches its students from its own members; "
+                        "set distill.teacher=null (reuse earlier members with ensemble.from=RUN_DIR)")
+    archs, students = member_archs(cfg), student_archs(cfg)
+    for arch in archs + students:
+        check_name(arch.name)
+    train_m = member_train(cfg)
+    engine.resolve_device(train_m.device)
+    data = load_data(cfg.dataset).to(device)
+    for arch in {arch_key(a): a for a in archs + students}.values():  # models that do not fit the data
+        with torch.random.fork_rng(devices=[]):
+            create_model(arch, data.input_shape, data.num_classes)
+    seeds = cfg.seed_list()
+    earlier = find_earlier(cfg, archs, data, seeds) if cfg.ensemble.from_ is not None else None
+    if cfg.ensemble.combine:  # the distillation objective's own checks (method, layers), on untrained members
+        with torch.random.fork_rng(devices=[]):
+            stand_ins = [create_model(a, data.input_shape, data.num_classes) for a in archs]
+        for arch in students:
+            for how in cfg.ensemble.combine:
+                _student_objective(cfg, stand_ins, data, device, how, seeds[0], arch)
+    run_ = Run.open(cfg, KIND, out, run_dir)
+    run_.write_meta(device=str(device), reused_from=str(earlier.path) if earlier else None)
+    show = Progress(progress)
+    say = stderr_line(progress)
+    members_report = on_epoch if not cfg.ensemble.combine else None
+    from distill.teachers import CROSS_ENTROPY_INFO
+
+    def body() -> dict:
+        rows: list[dict] = []
+        training_log: list[dict] = []
+        loss_info = None
+        for seed in seeds:
+            # 1. members
+            jobs = []
+            for m, arch in enumerate(archs):
+                tags = {"role": "member", "name": arch.name, "seed": seed, "member": m, "parent": None,
+                        **loss_tags(CROSS_ENTROPY_INFO)}
+                jobs.append(Job(key=f"member{m}-s{seed}", arch=arch, seed=member_seed(seed, m), tags=tags,
+                                label=f"member {m} {arch.name} seed {seed}",
+                                report={"role": "member", "member": m, "seed": seed}))
+            if earlier is None:
+                log = fit_jobs(jobs, data, train_m, run_, pack=cfg.ensemble.pack, device=device,
+                               on_epoch=members_report, show=show, say=say)
+                training_log += [{"seed": seed, "role": "member", **entry} for entry in log]
+            else:
+                for m, job in enumerate(jobs):  # finished checkpoints: engine.fit returns at once, trains nothing
+                    job.model = create_model(job.arch, data.input_shape, data.num_classes)
+                    job.result = engine.fit(job.model, data, earlier.train, seed=job.seed, tags=job.tags,
+                                            checkpoint_dir=earlier.dirs[(seed, m)], emit=run_.emit, device=device)
+                    job.row = fit_summary(job.result, job.tags, count_params(job.model))
+                    say(f"{job.label}: reused from {earlier.dirs[(seed, m)]}")
+            member_rows = [job.row for job in jobs]
+            rows += member_rows
+            members = [job.model.eval() for job in jobs]
+
+            # 2. the ensemble: every size, every combination
+            channels_last = engine.use_channels_last(train_m, device, data.input_shape)
+            logits = {split: torch.stack([engine.predict(m, data, split, train_m.eval_batch_size,
+                                                         train_m.precision, channels_last) for m in members])
+                      for split in ("val", "test")}
+            curve = size_curve(logits, data.y, COMBINES, params=[count_params(m) for m in members])
+            name = _names(archs)
+            for point in curve:
+                rows.append(summary_row(role="ensemble", name=name, seed=seed, **point))
+            full = {p["combine"]: p for p in curve if p["size"] == len(members)}
+            for how in COMBINES:
+                say(f"ensemble of {len(members)} {name} seed {seed} ({how}): val_acc {full[how]['val_acc']:.4f} "
+                    f"test_acc {full[how]['test_acc']:.4f}")
+            run_.write_summary(rows, "running", loss=loss_info)
+
+            # 3. students: the ensemble collapsed into each student architecture, once per combination
+            mean_member = {split: sum(r[f"{split}_acc"] for r in member_rows) / len(member_rows)
+                           for split in ("val", "test")}
+            student_jobs = []
+            for j, arch in enumerate(students):
+                for how in cfg.ensemble.combine:
+                    objective, loss_info = _student_objective(cfg, members, data, device, how, seed, arch)
+                    parent = f"ensemble(k={len(members)}, combine={how})"
+                    tags = {"role": "student", "name": arch.name, "seed": seed, "parent": parent,
+                            **loss_tags(loss_info)}
+                    student_jobs.append(Job(
+                        key=f"student{j}-{how}-s{seed}", arch=arch, seed=seed, tags=tags, objective=objective,
+                        label=f"student {arch.name} ({how}) seed {seed}",
+                        report={"role": "student", "student": j, "combine": how, "seed": seed}))
+            if student_jobs:
+                white_box = losses.LOSS_INFO[cfg.distill.method]["signal"] == "features"
+                log = fit_jobs(student_jobs, data, cfg.train, run_, pack=cfg.ensemble.pack and not white_box,
+                               device=device, on_epoch=on_epoch, show=show, say=say)
+                training_log += [{"seed": seed, "role": "student", **entry} for entry in log]
+            for job in student_jobs:
+                how = job.report["combine"]
+                reference = full[how if how in COMBINES else "mean_probs"]
+                rows.append({**job.row, "combine": how, "student": job.report["student"],
+                             "gap_recovered": gap_recovered(job.row["test_acc"], mean_member["test"],
+                                                            reference["test_acc"]),
+                             "gap_recovered_val": gap_recovered(job.row["val_acc"], mean_member["val"],
+                                                                reference["val_acc"])})
+            run_.write_meta(training=training_log)
+            run_.write_summary(rows, "running", loss=loss_info)
+        return run_.write_summary(rows, "done", loss=loss_info)
+
+    run_guarded(run_, body)
+    return run_.path

@@ -1,0 +1,170 @@
+"""`distill ensemble`: evaluation against plain references, packed vs sequential members, resume, reuse."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+import ensembles
+from distill.config import load_config
+from distill.errors import ConfigError, UserError
+from distill.metrics import probs_metrics
+from tests.conftest import tiny_overrides
+
+
+def _cfg(**extra):
+    base = {"model.width": 16, "train.epochs": 2, "ensemble.members": 3, "ensemble.combine": "[]", "seeds": "[0]"}
+    base.update(extra)
+    return load_config(None, tiny_overrides(**base))
+
+
+def _summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _strip(rows, drop=("train_seconds",)):
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def test_combinations_and_disagreement_match_plain_loops():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50, 6) * 3
+    probs = logits.softmax(-1)
+    torch.testing.assert_close(ensembles.combine_probs(logits, "mean_probs"), sum(probs) / 4)
+    torch.testing.assert_close(ensembles.combine_probs(logits, "mean_logits"), (sum(logits) / 4).softmax(-1))
+    geometric = torch.exp(sum(p.log() for p in probs) / 4)
+    torch.testing.assert_close(ensembles.combine_probs(logits, "geometric"), geometric / geometric.sum(-1, keepdim=True))
+    # the normalised geometric mean of softmaxes is the softmax of the mean logits (documented identity)
+    torch.testing.assert_close(ensembles.combine_probs(logits, "geometric"), ensembles.combine_probs(logits, "mean_logits"))
+    preds = logits.argmax(-1)
+    pairs = [(preds[a] != preds[b]).float().mean().item() for a, b in itertools.combinations(range(4), 2)]
+    assert ensembles.disagreement(preds) == pytest.approx(sum(pairs) / len(pairs))
+    assert ensembles.disagreement(preds[:1]) is None
+    assert ensembles.gap_recovered(0.8, 0.7, 0.9) == pytest.approx(0.5)
+    assert ensembles.gap_recovered(0.8, 0.7, 0.7) is None
+
+
+def test_size_curve_averages_every_subset():
+    torch.manual_seed(1)
+    logits = {split: torch.randn(4, 30, 5) for split in ("val", "test")}
+    targets = {split: torch.randint(0, 5, (30,)) for split in ("val", "test")}
+    rows = ensembles.size_curve(logits, targets, combines=("mean_probs",), params=[10, 10, 10, 10])
+    assert [(r["size"], r["subsets"]) for r in rows] == [(1, 4), (2, 6), (3, 4), (4, 1)]
+    full = probs_metrics(logits["test"].softmax(-1).mean(0), targets["test"])
+    assert rows[-1]["test_acc"] == pytest.approx(full["acc"]) and rows[-1]["test_nll"] == pytest.approx(full["nll"])
+    member_acc = [(logits["test"][k].argmax(-1) == targets["test"]).float().mean().item() for k in range(4)]
+    assert rows[0]["test_acc"] == pytest.approx(sum(member_acc) / 4) and rows[0]["gain_over_mean_member"] == 0
+    pair = [probs_metrics(logits["test"][list(s)].softmax(-1).mean(0), targets["test"])["acc"]
+            for s in itertools.combinations(range(4), 2)]
+    assert rows[1]["test_acc"] == pytest.approx(sum(pair) / 6)
+    assert rows[-1]["gain_over_mean_member"] == pytest.approx(full["acc"] - sum(member_acc) / 4)
+    assert rows[-1]["params"] == 40
+    assert len(ensembles.subsets(12, 6, limit=100)) == 100  # capped, no repeats
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_packed_members_and_students_equal_sequential(tmp_path):
+    runs = {}
+    for pack in (True, False):
+        cfg = _cfg(**{"ensemble.pack": pack, "ensemble.combine": "[mean_probs, per_teacher_kl]"})
+        runs[pack] = _summary(ensembles.run(cfg, tmp_path / str(pack), progress=False))["models"]
+    meta = json.loads(next((tmp_path / "True").glob("*/*/meta.json")).read_text())
+    assert [entry["packed"] for entry in meta["training"]] == [True, True]
+    packed, sequential = runs[True], runs[False]
+    roles = [r["role"] for r in packed]
+    assert roles == ["member"] * 3 + ["ensemble"] * 9 + ["student"] * 2
+    assert roles == [r["role"] for r in sequential]
+    for a, b in zip(packed, sequential):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if key == "train_seconds" or key.startswith("gap_recovered"):
+                continue  # timing; a ratio of small differences, implied by the accuracies below
+            if not isinstance(value, float):
+                assert value == b[key], key
+            elif key.endswith("acc") or key in ("disagreement", "gain_over_mean_member"):
+                assert abs(value - b[key]) <= 1 / 32 + 1e-6, key  # at most one example flips (32 val, 80 test)
+            else:
+                assert value == pytest.approx(b[key], abs=1e-4), key
+
+
+def test_mixed_architectures_pack_what_they_can(tmp_path):
+    cfg = _cfg(**{"ensemble.models": "[{name: mlp, width: 8}, {name: cnn1d, width: 4}, {name: mlp, width: 8}]",
+                  "train.epochs": 1})
+    run_dir = ensembles.run(cfg, tmp_path, progress=False)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert [(e["models"], e["packed"]) for e in meta["training"]] == [
+        (["member0-s0", "member2-s0"], True), (["member1-s0"], False)]
+    rows = _summary(run_dir)["models"]
+    assert [r["name"] for r in rows if r["role"] == "member"] == ["mlp", "cnn1d", "mlp"]
+    assert {r["name"] for r in rows if r["role"] == "ensemble"} == {"mlp+cnn1d"}
+
+
+def test_killed_while_training_member_3_resumes_with_member_3(tmp_path):
+    cfg = _cfg(**{"ensemble.pack": False, "ensemble.members": 5, "train.epochs": 3})
+    full = _summary(ensembles.run(cfg, tmp_path / "full", progress=False))
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_member_3(report):
+        if report["member"] == 3 and report["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        ensembles.run(cfg, tmp_path / "b", on_epoch=kill_in_member_3, progress=False)
+    run_dir = next((tmp_path / "b").glob("*/*"))
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "failed"
+    stamps = {m: (run_dir / "checkpoints" / f"member{m}-s0" / "last.pt").stat().st_mtime_ns for m in range(3)}
+    reports = []
+    again = ensembles.run(cfg, tmp_path / "b", on_epoch=reports.append, progress=False)
+    assert again == run_dir
+    assert {m: (run_dir / "checkpoints" / f"member{m}-s0" / "last.pt").stat().st_mtime_ns for m in range(3)} == stamps
+    assert [(r["member"], r["epoch"]) for r in reports] == [(3, 2), (3, 3), (4, 1), (4, 2), (4, 3)]
+    resumed = _summary(run_dir)
+    assert resumed["status"] == "done"
+    assert _strip(resumed["models"]) == _strip(full["models"])
+
+
+def test_from_reuses_members_without_training(tmp_path):
+    first = ensembles.run(_cfg(), tmp_path, progress=False)
+    cfg = _cfg(**{"ensemble.from": str(first), "ensemble.combine": "[mean_logits]"})
+    second = ensembles.run(cfg, tmp_path, progress=False)
+    assert second != first
+    assert not list((second / "checkpoints").glob("member*"))
+    old, new = _summary(first)["models"], _summary(second)["models"]
+    assert [r for r in new if r["role"] == "member"] == [r for r in old if r["role"] == "member"]
+    assert [r for r in new if r["role"] == "ensemble"] == [r for r in old if r["role"] == "ensemble"]
+    students = [r for r in new if r["role"] == "student"]
+    assert len(students) == 1 and students[0]["parent"] == "ensemble(k=3, combine=mean_logits)"
+    assert "gap_recovered" in students[0]
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"model.width": 8}, "member 0"),                           # other architecture
+    ({"seeds": "[5]"}, "seed 5"),                                # no members for that seed
+    ({"ensemble.members": 4}, "at most 3"),
+    ({"dataset.num_samples": 500}, "dataset.num_samples"),
+])
+def test_from_mismatch_is_one_line_before_any_run_dir(tmp_path, override, words):
+    first = ensembles.run(_cfg(), tmp_path / "a", progress=False)
+    cfg = _cfg(**{"ensemble.from": str(first), **override})
+    with pytest.raises(UserError, match=words) as err:
+        ensembles.run(cfg, tmp_path / "b", progress=False)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "b").exists()
+
+
+def test_config_keys_are_checked():
+    with pytest.raises(ConfigError, match="per_teacher_kl"):
+        _cfg(**{"ensemble.combine": "[geometric]"})
+    with pytest.raises(ConfigError, match="one per member"):
+        _cfg(**{"ensemble.models": "[{name: mlp}, {name: cnn1d}]"})
+    cfg = _cfg(**{"ensemble.models": "[{name: mlp, width: 8}, {name: mlp, width: 8}, {name: cnn1d, width: 4}]"})
+    assert [a.name for a in ensembles.member_archs(cfg)] == ["mlp", "mlp", "cnn1d"]
+    assert ensembles.member_seed(2, 3) == 2003
