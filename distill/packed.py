@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import engine
 from .config import TrainConfig
+from .data import augment_batch
 from .metrics import classification_metrics
 from .models import has_batchnorm
 
@@ -79,6 +81,20 @@ def _clip_per_model(params: list[torch.Tensor], max_norm: float) -> None:
     for p in params:
         if p.grad is not None:
             p.grad.mul_(coef.view(-1, *([1] * (p.grad.dim() - 1))))
+
+
+def packed_batches(data, batch_size: int, generators: list[torch.Generator]):
+    """(x, y, idx) stacked over models, shapes (K, B, ...): model k gets exactly the batches that
+    `data.train_batches(batch_size, generators[k])` would give it, gathered in one indexing op."""
+    x_all, y_all = data.x["train"], data.y["train"]
+    n = x_all.shape[0]
+    orders = torch.stack([torch.randperm(n, generator=g, device=g.device) for g in generators]).to(x_all.device)
+    for start in range(0, n, batch_size):
+        idx = orders[:, start:start + batch_size]
+        xs = x_all[idx]
+        if data.augment != "none":
+            xs = torch.stack([augment_batch(x, data.augment, g, data.shift) for x, g in zip(xs, generators)])
+        yield xs, y_all[idx], idx
 
 
 def _unstack(stacked: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
@@ -153,30 +169,33 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
                                dim=1)
         return [classification_metrics(logits[k], data.y[split]) for k in range(K)]
 
+    plain = all(o is engine.cross_entropy for o in objectives)  # one fused loss for all models
     for epoch in range(start_epoch, train.epochs):
         started = time.perf_counter()
         generators = [torch.Generator(device=device).manual_seed(engine.epoch_seed(s, epoch)) for s in seeds]
-        streams = [data.train_batches(train.batch_size, g) for g in generators]
         sums, count_sum = torch.zeros(K, 2, device=device), 0
         step = epoch * steps_per_epoch
-        for batches in zip(*streams):
+        for xs, ys, idxs in packed_batches(data, train.batch_size, generators):
             lr = engine.lr_at(step, total_steps, steps_per_epoch, train)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            xs = torch.stack([b[0] for b in batches])
             with engine.autocast(device, train.precision):
                 logits = batched(params, buffers, xs)
-                outs = [objectives[k](_Logits(logits[k]), batches[k][0], batches[k][1], batches[k][2],
-                                      step / total_steps) for k in range(K)]
+                if plain:
+                    per_example = F.cross_entropy(logits.flatten(0, 1).float(), ys.flatten(), reduction="none")
+                    losses = per_example.view(K, -1).mean(1)
+                else:
+                    outs = [objectives[k](_Logits(logits[k]), xs[k], ys[k], idxs[k], step / total_steps)
+                            for k in range(K)]
+                    losses = torch.stack([o["loss"] for o in outs])
             optimizer.zero_grad(set_to_none=True)
-            torch.stack([o["loss"] for o in outs]).sum().backward()
+            losses.sum().backward()
             if train.grad_clip is not None:
                 _clip_per_model(param_list, train.grad_clip)
             optimizer.step()
-            batch = batches[0][1].shape[0]
-            losses = torch.stack([o["loss"].detach().float() for o in outs]) * batch
-            correct = torch.stack([(o["logits"].detach().argmax(1) == b[1]).sum() for o, b in zip(outs, batches)])
-            sums += torch.stack([losses, correct.float()], dim=1)
+            batch = ys.shape[1]
+            correct = (logits.detach().argmax(-1) == ys).sum(1)
+            sums += torch.stack([losses.detach().float() * batch, correct.float()], dim=1)
             count_sum += batch
             step += 1
         epoch_sums = sums.tolist()

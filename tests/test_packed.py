@@ -73,7 +73,7 @@ def test_packed_resume_matches_uninterrupted(tmp_path):
 
 
 def test_can_pack_refuses_batchnorm_and_dropout():
-    cfg = load_config(None, tiny_overrides(**{"model.name": "cnn1d", "model.kwargs": "{batchnorm: true}"}))
+    cfg = load_config(None, tiny_overrides(**{"model.name": "cnn1d", "model.kwargs": "{norm: batch}"}))
     data = load_data(cfg.dataset)
     ok, why = packed.can_pack(_models(cfg, data, [0, 1]))
     assert not ok and "BatchNorm" in why
