@@ -154,7 +154,8 @@ class EnsembleConfig:
     models: list[dict] = spec([], "members' architectures as model-section mappings: one for all members or one "
                               "per member, e.g. [{name: cnn1d, width: 32}]; empty = the model section")
     train: dict = spec({}, "overrides of the train section for the members, e.g. {lr: 0.01, weight_decay: 0.05}")
-    pack: bool = spec(True, "train same-architecture members at once with torch.func when the model allows")
+    pack: bool = spec(True, "train same-architecture members (and students) at once with torch.func when the "
+                      "model allows")
     from_: Optional[str] = spec(None, "run directory of an earlier `distill ensemble` run whose members are reused "
                                 "(not retrained); null = train the members", key="from")
     combine: list[str] = spec(["mean_probs"], "teacher combinations each student is distilled from: mean_probs, "

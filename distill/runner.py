@@ -76,12 +76,21 @@ def run_guarded(run: Run, body: Callable[[], dict]) -> dict:
 
 
 def build_objective(cfg: Config, data, seed: int, device):
-    """What a student minimises: cross-entropy, or distillation from `distill.teacher`."""
-    if cfg.distill.teacher is None:
-        return None, {}
+    """What a student minimises: (objective or None for cross-entropy, loss_info).
+
+    From `distill.teacher`, the `teacher` section (a teacher trained first: the objective
+    then carries `teacher_to_train`), or a method that needs no teacher; see distill.teachers.
+    Checks everything (paths, checkpoints, layer names) before any run directory exists.
+    """
     from .teachers import distillation_objective
 
     return distillation_objective(cfg, data, seed, device)
+
+
+def loss_tags(loss_info: dict) -> dict:
+    """The loss columns of records.csv: method, reduction, T^2 scaling."""
+    return {"method": loss_info.get("method"), "reduction": loss_info.get("reduction"),
+            "t2_scaling": loss_info.get("t2_scaling")}
 
 
 def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
@@ -97,12 +106,26 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
     show = Progress(progress)
 
     def body() -> dict:
+        from .teachers import CROSS_ENTROPY_INFO
+
         rows = []
         for seed in seeds:
             objective, loss_info = objectives[seed]
-            role = "student" if objective is not None else "model"
+            pending = getattr(objective, "teacher_to_train", None)
+            if pending is not None:  # the teacher section: train the teacher first, from labels
+                tags = {"role": "teacher", "name": pending.model_cfg.name, "seed": seed, "parent": None,
+                        **loss_tags(CROSS_ENTROPY_INFO)}
+                engine.seed_everything(seed)
+                show.start(f"teacher {pending.model_cfg.name} seed {seed}", pending.train.epochs)
+                result = engine.fit(pending.model, data, pending.train, seed=seed, tags=tags,
+                                    checkpoint_dir=run.checkpoint_dir(pending.key), emit=run.emit,
+                                    on_epoch=chain(show.epoch, on_epoch), device=device)
+                row = fit_summary(result, tags, count_params(pending.model))
+                show.done(row)
+                rows.append(row)
+            role = "student" if loss_info.get("teacher") else "model"
             tags = {"role": role, "name": cfg.model.name, "seed": seed,
-                    "parent": loss_info.get("teacher")}
+                    "parent": loss_info.get("teacher"), **loss_tags(loss_info)}
             engine.seed_everything(seed)
             model = create_model(cfg.model, data.input_shape, data.num_classes)
             show.start(f"{role} {cfg.model.name} seed {seed}", cfg.train.epochs)
@@ -112,8 +135,8 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
             row = fit_summary(result, tags, count_params(model))
             show.done(row)
             rows.append(row)
-            run.write_summary(rows, "running", loss=loss_info.get("loss"))
-        return run.write_summary(rows, "done", loss=loss_info.get("loss"))
+            run.write_summary(rows, "running", loss=loss_info)
+        return run.write_summary(rows, "done", loss=loss_info)
 
     run_guarded(run, body)
     return run.path

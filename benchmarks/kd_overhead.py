@@ -1,0 +1,155 @@
+"""Epoch time of KD over plain cross-entropy training of the same student, in one process.
+
+    .venv/bin/python benchmarks/kd_overhead.py              # MNIST-1D, MLP 40-100-100-10 student
+    .venv/bin/python benchmarks/kd_overhead.py --quick      # a few seconds, for a smoke test
+
+Three variants of `engine.fit` on the same student, data and batches, measured in rounds
+(plain, cached, online, plain, cached, online, ...) so that drift hits all of them alike:
+  plain   cross-entropy on labels (the engine's default objective)
+  cached  kd from teacher logits computed once for the train split (fused kd loss)
+  online  kd with a same-architecture teacher run on every batch (eval mode, no grad)
+Each figure is the median train-loop epoch time (evaluation excluded; the first epoch of
+each fit is dropped as warm-up) divided by plain's median, in process CPU time (robust on a
+shared machine; wall-clock ratios are written too, as wall_*). Writes
+benchmarks/results/kd_overhead.json with `cached_over_plain` and `online_over_plain`.
+
+Why KD can come out cheaper than plain: the fused kd loss (`losses.fused_kd`) works on
+class-major (C, B) logits, and on CPU torch's log_softmax over the first dim of a (10, 128)
+tensor is several times faster than over the last dim of (128, 10), which is what
+F.cross_entropy in the plain objective does. The ratios compare against the engine's
+plain objective as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from distill import engine  # noqa: E402
+from distill.config import DatasetConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
+from distill.data import load_data  # noqa: E402
+from distill.models import create_model  # noqa: E402
+from distill.teachers import make_objective  # noqa: E402
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {engine.cpu_count()} cores, {gpu}"
+
+
+class TimedData:
+    """The data, with the CPU time (process time) of each epoch's train loop recorded.
+
+    Measured from the first batch requested to the last one consumed, so it covers exactly
+    the engine's training steps (not the evaluation). CPU time, not wall time, because a
+    shared machine's other processes stretch wall time by whole scheduler slices.
+    """
+
+    def __init__(self, data):
+        self._data = data
+        self.cpu_seconds: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(self._data, name)
+
+    def train_batches(self, *args, **kwargs):
+        started = time.process_time()
+        yield from self._data.train_batches(*args, **kwargs)
+        self.cpu_seconds.append(time.process_time() - started)
+
+
+def epoch_seconds(student_cfg, data, train, objective, seed) -> tuple[list[float], list[float]]:
+    """(wall, cpu) seconds of each epoch's train loop but the first (warm-up)."""
+    engine.seed_everything(seed)
+    student = create_model(student_cfg, data.input_shape, data.num_classes)
+    timed = TimedData(data)
+    result = engine.fit(student, timed, train, seed=seed, objective=objective, device=torch.device("cpu"))
+    wall = [row["seconds"] for row in result.history if row["split"] == "train"]
+    return wall[1:], timed.cpu_seconds[1:]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the three variants")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is dropped)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: a 40-100-100-10 MLP gains nothing from more, "
+                             "and one thread is steadier on a shared machine); 0 = all")
+    parser.add_argument("--quick", action="store_true", help="tiny and fast: a smoke test")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "kd_overhead.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.epochs = 2, 2
+
+    train = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.01, device="cpu", threads=args.threads)
+    engine.setup_torch(train)
+    data = load_data(DatasetConfig(name="mnist1d", num_samples=1000 if args.quick else 5000, augment="none"))
+    student_cfg = ModelConfig(name="mlp", width=100, depth=2)  # 40-100-100-10, as in the MNIST-1D paper
+    distill_cfg = DistillConfig(method="kd", temperature=4.0, alpha=0.9)
+
+    engine.seed_everything(123)
+    teacher = create_model(student_cfg, data.input_shape, data.num_classes)  # same architecture as the student
+    engine.fit(teacher, data, TrainConfig(epochs=2, device="cpu"), seed=123)  # any sensible teacher will do
+    cached, info_cached = make_objective(distill_cfg, [teacher], data, "cpu", cache="cached")
+    online, info_online = make_objective(distill_cfg, [teacher], data, "cpu", cache="online")
+    variants = {"plain": None, "cached": cached, "online": online}
+
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(args.rounds):
+        for name, objective in variants.items():
+            w, c = epoch_seconds(student_cfg, data, train, objective, seed=round_)
+            wall[name] += w
+            cpu[name] += c
+    medians = {name: statistics.median(values) for name, values in cpu.items()}
+    wall_medians = {name: statistics.median(values) for name, values in wall.items()}
+
+    result = {
+        "cached_over_plain": round(medians["cached"] / medians["plain"], 4),
+        "online_over_plain": round(medians["online"] / medians["plain"], 4),
+        "clock": "process CPU time of the train loop (wall-clock ratios under wall_*)",
+        "wall_cached_over_plain": round(wall_medians["cached"] / wall_medians["plain"], 4),
+        "wall_online_over_plain": round(wall_medians["online"] / wall_medians["plain"], 4),
+        "plain_epoch_ms": round(1000 * medians["plain"], 3),
+        "cached_epoch_ms": round(1000 * medians["cached"], 3),
+        "online_epoch_ms": round(1000 * medians["online"], 3),
+        "epochs_measured_per_variant": len(cpu["plain"]),
+        "student": "mlp 40-100-100-10", "teacher_online": "mlp 40-100-100-10 (same architecture)",
+        "train_examples": data.size("train"), "batch_size": train.batch_size, "torch_threads": torch.get_num_threads(),
+        "loss": {k: info_cached[k] for k in ("method", "reduction", "t2_scaling", "temperature", "alpha")},
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    print(f"{'variant':<8} {'cpu ms/epoch':>13} {'/ plain':>8} {'wall ms/epoch':>14} {'/ plain':>8}   "
+          f"medians of {len(cpu['plain'])} epochs each, {args.rounds} interleaved rounds")
+    for name in variants:
+        print(f"{name:<8} {1000 * medians[name]:>13.2f} {medians[name] / medians['plain']:>8.3f} "
+              f"{1000 * wall_medians[name]:>14.2f} {wall_medians[name] / wall_medians['plain']:>8.3f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
