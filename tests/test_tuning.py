@@ -83,6 +83,15 @@ def test_bad_search_is_one_clear_error(search, message):
     assert "\n" not in str(err.value)
 
 
+def test_nested_search_equals_dotted():
+    """`search.distill.alpha={grid: ...}` on the command line nests; it means the dotted key."""
+    from distill.config import load_config
+    nested = load_config(None, ["search.distill.alpha={grid: [0.1, 0.9]}", "search.train.lr={choice: [0.1]}"])
+    dims = space.parse_search(nested)
+    assert [(d.key, d.kind, d.values) for d in dims] == [("distill.alpha", "grid", (0.1, 0.9)),
+                                                        ("train.lr", "choice", (0.1,))]
+
+
 def test_search_space_and_trial_config():
     cfg = build_config(tiny(seeds=[3, 4], search={
         "distill.temperature": {"loguniform": [1, 20]}, "distill.alpha": {"grid": [0.1, 0.9]},

@@ -140,11 +140,24 @@ def base_dict(cfg: Config) -> dict:
     return data
 
 
+def flat_search(search: dict, prefix: str = "") -> dict:
+    """`search:` with nested sections flattened to dotted keys: the YAML form `distill.alpha: {grid: ...}`
+    and the override form `search.distill.alpha={grid: ...}` (which nests) mean the same."""
+    flat = {}
+    for key, spec in search.items():
+        full = f"{prefix}{key}"
+        if isinstance(spec, dict) and spec and not any(k in KINDS for k in spec) and full not in _leaf_keys():
+            flat.update(flat_search(spec, full + "."))
+        else:
+            flat[full] = spec
+    return flat
+
+
 def parse_search(cfg: Config) -> list[Dimension]:
     """Every `search:` entry checked: a real key, one of the five kinds, values the config accepts."""
     base = base_dict(cfg)
     dims = []
-    for key, spec in cfg.search.items():
+    for key, spec in flat_search(cfg.search).items():
         _check_key(key)
         dim = parse_dimension(key, spec)
         for value in dim.representatives():
