@@ -23,36 +23,19 @@ plain objective as it is.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common  # noqa: E402  (puts the repository on sys.path)
 
 from distill import engine  # noqa: E402
 from distill.config import DatasetConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
 from distill.data import load_data  # noqa: E402
 from distill.models import create_model  # noqa: E402
 from distill.teachers import make_objective  # noqa: E402
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {engine.cpu_count()} cores, {gpu}"
 
 
 class TimedData:
@@ -135,19 +118,13 @@ def main(argv=None) -> dict:
         "student": "mlp 40-100-100-10", "teacher_online": "mlp 40-100-100-10 (same architecture)",
         "train_examples": data.size("train"), "batch_size": train.batch_size, "torch_threads": torch.get_num_threads(),
         "loss": {k: info_cached[k] for k in ("method", "reduction", "t2_scaling", "temperature", "alpha")},
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     print(f"{'variant':<8} {'cpu ms/epoch':>13} {'/ plain':>8} {'wall ms/epoch':>14} {'/ plain':>8}   "
           f"medians of {len(cpu['plain'])} epochs each, {args.rounds} interleaved rounds")
     for name in variants:
         print(f"{name:<8} {1000 * medians[name]:>13.2f} {medians[name] / medians['plain']:>8.3f} "
               f"{1000 * wall_medians[name]:>14.2f} {wall_medians[name] / wall_medians['plain']:>8.3f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {common.write_result(__file__, result, args.out)}")
     return result
 
 

@@ -19,14 +19,12 @@ asha_best_gap, plus date, machine and command.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository on sys.path)
 import ray
 
 from distill.config import build_config
@@ -34,21 +32,6 @@ from distill.engine import cpu_count
 import tuning
 
 HERE = Path(__file__).resolve().parent
-
-
-def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": model, "cores": cpu_count(), "gpu": gpu}
 
 
 def sweep(data: dict, out: Path) -> tuple[dict, float]:
@@ -111,10 +94,8 @@ def main(argv=None) -> dict:
     finally:
         ray.shutdown()
     figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
-    result = {**figures, "quick": args.quick, "date": dt.datetime.now().isoformat(timespec="seconds"),
-              "machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    result = {**figures, "quick": args.quick}
+    common.write_result(__file__, result, args.out)
     rows = [("efficiency (sum trial s / (wall s x CPUs))", figures["efficiency"], ">= 0.80"),
             ("mean trial seconds", figures["mean_trial_seconds"], ""),
             ("ASHA epochs / grid epochs", figures["asha_epoch_fraction"], "<= 0.30"),

@@ -18,7 +18,6 @@ from typing import Callable, Optional
 from . import engine
 from .config import Config
 from .data import load_data
-from .errors import UserError
 from .models import count_params, create_model
 from .store import Run, fit_summary
 

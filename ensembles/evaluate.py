@@ -26,7 +26,6 @@ import math
 import random
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from distill.metrics import probs_metrics

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.config import Config, build_config, iter_keys, set_dotted, to_dict
+from distill.config import Config, build_config, set_dotted, to_dict
 from distill.errors import ConfigError
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
