@@ -224,3 +224,17 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
         stopped = subprocess.run([ray_bin, "stop"], capture_output=True, env=env, timeout=120)
         if stopped.returncode != 0:
             subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_best_config_is_the_best_mean_over_seeds():
+    from tuning.sweep import best_config
+    trials = [  # T=1 has the single best trial, T=4 the best mean over its two seeds
+        {"trial": "a", "params": {"distill.temperature": 1, "seeds": [0]}, "best_val_acc": 0.90},
+        {"trial": "b", "params": {"distill.temperature": 1, "seeds": [1]}, "best_val_acc": 0.60},
+        {"trial": "c", "params": {"distill.temperature": 4, "seeds": [0]}, "best_val_acc": 0.80},
+        {"trial": "d", "params": {"distill.temperature": 4, "seeds": [1]}, "best_val_acc": 0.79},
+    ]
+    best = best_config(trials, "val_acc", "max")
+    assert best["params"] == {"distill.temperature": 4} and best["seeds"] == 2
+    assert best["mean_best_val_acc"] == pytest.approx(0.795) and best["trials"] == ["c", "d"]
+    assert best_config(trials, "val_acc", "min")["params"] == {"distill.temperature": 1}

@@ -323,6 +323,7 @@ def write_sweep(path: Path, cfg: Config, grid, metric: str, mode: str) -> dict:
     scored = [t for t in trials if t[f"best_{metric}"] is not None and t["status"] != "failed"]
     best = (max if mode == "max" else min)(scored, key=lambda t: t[f"best_{metric}"]) if scored else None
     summary = {
+        "best_config": best_config(scored, metric, mode),
         "name": cfg.name, "sweep": path.name, "path": str(path), "kind": cfg.tune.kind,
         "scheduler": cfg.tune.scheduler, "metric": metric, "mode": mode,
         "status": "failed" if any(t["status"] == "failed" for t in trials) else "done",
@@ -331,6 +332,24 @@ def write_sweep(path: Path, cfg: Config, grid, metric: str, mode: str) -> dict:
     }
     write_json_atomic(path / "sweep.json", summary)
     return summary
+
+
+def best_config(scored: list[dict], metric: str, mode: str) -> dict | None:
+    """The configuration (sampled values without the seed) whose mean over seeds is best.
+
+    A single trial's best is one seed's luck; a configuration's mean over its seeds is what
+    a user should pick. Trials stopped early by ASHA count with the figure they reached.
+    """
+    groups: dict[str, list[dict]] = {}
+    for trial in scored:
+        params = {k: v for k, v in trial["params"].items() if k != "seeds"}
+        groups.setdefault(json.dumps(params, sort_keys=True, default=str), []).append(trial)
+    if not groups:
+        return None
+    means = {key: sum(t[f"best_{metric}"] for t in ts) / len(ts) for key, ts in groups.items()}
+    key = (max if mode == "max" else min)(means, key=means.get)
+    return {"params": json.loads(key), f"mean_best_{metric}": means[key], "seeds": len(groups[key]),
+            "trials": [t["trial"] for t in groups[key]]}
 
 
 def _read(path: Path) -> dict:
@@ -348,6 +367,11 @@ def print_table(summary: dict, top: int = 10) -> None:
     print(f"{'trial':<52} {'status':<8} {'epochs':>6} {key:>13}", file=sys.stderr)
     for t in ranked[:top]:
         print(f"{t['trial'][:52]:<52} {t['status']:<8} {t['epochs']:>6} {t[key]:>13.4f}", file=sys.stderr)
+    chosen = summary.get("best_config")
+    if chosen:
+        values = ", ".join(f"{k}={v}" for k, v in chosen["params"].items())
+        print(f"best configuration (mean over {chosen['seeds']} seed(s)): {values or 'the base config'}: "
+              f"{key} {chosen['mean_' + key]:.4f}", file=sys.stderr)
     counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
     print(f"{len(summary['trials'])} trials ({counts}), {summary['epochs']} epochs in all; "
           f"sweep.json in {summary['path']}", file=sys.stderr, flush=True)
