@@ -35,7 +35,7 @@ def bare_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
     """The plainest loop that does the same training and evaluation; seconds per epoch."""
     engine.seed_everything(seed)
     model = create_model(model_cfg, data.input_shape, data.num_classes)
-    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True)
     steps_per_epoch = -(-data.size("train") // train.batch_size)
     total = steps_per_epoch * train.epochs
     step = 0
