@@ -14,17 +14,20 @@ trained and checkpointed with the model (e.g. FitNet's projections).
 
 Each epoch: the train split is shuffled with a generator seeded by (seed, epoch), batched by
 indexing tensors that live on the device, augmented on the device; the host syncs once,
-at the end of the epoch. Then validation and test are evaluated (loss, acc, nll, ece), a
-checkpoint is written atomically (`last.pt`: model, optimizer, objective, RNG states,
-history; `best.pt`: the weights with the best validation accuracy), and the best weights
-are loaded into the model at the end. A `checkpoint_dir` with a `last.pt` resumes: the
+at the end of the epoch. Then validation and test are evaluated (loss, acc, nll, ece), and
+a checkpoint is written atomically (`last.pt`: model, optimizer, objective, RNG states,
+history; `best.pt`: the weights with the best validation accuracy) at the last epoch and
+whenever `train.checkpoint_seconds` have passed since the last one (0 = every epoch); the
+best weights are loaded into the model at the end. A `checkpoint_dir` with a `last.pt` resumes: the
 result is bit-identical on CPU to a run that never stopped.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import pickle
 import random
 import time
 from contextlib import nullcontext
@@ -88,7 +91,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # python's and numpy's states as one bytes object each: torch.save visits every element
+    # of a 625-int tuple, which costs more than a small model's epoch
+    state = {"torch": torch.get_rng_state(), "numpy": pickle.dumps(np.random.get_state()),
+             "python": pickle.dumps(random.getstate())}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -96,8 +102,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state(pickle.loads(state["numpy"]))
+    random.setstate(pickle.loads(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
@@ -190,6 +196,16 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def pack_rows(rows: list[dict]) -> str:
+    """History rows as one JSON string: pickling thousands of small dicts every epoch would cost
+    more than the epoch of a small model."""
+    return json.dumps(rows)
+
+
+def unpack_rows(packed) -> list[dict]:
+    return json.loads(packed) if isinstance(packed, str) else packed
+
+
 def load_checkpoint(path: Path, device="cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=False)
 
@@ -228,7 +244,8 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
 
     `tags` (role, name, generation, member, seed) are copied into every history row. `emit`
     receives each epoch's rows (the whole history first when resuming), `on_epoch` a dict of
-    train and validation figures (never test) after each epoch's checkpoint is written, with
+    train and validation figures (never test) after each epoch, with `checkpointed` (whether
+    this epoch wrote `last.pt`: at the last epoch and every `train.checkpoint_seconds`) and
     the checkpoint's path under `checkpoint`.
     """
     device = device or resolve_device(train.device)
@@ -264,11 +281,12 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
         if isinstance(objective, nn.Module) and state.get("objective") is not None:
             objective.load_state_dict(state["objective"])
         set_rng_state(state["rng"])
-        history, best = state["history"], state["best"]
+        history, best = unpack_rows(state["history"]), state["best"]
         start_epoch, train_seconds = state["epoch"], state["train_seconds"]
         if emit and history:
             emit(history)
     resumed_from = start_epoch
+    best_state, best_unsaved, saved_at = None, False, time.perf_counter()
 
     for epoch in range(start_epoch, train.epochs):
         model.train()
@@ -276,8 +294,8 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             objective.train()
         started = time.perf_counter()
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
-        # running sums on the device: loss * batch size, correct (one host sync per epoch)
-        sums, count_sum = torch.zeros(2, device=device), 0
+        # running sums on the device (one host sync per epoch): loss * batch size, correct
+        loss_sum, correct_sum, count_sum = torch.zeros((), device=device), torch.zeros((), device=device), 0
         step = epoch * steps_per_epoch
         for x, y, idx in data.train_batches(train.batch_size, generator):
             lr = lr_at(step, total_steps, steps_per_epoch, train)
@@ -292,11 +310,11 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
-            correct = (out["logits"].detach().argmax(1) == y).sum()
-            sums += torch.stack([out["loss"].detach().float() * y.shape[0], correct.float()])
+            loss_sum.add_(out["loss"].detach(), alpha=y.shape[0])
+            correct_sum.add_((out["logits"].detach().argmax(1) == y).sum())
             count_sum += y.shape[0]
             step += 1
-        loss_sum, correct_sum = sums.tolist()
+        loss_sum, correct_sum = torch.stack([loss_sum, correct_sum]).tolist()
         seconds = time.perf_counter() - started
         train_seconds += seconds
 
@@ -307,33 +325,38 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
         rows = [{**tags, "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds}
                 for split, values in metrics.items()]
         history.extend(rows)
-        improved = _better(metrics["val"], best)
-        if improved:
+        if _better(metrics["val"], best):
             best = {"epoch": epoch + 1, "acc": metrics["val"]["acc"], "nll": metrics["val"]["nll"]}
-        if checkpoint_dir is not None:
-            if improved:
-                save_atomic({"epoch": epoch + 1, "model": model.state_dict(), "val": metrics["val"]}, best_path)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_unsaved = True
+        # checkpoint at the last epoch and whenever train.checkpoint_seconds have passed since the
+        # last one: a resumed run replays from there bit-identically, so nothing else is lost
+        due = checkpoint_dir is not None and (
+            epoch + 1 == train.epochs or time.perf_counter() - saved_at >= train.checkpoint_seconds)
+        if due:
+            if best_unsaved:
+                save_atomic({"epoch": best["epoch"], "model": best_state, "val": best}, best_path)
+                best_unsaved = False
             save_atomic({
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "objective": objective.state_dict() if isinstance(objective, nn.Module) else None,
-                "rng": rng_state(), "history": history, "best": best, "train_seconds": train_seconds,
+                "rng": rng_state(), "history": pack_rows(history), "best": best, "train_seconds": train_seconds,
             }, last_path)
-        elif improved:
-            best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            saved_at = time.perf_counter()
         if emit:
             emit(rows)
         if on_epoch:
-            report = {"epoch": epoch + 1, "lr": lr, "seconds": seconds,
+            report = {"epoch": epoch + 1, "lr": lr, "seconds": seconds, "checkpointed": due,
                       "checkpoint": str(last_path) if last_path else None}
             for split in ("train", "val"):
                 report.update({f"{split}_{k}": v for k, v in metrics[split].items() if v is not None})
             on_epoch(report)
 
     # hand back the validation-selected weights
-    if best_path is not None and best_path.exists():
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif best_path is not None and best_path.exists():  # the best epoch was before this session
         model.load_state_dict(load_checkpoint(best_path, device)["model"])
-    elif best is not None and "state" in best:
-        model.load_state_dict(best.pop("state"))
     selected_epoch = best["epoch"] if best else train.epochs
     return FitResult(history=history, selected_epoch=selected_epoch, selected=_metrics_at(history, selected_epoch),
                      last=_metrics_at(history, train.epochs), train_seconds=train_seconds, resumed_from=resumed_from)

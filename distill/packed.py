@@ -101,6 +101,15 @@ def _unstack(stacked: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor
     return {name: value[k].detach().clone() for name, value in stacked.items()}
 
 
+def _save_bests(model_dirs, bests, best_states, unsaved) -> None:
+    """Write each model's newer validation-best weights to its best.pt."""
+    for k, folder in enumerate(model_dirs):
+        if unsaved[k] and folder is not None:
+            engine.save_atomic({"epoch": bests[k]["epoch"], "model": best_states[k], "val": bests[k]},
+                               folder / "best.pt")
+            unsaved[k] = False
+
+
 def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int],
                objectives: Optional[list] = None, tags: Optional[list[dict]] = None,
                checkpoint_dir: Optional[Path] = None, model_dirs: Optional[list[Path]] = None,
@@ -117,6 +126,8 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
     objectives = [o or engine.cross_entropy for o in objectives]
     tags = [dict(t) for t in (tags or [{} for _ in range(K)])]
     model_dirs = list(model_dirs) if model_dirs is not None else [None] * K
+    if checkpoint_dir is not None and None in model_dirs:
+        raise ValueError("fit_packed: a checkpoint_dir needs model_dirs (where each model's best.pt goes)")
 
     # all models already finished (their own last.pt at the last epoch): nothing to train
     finished = [d is not None and (d / "last.pt").exists() for d in model_dirs]
@@ -156,12 +167,14 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
                 buffers[name].copy_(value)
         optimizer.load_state_dict(state["optimizer"])
         engine.set_rng_state(state["rng"])
-        histories, bests = state["histories"], state["bests"]
+        histories, bests = [engine.unpack_rows(h) for h in state["histories"]], state["bests"]
         start_epoch, train_seconds = state["epoch"], state["train_seconds"]
         if emit:
             for history in histories:
                 emit(history)
     resumed_from = start_epoch
+    best_states: list[Optional[dict]] = [None] * K  # validation-best weights not yet on disk (or kept)
+    unsaved, saved_at = [False] * K, time.perf_counter()
 
     def evaluate(split: str) -> list[dict]:
         with torch.inference_mode():
@@ -203,49 +216,49 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
         train_seconds += seconds
 
         val, test = evaluate("val"), evaluate("test")
-        improved = []
         for k in range(K):
             metrics = {"train": {"loss": epoch_sums[k][0] / count_sum, "acc": epoch_sums[k][1] / count_sum,
                                  "nll": None, "ece": None}, "val": val[k], "test": test[k]}
             rows = [{**tags[k], "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds / K}
                     for split, values in metrics.items()]
             histories[k].extend(rows)
-            better = engine._better(val[k], bests[k])
-            if better:
+            if engine._better(val[k], bests[k]):
                 bests[k] = {"epoch": epoch + 1, "acc": val[k]["acc"], "nll": val[k]["nll"]}
-                if model_dirs[k] is not None:
-                    engine.save_atomic({"epoch": epoch + 1, "model": _unstack({**params, **buffers}, k),
-                                        "val": val[k]}, model_dirs[k] / "best.pt")
-                else:
-                    bests[k]["state"] = _unstack({**params, **buffers}, k)
-            improved.append(better)
+                best_states[k] = _unstack({**params, **buffers}, k)
+                unsaved[k] = True
             if emit:
                 emit(rows)
-        if last_path is not None:
+        # the same checkpoint policy as engine.fit: the last epoch, and every train.checkpoint_seconds
+        due = last_path is not None and (
+            epoch + 1 == train.epochs or time.perf_counter() - saved_at >= train.checkpoint_seconds)
+        if due:
+            _save_bests(model_dirs, bests, best_states, unsaved)
             engine.save_atomic({
                 "epoch": epoch + 1, "params": {k: v.detach() for k, v in params.items()}, "buffers": buffers,
-                "optimizer": optimizer.state_dict(), "rng": engine.rng_state(), "histories": histories,
+                "optimizer": optimizer.state_dict(), "rng": engine.rng_state(),
+                "histories": [engine.pack_rows(h) for h in histories],
                 "bests": bests, "train_seconds": train_seconds, "seeds": list(seeds),
             }, last_path)
+            saved_at = time.perf_counter()
         if on_epoch:
             for k in range(K):
                 on_epoch({"epoch": epoch + 1, "lr": lr, "seconds": seconds, "model": k, "seed": seeds[k],
-                          "checkpoint": str(last_path) if last_path else None,
+                          "checkpointed": due, "checkpoint": str(last_path) if last_path else None,
                           "train_loss": epoch_sums[k][0] / count_sum, "train_acc": epoch_sums[k][1] / count_sum,
                           **{f"val_{name}": v for name, v in val[k].items()}})
 
     # hand each model its validation-selected weights, and give each one a last.pt of its own
+    _save_bests(model_dirs, bests, best_states, unsaved)
     results = []
     for k, model in enumerate(models):
-        final = _unstack({**params, **buffers}, k)
+        best_state = best_states[k]
         if model_dirs[k] is not None:
-            best_state = engine.load_checkpoint(model_dirs[k] / "best.pt", device)["model"]
-            engine.save_atomic({"epoch": train.epochs, "model": final, "optimizer": None, "objective": None,
-                                "rng": engine.rng_state(), "history": histories[k],
-                                "best": {key: v for key, v in bests[k].items() if key != "state"},
+            if best_state is None:  # the best epoch was before this session
+                best_state = engine.load_checkpoint(model_dirs[k] / "best.pt", device)["model"]
+            engine.save_atomic({"epoch": train.epochs, "model": _unstack({**params, **buffers}, k),
+                                "optimizer": None, "objective": None, "rng": engine.rng_state(),
+                                "history": engine.pack_rows(histories[k]), "best": bests[k],
                                 "train_seconds": train_seconds / K, "packed": True}, model_dirs[k] / "last.pt")
-        else:
-            best_state = bests[k].pop("state")
         model.load_state_dict(best_state)
         selected = bests[k]["epoch"]
         results.append(engine.FitResult(

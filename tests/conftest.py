@@ -16,6 +16,7 @@ def tiny_overrides(**extra) -> list[str]:
     base = {
         "dataset.name": "mnist1d", "dataset.num_samples": 400, "model.name": "mlp", "model.width": 32,
         "train.epochs": 3, "train.batch_size": 64, "train.lr": 0.01, "train.threads": 1, "train.device": "cpu",
+        "train.checkpoint_seconds": 0,  # a checkpoint every epoch, so resume tests resume mid-run
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

@@ -101,7 +101,7 @@ def _strip(summary):
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     """A run killed with SIGKILL mid-training and started again ends with the same summary."""
     args = ["train", "-", "--out", str(tmp_path / "killed"), "--quiet"] + tiny_overrides(
-        **{"name": "k", "train.epochs": 40, "dataset.num_samples": 1000, "model.name": "cnn1d",
+        **{"name": "k", "train.epochs": 40, "train.checkpoint_seconds": 0, "dataset.num_samples": 1000, "model.name": "cnn1d",
            "model.width": 16, "seeds": "[0]"})
     config = tmp_path / "c.yaml"
     config.write_text("{}\n")
@@ -137,3 +137,33 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
         json.loads((whole_dir / "summary.json").read_text()))
     strip_rows = lambda p: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(p))]  # noqa
     assert strip_rows(run_dir / "records.csv") == strip_rows(whole_dir / "records.csv")
+
+
+def test_checkpoints_follow_checkpoint_seconds(tmp_path):
+    """With a long interval only the last epoch writes last.pt; a run stopped before it
+    replays from the start and still ends with the same numbers."""
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 3, "train.checkpoint_seconds": 3600}))
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    written = []
+
+    def stop_at_two(report):
+        written.append(report["checkpointed"])
+        if report["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    engine.seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0,
+                   checkpoint_dir=tmp_path / "a", on_epoch=stop_at_two)
+    assert written == [False, False] and not (tmp_path / "a" / "last.pt").exists()
+    engine.seed_everything(0)
+    resumed = engine.fit(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0,
+                         checkpoint_dir=tmp_path / "a", on_epoch=lambda r: written.append(r["checkpointed"]))
+    assert written[2:] == [False, False, True] and resumed.resumed_from == 0
+    every = load_config(None, tiny_overrides(**{"train.epochs": 3}))
+    engine.seed_everything(0)
+    whole = engine.fit(create_model(every.model, data.input_shape, data.num_classes), data, every.train, seed=0,
+                       checkpoint_dir=tmp_path / "b")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(whole.history) == strip(resumed.history)

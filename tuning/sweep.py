@@ -235,6 +235,7 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
 
     base = space.base_dict(cfg)
     base["train"]["threads"] = max(1, int(cfg.tune.cpus_per_trial))  # torch threads = the trial's CPUs
+    base["train"]["checkpoint_seconds"] = 0.0  # each epoch's Tune report carries that epoch's checkpoint
     if cfg.tune.gpus_per_trial == 0 and cfg.train.device == "auto":
         base["train"]["device"] = "cpu"  # a trial without a GPU never touches one
     teacher = shared_teacher(cfg, dims, path, progress)
