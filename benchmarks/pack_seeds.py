@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = all CPUs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all CPUs, as a run uses by default)")
     parser.add_argument("--quick", action="store_true", help="2 epochs, 1 round")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
