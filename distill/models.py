@@ -315,6 +315,16 @@ for _depth in (20, 32, 44, 56, 110):
 # ---------------------------------------------------------------- Wide ResNet (Zagoruyko & Komodakis 2016)
 
 
+def _init_weights(model: nn.Module) -> None:
+    """He (fan-out) init for convolutions and zero biases for linear layers, as the WRN and
+    DenseNet papers' code does."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+
 class WideBlock(nn.Module):
     """Pre-activation block: BN-ReLU-conv3x3-(dropout)-BN-ReLU-conv3x3 + shortcut (1x1 conv when the
     shape changes, applied to the pre-activated input as in the reference code)."""
@@ -356,11 +366,7 @@ class WideResNet(nn.Module):
         self.bn = nn.BatchNorm2d(in_planes)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        _init_weights(self)
 
     def forward(self, x):
         x = self.conv1(x)
@@ -451,11 +457,7 @@ class DenseNetBC(nn.Module):
         self.bn = nn.BatchNorm2d(planes)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        _init_weights(self)
 
     def forward(self, x):
         x = self.conv1(x)
