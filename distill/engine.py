@@ -294,8 +294,10 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             objective.train()
         started = time.perf_counter()
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
-        # running sums on the device (one host sync per epoch): loss * batch size, correct
-        loss_sum, correct_sum, count_sum = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        # on the device, one host sync per epoch: the summed loss (times batch size), and each
+        # train example's prediction, compared with its label once at the end of the epoch
+        loss_sum, count_sum = torch.zeros((), device=device), 0
+        predicted = torch.full((n_train,), -1, dtype=torch.long, device=device)
         step = epoch * steps_per_epoch
         for x, y, idx in data.train_batches(train.batch_size, generator):
             lr = lr_at(step, total_steps, steps_per_epoch, train)
@@ -311,10 +313,11 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
             loss_sum.add_(out["loss"].detach(), alpha=y.shape[0])
-            correct_sum.add_((out["logits"].detach().argmax(1) == y).sum())
+            predicted[idx] = out["logits"].detach().argmax(1)
             count_sum += y.shape[0]
             step += 1
-        loss_sum, correct_sum = torch.stack([loss_sum, correct_sum]).tolist()
+        correct = (predicted == data.y["train"]).sum()
+        loss_sum, correct_sum = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
         seconds = time.perf_counter() - started
         train_seconds += seconds
 
