@@ -25,9 +25,11 @@ def _int_text(value) -> str:
 
 
 def model_label(row, experiment: bool = False) -> str:
-    """'student', 'generation 2', 'ensemble x3 mean_probs', 'member' (all members in one)."""
+    """'student mlp', 'generation 2', 'ensemble x3 mean_probs', 'member' (all members in one)."""
     role = str(row.get("role"))
     parts = [role]
+    if role in ("student", "teacher", "model") and _present(row.get("name")):
+        parts.append(str(row["name"]))  # an ensemble run may distill into several architectures
     if _present(row.get("generation")) and role != "member":
         parts = ["generation" if role == "generation" else f"{role} gen", _int_text(row["generation"])]
     if _present(row.get("size")):
