@@ -83,8 +83,8 @@ class TrainConfig:
     seed: int = spec(0, "seed used when `seeds` is not given", ge=0)
     device: str = spec("auto", "auto (cuda if available), cpu, cuda, cuda:N or mps")
     precision: str = spec("fp32", "fp32, or bf16 autocast (CUDA)", choices=["fp32", "bf16"])
-    channels_last: str = spec("auto", "channels_last memory format for 4-D inputs: auto (on CUDA), true, false",
-                              choices=["auto", "true", "false"])
+    channels_last: Optional[bool] = spec(None, "channels_last memory format for image models: null = on CUDA "
+                                         "only, true, false")
     compile: bool = spec(False, "wrap the model in torch.compile")
     threads: int = spec(0, "torch CPU threads, 0 = all CPUs this process may use", ge=0)
     deterministic: bool = spec(True, "deterministic algorithms: the same command gives the same numbers on CPU")

@@ -165,7 +165,7 @@ def autocast(device: torch.device, precision: str):
 def use_channels_last(train: TrainConfig, device: torch.device, input_shape) -> bool:
     if len(input_shape) != 3:  # only images (C, H, W)
         return False
-    return train.channels_last == "true" or (train.channels_last == "auto" and device.type == "cuda")
+    return train.channels_last if train.channels_last is not None else device.type == "cuda"
 
 
 @torch.inference_mode()
