@@ -28,13 +28,11 @@ import torch.nn.functional as F
 from distill import engine
 from distill.config import DatasetConfig, ModelConfig, TrainConfig
 from distill.data import load_data
-from distill.models import create_model
 
 
 def bare_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
     """The plainest loop that does the same training and evaluation; seconds per epoch."""
-    engine.seed_everything(seed)
-    model = create_model(model_cfg, data.input_shape, data.num_classes)
+    model = engine.new_model(model_cfg, data, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True)
     steps_per_epoch = -(-data.size("train") // train.batch_size)
     total = steps_per_epoch * train.epochs
@@ -59,8 +57,7 @@ def bare_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
 
 
 def engine_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
-    engine.seed_everything(seed)
-    model = create_model(model_cfg, data.input_shape, data.num_classes)
+    model = engine.new_model(model_cfg, data, seed)
     with tempfile.TemporaryDirectory() as folder:
         rows = []
         started = time.perf_counter()

@@ -34,7 +34,6 @@ import common  # noqa: E402  (puts the repository on sys.path)
 from distill import engine  # noqa: E402
 from distill.config import DatasetConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
 from distill.data import load_data  # noqa: E402
-from distill.models import create_model  # noqa: E402
 from distill.teachers import make_objective  # noqa: E402
 
 
@@ -61,8 +60,7 @@ class TimedData:
 
 def epoch_seconds(student_cfg, data, train, objective, seed) -> tuple[list[float], list[float]]:
     """(wall, cpu) seconds of each epoch's train loop but the first (warm-up)."""
-    engine.seed_everything(seed)
-    student = create_model(student_cfg, data.input_shape, data.num_classes)
+    student = engine.new_model(student_cfg, data, seed)
     timed = TimedData(data)
     result = engine.fit(student, timed, train, seed=seed, objective=objective, device=torch.device("cpu"))
     wall = [row["seconds"] for row in result.history if row["split"] == "train"]
@@ -88,8 +86,7 @@ def main(argv=None) -> dict:
     student_cfg = ModelConfig(name="mlp", width=100, depth=2)  # 40-100-100-10, as in the MNIST-1D paper
     distill_cfg = DistillConfig(method="kd", temperature=4.0, alpha=0.9)
 
-    engine.seed_everything(123)
-    teacher = create_model(student_cfg, data.input_shape, data.num_classes)  # same architecture as the student
+    teacher = engine.new_model(student_cfg, data, 123)  # same architecture as the student
     engine.fit(teacher, data, TrainConfig(epochs=2, device="cpu"), seed=123)  # any sensible teacher will do
     cached, info_cached = make_objective(distill_cfg, [teacher], data, "cpu", cache="cached")
     online, info_online = make_objective(distill_cfg, [teacher], data, "cpu", cache="online")

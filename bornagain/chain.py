@@ -139,8 +139,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             model_cfg = generation_model_config(cfg, g)
             gen_models, objectives, tags = [], [], []
             for seed in seeds:
-                engine.seed_everything(generation_seed(seed, g))
-                gen_models.append(create_model(model_cfg, data.input_shape, data.num_classes))
+                gen_models.append(engine.new_model(model_cfg, data, generation_seed(seed, g)))
                 teachers = [models[seed][t] for t in teacher_generations(cfg, g)]
                 if teachers:
                     objective, loss_info = make_objective(cfg.distill, teachers, data, device,

@@ -2,7 +2,7 @@
 
     from distill import engine
     engine.setup_torch(cfg.train)                       # threads, determinism
-    engine.seed_everything(0); model = create_model(...)
+    model = engine.new_model(cfg.model, data, seed=0)
     result = engine.fit(model, data, cfg.train, seed=0, checkpoint_dir=Path("/tmp/ckpt"))
 
 What one step minimises is an *objective*: `objective(model, x, y, idx, progress)` returns a
@@ -83,6 +83,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def new_model(model_cfg, data, seed: int) -> nn.Module:
+    """A fresh model for `data`, initialised from `seed` (python, numpy and torch seeded first)."""
+    from .models import create_model
+
+    seed_everything(seed)
+    return create_model(model_cfg, data.input_shape, data.num_classes)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 from . import engine
 from .config import Config
 from .data import load_data
-from .models import count_params, create_model
+from .models import count_params
 from .store import Run, fit_summary
 
 
@@ -125,8 +125,7 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
             role = "student" if loss_info.get("teacher") else "model"
             tags = {"role": role, "name": cfg.model.name, "seed": seed,
                     "parent": loss_info.get("teacher"), **loss_tags(loss_info)}
-            engine.seed_everything(seed)
-            model = create_model(cfg.model, data.input_shape, data.num_classes)
+            model = engine.new_model(cfg.model, data, seed)
             show.start(f"{role} {cfg.model.name} seed {seed}", cfg.train.epochs)
             result = engine.fit(model, data, cfg.train, seed=seed, objective=objective, tags=tags,
                                 checkpoint_dir=run.checkpoint_dir(f"{role}-s{seed}"), emit=run.emit,

@@ -25,7 +25,7 @@ from torch import nn
 
 from distill import engine, packed
 from distill.config import ModelConfig, TrainConfig, to_dict
-from distill.models import count_params, create_model
+from distill.models import count_params
 from distill.runner import Progress, chain
 from distill.store import Run, fit_summary
 
@@ -51,8 +51,7 @@ def arch_key(arch: ModelConfig) -> str:
 
 
 def build(job: Job, data) -> nn.Module:
-    engine.seed_everything(job.seed)
-    return create_model(job.arch, data.input_shape, data.num_classes)
+    return engine.new_model(job.arch, data, job.seed)
 
 
 def groups_of(jobs: list[Job]) -> list[list[Job]]:

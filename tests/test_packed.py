@@ -5,16 +5,11 @@ import torch
 from distill import engine, packed
 from distill.config import load_config
 from distill.data import load_data
-from distill.models import create_model
 from tests.conftest import tiny_overrides
 
 
 def _models(cfg, data, seeds):
-    models = []
-    for seed in seeds:
-        engine.seed_everything(seed)
-        models.append(create_model(cfg.model, data.input_shape, data.num_classes))
-    return models
+    return [engine.new_model(cfg.model, data, seed) for seed in seeds]
 
 
 def test_packed_equals_sequential(tmp_path):
