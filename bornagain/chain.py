@@ -10,9 +10,10 @@ objective). The loss is `distill.method` (`ban`, `kd`, `cwtm`, `dkpp`, ... : `di
 methods`). Generation g of seed s is initialised and shuffled with its own seed,
 `generation_seed(s, g)`.
 
-The seeds of one generation are trained at once with `torch.func` when `distill.packed`
-allows it (no BatchNorm, no dropout, a logit-only loss) and `bornagain.pack` is true;
-otherwise one after another. The choice is logged and written into the summary.
+The seeds of one generation are trained by `distill.jobs.fit_jobs` (as ensemble members
+are): at once with `torch.func` when `distill.packed` allows it (no BatchNorm, no dropout,
+a logit-only loss) and `bornagain.pack` is true; otherwise one after another. The choice
+is logged and written into the summary.
 
 Evaluated: every generation on validation and test, and the born-again ensembles Ens x k
 (mean probabilities of generations 1..k, and of 0..k) as `ensemble` rows. With
@@ -26,19 +27,19 @@ finished generations from their checkpoints and resumes generation g at its last
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from distill import engine, packed
+from distill import engine
 from distill.config import Config, ModelConfig
 from distill.data import load_data
+from distill.jobs import Job, fit_jobs, stderr_line
 from distill.metrics import probs_metrics
-from distill.models import count_params, create_model
-from distill.runner import Progress, chain, run_guarded
-from distill.store import Run, fit_summary, summary_row
+from distill.models import create_model
+from distill.runner import Progress, run_guarded
+from distill.store import Run, summary_row
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -115,7 +116,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     and `seed` added; generations come one after another, so a Tune trial sees the chain's
     epochs in order.
     """
-    from distill.teachers import make_objective
+    from distill.teachers import make_objective, stand_in_student
 
     engine.setup_torch(cfg.train)
     device = engine.resolve_device(cfg.train.device)
@@ -126,7 +127,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     run = Run.open(cfg, "bornagain", out, run_dir)
     run.write_meta(device=str(device))
     show = Progress(progress)
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    say = stderr_line(progress)
 
     def body() -> dict:
         rows: list[dict] = []
@@ -137,48 +138,26 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
         stopped = None
         for g in range(cfg.bornagain.generations + 1):
             model_cfg = generation_model_config(cfg, g)
-            gen_models, objectives, tags = [], [], []
+            jobs = []
             for seed in seeds:
-                gen_models.append(engine.new_model(model_cfg, data, generation_seed(seed, g)))
                 teachers = [models[seed][t] for t in teacher_generations(cfg, g)]
+                objective = None
                 if teachers:
-                    objective, loss_info = make_objective(cfg.distill, teachers, data, device,
-                                                          seed=generation_seed(seed, g), student=gen_models[-1],
-                                                          description=parent_name(cfg, g))
-                else:
-                    objective = None
-                objectives.append(objective)
-                tags.append({"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
-                             "parent": parent_name(cfg, g)})
-            ok, why = packed.can_pack(gen_models, objectives)
-            ok = ok and cfg.bornagain.pack
-            packing[g] = f"packed: {why}" if ok else f"one after another: {why if cfg.bornagain.pack else 'pack=false'}"
-            say(f"generation {g}: {len(seeds)} seed(s), {packing[g]}")
-            report = chain(on_epoch and (lambda r, g=g: on_epoch({**r, "generation": g})))
-            gen_seeds = [generation_seed(s, g) for s in seeds]
-            if ok:
-                show.start(f"generation {g} ({len(seeds)} seeds packed)", cfg.train.epochs)
-                results = packed.fit_packed(
-                    gen_models, data, cfg.train, seeds=gen_seeds, objectives=objectives, tags=tags,
-                    checkpoint_dir=run.checkpoint_dir(f"gen{g}-packed"),
-                    model_dirs=[run.checkpoint_dir(f"gen{g}-s{s}") for s in seeds],
-                    on_epoch=chain(lambda r: r["model"] == 0 and show.epoch(r), report), emit=run.emit,
-                    device=device)
-            else:
-                results = []
-                for model, objective, tag, seed, gseed in zip(gen_models, objectives, tags, seeds, gen_seeds):
-                    show.start(f"generation {g} seed {seed}", cfg.train.epochs)
-                    results.append(engine.fit(
-                        model, data, cfg.train, seed=gseed, objective=objective, tags=tag,
-                        checkpoint_dir=run.checkpoint_dir(f"gen{g}-s{seed}"), emit=run.emit,
-                        on_epoch=chain(show.epoch, lambda r, seed=seed: report({**r, "seed": seed})),
-                        device=device))
-            for model, result, tag, seed in zip(gen_models, results, tags, seeds):
-                models[seed][g] = model.eval()
-                row = fit_summary(result, tag, count_params(model))
-                rows.append(row)
-                show.label = f"generation {g} seed {seed}"
-                show.done(row)
+                    objective, loss_info = make_objective(
+                        cfg.distill, teachers, data, device, seed=generation_seed(seed, g),
+                        student=stand_in_student(cfg.distill, model_cfg, data), description=parent_name(cfg, g))
+                jobs.append(Job(key=f"gen{g}-s{seed}", arch=model_cfg, seed=generation_seed(seed, g),
+                                tags={"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
+                                      "parent": parent_name(cfg, g)},
+                                label=f"generation {g} seed {seed}", report={"generation": g, "seed": seed},
+                                objective=objective))
+            (entry,) = fit_jobs(jobs, data, cfg.train, run, pack=cfg.bornagain.pack, device=device,
+                                on_epoch=on_epoch, show=show, say=say)
+            how = "packed" if entry["packed"] else "one after another"
+            packing[g] = f"{how}: {entry['why'] if cfg.bornagain.pack else 'pack=false'}"
+            for seed, job in zip(seeds, jobs):
+                models[seed][g] = job.model.eval()
+                rows.append(job.row)
             val_by_generation[g] = [r["val_acc"] for r in rows if r["generation"] == g and r["role"] == "generation"]
             run.write_summary(rows, "running", loss=loss_info or None, packing=packing)
             stopped = should_stop(cfg, val_by_generation, g)

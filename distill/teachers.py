@@ -426,6 +426,18 @@ def _build(distill_cfg: DistillConfig, signal, signal_kind: str, data, combine: 
     return objective, _loss_info(distill_cfg, combine, description, teachers, cache_note)
 
 
+def stand_in_student(distill_cfg: DistillConfig, model_cfg: ModelConfig, data) -> Optional[nn.Module]:
+    """A throwaway model of the student's architecture for `make_objective(student=...)`, built
+    only for the white-box methods (their layer names and shapes are checked against it), without
+    touching the global RNG, so the real student's weights do not depend on it."""
+    from .models import create_model
+
+    if losses.LOSS_INFO[distill_cfg.method]["signal"] != "features":
+        return None
+    with torch.random.fork_rng(devices=[]):
+        return create_model(model_cfg, data.input_shape, data.num_classes)
+
+
 def make_objective(distill_cfg: DistillConfig, teacher_models: list[nn.Module], data, device,
                    combine: Optional[str] = None, *, cache: str = "auto", seed: int = 0,
                    student: Optional[nn.Module] = None, description: Optional[str] = None):

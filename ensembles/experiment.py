@@ -10,7 +10,7 @@ For each seed s (each a full repeat):
 1. Members m = 0..N-1: architecture `ensemble.models` (or the model section), trained from
    labels with the train section plus `ensemble.train` overrides, weights and data order
    seeded by s * 1000 + m; checkpoints `member{m}-s{s}`. Same-architecture members are
-   packed with torch.func where possible (see ensembles.training), else trained in turn.
+   packed with torch.func where possible (see distill.jobs), else trained in turn.
    With `ensemble.from`, the members' best checkpoints of that earlier run are loaded
    instead (its train section applies; nothing is retrained or written there).
 2. Ensemble evaluation on validation and test (ensembles.evaluate): every size k = 1..N
@@ -46,12 +46,12 @@ from distill import engine, losses
 from distill.config import Config, ModelConfig, TrainConfig, from_dict, load_config, to_dict
 from distill.data import load_data
 from distill.errors import ConfigError, UserError
+from distill.jobs import Job, arch_key, fit_jobs, stderr_line
 from distill.models import check_name, count_params, create_model
 from distill.runner import Progress, loss_tags, run_guarded
 from distill.store import Run, fit_summary, summary_row
 
 from .evaluate import COMBINES, gap_recovered, size_curve
-from .training import Job, arch_key, fit_jobs, stderr_line
 
 KIND = "ensemble"
 
@@ -165,13 +165,10 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
 
 def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, combine: str, seed: int,
                        arch: ModelConfig):
-    from distill.teachers import make_objective
+    from distill.teachers import make_objective, stand_in_student
 
-    student = None
-    if losses.LOSS_INFO[cfg.distill.method]["signal"] == "features":
-        with torch.random.fork_rng(devices=[]):
-            student = create_model(arch, data.input_shape, data.num_classes)
-    return make_objective(cfg.distill, teachers, data, device, combine=combine, seed=seed, student=student,
+    return make_objective(cfg.distill, teachers, data, device, combine=combine, seed=seed,
+                          student=stand_in_student(cfg.distill, arch, data),
                           description=f"ensemble(k={len(teachers)}, combine={combine})")
 
 

@@ -1,5 +1,8 @@
 """Training several models of one run: packed with torch.func where the models allow, else in turn.
 
+Used by the ensemble members and students (`ensembles`) and the seeds of a born-again
+generation (`bornagain`).
+
     jobs = [Job(key="member0-s0", arch=ModelConfig(name="mlp"), seed=0, tags={...}), ...]
     fit_jobs(jobs, data, train_cfg, run, pack=True, device=device)   # fills job.model, job.result, job.row
 
@@ -23,11 +26,11 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from distill import engine, packed
-from distill.config import ModelConfig, TrainConfig, to_dict
-from distill.models import count_params
-from distill.runner import Progress, chain
-from distill.store import Run, fit_summary
+from . import engine, packed
+from .config import ModelConfig, TrainConfig, to_dict
+from .models import count_params
+from .runner import Progress, chain
+from .store import Run, fit_summary
 
 
 @dataclasses.dataclass
