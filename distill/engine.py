@@ -24,6 +24,7 @@ result is bit-identical on CPU to a run that never stopped.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .metrics import classification_metrics
+from .metrics import split_metrics
 
 Objective = Callable[..., dict]
 SPLITS_EVALUATED = ("val", "test")
@@ -177,20 +178,37 @@ def use_channels_last(train: TrainConfig, device: torch.device, input_shape) -> 
 
 
 @torch.inference_mode()
+def predict_splits(model: nn.Module, data, splits, batch_size: int = 1024, precision: str = "fp32",
+                   channels_last: bool = False) -> list[torch.Tensor]:
+    """Logits of whole splits (float32, on the data's device), each in the split's order."""
+    was_training = model.training
+    model.eval()
+    results = []
+    for split in splits:
+        device = data.x[split].device
+        outputs = []
+        for x, _ in data.eval_batches(split, batch_size):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                outputs.append(model(x).float())
+        results.append(outputs[0] if len(outputs) == 1 else torch.cat(outputs))
+    model.train(was_training)
+    return results
+
+
 def predict(model: nn.Module, data, split: str, batch_size: int = 1024, precision: str = "fp32",
             channels_last: bool = False) -> torch.Tensor:
     """Logits of a whole split (float32, on the data's device), in the split's order."""
-    was_training = model.training
-    model.eval()
-    device = data.x[split].device
-    outputs = []
-    for x, _ in data.eval_batches(split, batch_size):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            outputs.append(model(x).float())
-    model.train(was_training)
-    return torch.cat(outputs)
+    return predict_splits(model, data, [split], batch_size, precision, channels_last)[0]
+
+
+def evaluate(model: nn.Module, data, splits=SPLITS_EVALUATED, batch_size: int = 1024, precision: str = "fp32",
+             channels_last: bool = False) -> dict[str, dict]:
+    """split -> {loss, acc, nll, ece} of `model`, all splits in one pass and one host sync."""
+    logits = predict_splits(model, data, splits, batch_size, precision, channels_last)
+    metrics = split_metrics([x[None] for x in logits], [data.y[s] for s in splits])[0]
+    return dict(zip(splits, metrics))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -200,7 +218,10 @@ def save_atomic(obj, path: Path) -> None:
     """torch.save to a temp file in the same folder, then os.replace: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    buffer = io.BytesIO()  # serialised in memory, written in one call: torch.save's many small
+    torch.save(obj, buffer)  # writes to a file cost more than the serialising itself
+    with open(tmp, "wb") as f:
+        f.write(buffer.getbuffer())
     os.replace(tmp, path)
 
 
@@ -242,6 +263,15 @@ def _better(candidate: dict, best: Optional[dict]) -> bool:
 
 def _metrics_at(history: list[dict], epoch: int) -> dict:
     return {row["split"]: row for row in history if row["epoch"] == epoch}
+
+
+def _epoch_sums(losses, sizes, outputs, positions, targets) -> tuple[float, float, int]:
+    """(summed loss x batch size, correct predictions, examples) of one epoch's steps, one host sync."""
+    weights = torch.tensor(sizes, dtype=torch.float32, device=targets.device)
+    loss_sum = torch.stack(losses).float() @ weights
+    correct = (torch.cat(outputs).argmax(-1) == targets[torch.cat(positions)]).sum()
+    loss_sum, correct_sum = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+    return loss_sum, correct_sum, sum(sizes)
 
 
 def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Optional[Objective] = None,
@@ -302,10 +332,9 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             objective.train()
         started = time.perf_counter()
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
-        # on the device, one host sync per epoch: the summed loss (times batch size), and each
-        # train example's prediction, compared with its label once at the end of the epoch
-        loss_sum, count_sum = torch.zeros((), device=device), 0
-        predicted = torch.full((n_train,), -1, dtype=torch.long, device=device)
+        # no host sync and no extra op per step: each step's loss, logits and positions are kept
+        # (detached) and reduced once at the end of the epoch, with one host sync
+        losses, sizes, outputs, positions = [], [], [], []
         step = epoch * steps_per_epoch
         for x, y, idx in data.train_batches(train.batch_size, generator):
             lr = lr_at(step, total_steps, steps_per_epoch, train)
@@ -320,19 +349,17 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
-            loss_sum.add_(out["loss"].detach(), alpha=y.shape[0])
-            predicted[idx] = out["logits"].detach().argmax(1)
-            count_sum += y.shape[0]
+            losses.append(out["loss"].detach())
+            outputs.append(out["logits"].detach())
+            positions.append(idx)
+            sizes.append(y.shape[0])
             step += 1
-        correct = (predicted == data.y["train"]).sum()
-        loss_sum, correct_sum = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+        loss_sum, correct_sum, count_sum = _epoch_sums(losses, sizes, outputs, positions, data.y["train"])
         seconds = time.perf_counter() - started
         train_seconds += seconds
 
         metrics = {"train": {"loss": loss_sum / count_sum, "acc": correct_sum / count_sum, "nll": None, "ece": None}}
-        for split in SPLITS_EVALUATED:
-            logits = predict(model, data, split, train.eval_batch_size, train.precision, channels_last)
-            metrics[split] = classification_metrics(logits, data.y[split])
+        metrics.update(evaluate(model, data, SPLITS_EVALUATED, train.eval_batch_size, train.precision, channels_last))
         rows = [{**tags, "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds}
                 for split, values in metrics.items()]
         history.extend(rows)

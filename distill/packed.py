@@ -37,7 +37,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from . import engine
 from .config import TrainConfig
 from .data import augment_batch
-from .metrics import classification_metrics
+from .metrics import split_metrics
 from .models import has_batchnorm
 
 
@@ -176,11 +176,13 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
     best_states: list[Optional[dict]] = [None] * K  # validation-best weights not yet on disk (or kept)
     unsaved, saved_at = [False] * K, time.perf_counter()
 
-    def evaluate(split: str) -> list[dict]:
+    def evaluate() -> tuple[list[dict], list[dict]]:
+        """Every model on validation and test: one pass, one host sync."""
         with torch.inference_mode():
-            logits = torch.cat([shared(params, buffers, x) for x, _ in data.eval_batches(split, train.eval_batch_size)],
-                               dim=1)
-        return [classification_metrics(logits[k], data.y[split]) for k in range(K)]
+            logits = [torch.cat([shared(params, buffers, x) for x, _ in data.eval_batches(split, train.eval_batch_size)],
+                                dim=1) for split in engine.SPLITS_EVALUATED]
+        per_model = split_metrics(logits, [data.y[s] for s in engine.SPLITS_EVALUATED])
+        return [m[0] for m in per_model], [m[1] for m in per_model]
 
     plain = all(o is engine.cross_entropy for o in objectives)  # one fused loss for all models
     for epoch in range(start_epoch, train.epochs):
@@ -215,7 +217,7 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
         seconds = time.perf_counter() - started
         train_seconds += seconds
 
-        val, test = evaluate("val"), evaluate("test")
+        val, test = evaluate()
         for k in range(K):
             metrics = {"train": {"loss": epoch_sums[k][0] / count_sum, "acc": epoch_sums[k][1] / count_sum,
                                  "nll": None, "ece": None}, "val": val[k], "test": test[k]}
