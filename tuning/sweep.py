@@ -298,9 +298,10 @@ def write_sweep(path: Path, cfg: Config, grid, metric: str, mode: str) -> dict:
         info = _read(run_dir / "trial.json")
         last = result.metrics or {}
         history = result.metrics_dataframe
-        best = None
-        if history is not None and metric in history and history[metric].notna().any():
-            best = float(history[metric].max() if mode == "max" else history[metric].min())
+        bests = {}  # the best of each validation figure over the trial's epochs
+        for name in ("val_acc", "val_nll"):
+            if history is not None and name in history and history[name].notna().any():
+                bests[name] = float(history[name].max() if mode_of(name) == "max" else history[name].min())
         if result.error is not None:
             status = "failed"
             reason = meta.get("reason") if meta.get("status") == "failed" else None
@@ -314,7 +315,8 @@ def write_sweep(path: Path, cfg: Config, grid, metric: str, mode: str) -> dict:
             "trial": run_dir.name, "trial_id": last.get("trial_id") or info.get("trial_id"),
             "params": {k: v for k, v in (result.config or {}).items() if k != "__trial_index__"},
             "status": status, "reason": reason, "run_dir": str(run_dir),
-            "epochs": last.get("training_iteration", 0), f"best_{metric}": _clean(best),
+            "epochs": last.get("training_iteration", 0),
+            **{f"best_{name}": _clean(bests.get(name)) for name in ("val_acc", "val_nll")},
             "last": {k: _clean(last.get(k)) for k in ("val_acc", "val_nll", "train_loss")},
             "seconds": last.get("time_total_s"),
             "nodes": sorted({a["node_id"] for a in info.get("attempts", []) if a.get("node_id")}),
