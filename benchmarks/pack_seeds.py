@@ -1,4 +1,4 @@
-"""8 seeds of the MNIST-1D MLP trained packed (torch.func vmap) against one after another.
+"""8 seeds of the MNIST-1D MLP trained packed (stacked weights, batched matmuls) against one after another.
 
     .venv/bin/python benchmarks/pack_seeds.py            # 8 seeds, 40-100-100-10 MLP, 10 epochs
     .venv/bin/python benchmarks/pack_seeds.py --quick    # a smoke test

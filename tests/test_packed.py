@@ -1,6 +1,8 @@
 """Packed (vmap) training against the plain reference: K calls of engine.fit."""
 
+import pytest
 import torch
+from torch.func import functional_call, stack_module_state, vmap
 
 from distill import engine, packed
 from distill.config import load_config
@@ -12,8 +14,12 @@ def _models(cfg, data, seeds):
     return [engine.new_model(cfg.model, data, seed) for seed in seeds]
 
 
-def test_packed_equals_sequential(tmp_path):
-    cfg = load_config(None, tiny_overrides(**{"train.epochs": 3, "train.grad_clip": 1.0}))
+@pytest.mark.parametrize("model", [
+    {},  # the MLP: batched matrix products on the stacked weights
+    {"model.name": "cnn1d", "model.width": 8, "model.depth": 2},  # anything else: vmap
+])
+def test_packed_equals_sequential(tmp_path, model):
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 3, "train.grad_clip": 1.0, **model}))
     engine.setup_torch(cfg.train)
     data = load_data(cfg.dataset)
     seeds = [0, 1, 2]
@@ -75,3 +81,23 @@ def test_can_pack_refuses_batchnorm_and_dropout():
     cfg = load_config(None, tiny_overrides(**{"model.dropout": 0.2}))
     ok, why = packed.can_pack(_models(cfg, data, [0, 1]))
     assert not ok and "dropout" in why
+
+
+@pytest.mark.parametrize("kwargs", ["{activation: gelu}", "{}"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_stacked_mlp_forward_equals_vmap(kwargs, depth):
+    cfg = load_config(None, tiny_overrides(**{"model.depth": depth, "model.kwargs": kwargs}))
+    data = load_data(cfg.dataset)
+    models = _models(cfg, data, [0, 1, 2])
+    params, buffers = stack_module_state(models)
+    base = models[0]
+    forward = packed._stacked_linear_forward(base)
+    assert forward is not None
+    xs = data.x["train"][:30].view(3, 10, *data.input_shape)
+    want = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))(params, buffers, xs)
+    torch.testing.assert_close(forward(params, xs), want, atol=1e-5, rtol=1e-5)
+    one = data.x["val"][:7]
+    torch.testing.assert_close(forward(params, one, shared=True), torch.stack([m(one) for m in models]),
+                               atol=1e-5, rtol=1e-5)
+    cnn = engine.new_model(load_config(None, tiny_overrides(**{"model.name": "cnn1d"})).model, data, 0)
+    assert packed._stacked_linear_forward(cnn) is None
