@@ -238,3 +238,33 @@ def test_best_config_is_the_best_mean_over_seeds():
     assert best["params"] == {"distill.temperature": 4} and best["seeds"] == 2
     assert best["mean_best_val_acc"] == pytest.approx(0.795) and best["trials"] == ["c", "d"]
     assert best_config(trials, "val_acc", "min")["params"] == {"distill.temperature": 1}
+
+
+def test_pbt_sweep_exploits_and_finishes(tmp_path):
+    """PBT with 2 trials and a perturbation every epoch: the sweep finishes, every trial runs
+    all its epochs (a trial that exploits another restarts from that trial's checkpoint)."""
+    config = write(tmp_path, tiny(name="pbt", train={"epochs": 4},
+                                  search={"train.lr": {"grid": [0.0003, 0.03]}},
+                                  tune={"scheduler": "pbt", "perturbation_interval": 1}))
+    out = tmp_path / "runs"
+    done = distill_tune(config, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = sweep_of(out)
+    assert sweep["scheduler"] == "pbt" and sweep["counts"]["done"] == 2
+    assert all(t["epochs"] == 4 and t["best_val_acc"] is not None for t in sweep["trials"])
+
+
+def test_bornagain_trials(tmp_path):
+    """tune.kind=bornagain: each trial runs a chain; its folder holds the generations' rows."""
+    config = write(tmp_path, tiny(name="ban-sweep", train={"epochs": 2}, bornagain={"generations": 1},
+                                  distill={"method": "ban"}, search={"distill.temperature": {"grid": [1.0, 4.0]}},
+                                  tune={"kind": "bornagain"}))
+    out = tmp_path / "runs"
+    done = distill_tune(config, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = sweep_of(out)
+    assert sweep["kind"] == "bornagain" and sweep["counts"]["done"] == 2
+    for trial in sweep["trials"]:
+        rows = json.loads((Path(trial["run_dir"]) / "summary.json").read_text())["models"]
+        assert sorted(r["generation"] for r in rows if r["role"] == "generation") == [0, 1]
+        assert trial["epochs"] >= 2
