@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/engine_overhead.py --quick    # a smoke test
 
 Both train the same model on the same device-resident data with the same batches (the
-engine's generator seeds), optimizer (AdamW), one-cycle schedule and step count, and
+engine's generator seeds and order; the bare loop indexes the tensors at every step, as
+plain code does, the engine gathers each chunk of batches once), optimizer (AdamW),
+one-cycle schedule and step count, and
 evaluate validation and test accuracy after every epoch, in one process, in interleaved
 rounds. The engine also writes its checkpoints (last and best, atomically) and records,
 computes NLL and calibration error, and keeps its running sums on the device: that is
@@ -34,14 +36,19 @@ def bare_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
     """The plainest loop that does the same training and evaluation; seconds per epoch."""
     model = engine.new_model(model_cfg, data, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True)
-    steps_per_epoch = -(-data.size("train") // train.batch_size)
+    x_all, y_all = data.x["train"], data.y["train"]
+    n = x_all.shape[0]
+    steps_per_epoch = -(-n // train.batch_size)
     total = steps_per_epoch * train.epochs
     step = 0
     started = time.perf_counter()
     for epoch in range(train.epochs):
         model.train()
         g = torch.Generator().manual_seed(engine.epoch_seed(seed, epoch))
-        for x, y, _ in data.train_batches(train.batch_size, g):
+        order = torch.randperm(n, generator=g)  # the engine's order (same generator, same draw)
+        for start in range(0, n, train.batch_size):
+            idx = order[start:start + train.batch_size]
+            x, y = x_all[idx], y_all[idx]
             for group in opt.param_groups:
                 group["lr"] = engine.lr_at(step, total, steps_per_epoch, train)
             loss = F.cross_entropy(model(x), y)

@@ -57,11 +57,12 @@ def test_size_curve_averages_every_subset():
     full = probs_metrics(logits["test"].softmax(-1).mean(0), targets["test"])
     assert rows[-1]["test_acc"] == pytest.approx(full["acc"]) and rows[-1]["test_nll"] == pytest.approx(full["nll"])
     member_acc = [(logits["test"][k].argmax(-1) == targets["test"]).float().mean().item() for k in range(4)]
-    assert rows[0]["test_acc"] == pytest.approx(sum(member_acc) / 4) and rows[0]["gain_over_mean_member"] == 0
+    assert rows[0]["test_acc"] == pytest.approx(sum(member_acc) / 4, abs=1e-6)
+    assert rows[0]["gain_over_mean_member"] == pytest.approx(0, abs=1e-6)
     pair = [probs_metrics(logits["test"][list(s)].softmax(-1).mean(0), targets["test"])["acc"]
             for s in itertools.combinations(range(4), 2)]
-    assert rows[1]["test_acc"] == pytest.approx(sum(pair) / 6)
-    assert rows[-1]["gain_over_mean_member"] == pytest.approx(full["acc"] - sum(member_acc) / 4)
+    assert rows[1]["test_acc"] == pytest.approx(sum(pair) / 6, abs=1e-6)
+    assert rows[-1]["gain_over_mean_member"] == pytest.approx(full["acc"] - sum(member_acc) / 4, abs=1e-6)
     assert rows[-1]["params"] == 40
     assert len(ensembles.subsets(12, 6, limit=100)) == 100  # capped, no repeats
 
