@@ -51,3 +51,40 @@ def table(rows: list[tuple], header: tuple) -> str:
                                                for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells)
+
+
+def packed_matmul_seconds(model, models: int, batch: int, repeats: int = 200) -> float:
+    """Seconds of the batched matrix products alone of one packed training step of `models`
+    copies of an MLP (`model`: its Linear layers give the shapes) at `batch` examples each:
+    forward (baddbmm per layer) and backward (weight gradient per layer, input gradient for
+    all but the first). Median of `repeats` timed calls. A packed step can be no faster than
+    this, so sequential time / (steps x this) bounds the speedup from above."""
+    import statistics
+    import time
+
+    import torch
+    from torch import nn
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    k = models
+    acts = [torch.randn(k, batch, lin.in_features) for lin in linears]
+    grads = [torch.randn(k, batch, lin.out_features) for lin in linears]
+    weights = [torch.randn(k, lin.out_features, lin.in_features) for lin in linears]
+    biases = [torch.randn(k, 1, lin.out_features) for lin in linears]
+
+    def step():
+        for a, w, b in zip(acts, weights, biases):
+            torch.baddbmm(b, a, w.transpose(1, 2))
+        for i, (a, g, w) in enumerate(zip(acts, grads, weights)):
+            torch.bmm(g.transpose(1, 2), a)
+            if i > 0:
+                torch.bmm(g, w)
+
+    for _ in range(20):
+        step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
