@@ -55,10 +55,11 @@ def table(rows: list[tuple], header: tuple) -> str:
 
 def packed_matmul_seconds(model, models: int, batch: int, repeats: int = 200) -> float:
     """Seconds of the batched matrix products alone of one packed training step of `models`
-    copies of an MLP (`model`: its Linear layers give the shapes) at `batch` examples each:
-    forward (baddbmm per layer) and backward (weight gradient per layer, input gradient for
-    all but the first). Median of `repeats` timed calls. A packed step can be no faster than
-    this, so sequential time / (steps x this) bounds the speedup from above."""
+    copies of an MLP (`model`: its Linear layers give the shapes) at `batch` examples each, in
+    the packed trainer's feature-major layout: forward W @ h + b (baddbmm) per layer, backward
+    the weight gradient G @ h^T per layer and the input gradient W^T @ G for all but the first.
+    Median of `repeats` timed calls. A packed step can be no faster than this, so sequential
+    time / (steps x this) bounds the speedup from above."""
     import statistics
     import time
 
@@ -67,18 +68,18 @@ def packed_matmul_seconds(model, models: int, batch: int, repeats: int = 200) ->
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     k = models
-    acts = [torch.randn(k, batch, lin.in_features) for lin in linears]
-    grads = [torch.randn(k, batch, lin.out_features) for lin in linears]
+    acts = [torch.randn(k, lin.in_features, batch) for lin in linears]
+    grads = [torch.randn(k, lin.out_features, batch) for lin in linears]
     weights = [torch.randn(k, lin.out_features, lin.in_features) for lin in linears]
-    biases = [torch.randn(k, 1, lin.out_features) for lin in linears]
+    biases = [torch.randn(k, lin.out_features, 1) for lin in linears]
 
     def step():
         for a, w, b in zip(acts, weights, biases):
-            torch.baddbmm(b, a, w.transpose(1, 2))
+            torch.baddbmm(b, w, a)
         for i, (a, g, w) in enumerate(zip(acts, grads, weights)):
-            torch.bmm(g.transpose(1, 2), a)
+            torch.bmm(g, a.transpose(1, 2))
             if i > 0:
-                torch.bmm(g, w)
+                torch.bmm(w.transpose(1, 2), g)
 
     for _ in range(20):
         step()
