@@ -250,8 +250,18 @@ def test_pbt_sweep_exploits_and_finishes(tmp_path):
     done = distill_tune(config, out)
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = sweep_of(out)
-    assert sweep["scheduler"] == "pbt" and sweep["counts"]["done"] == 2
+    assert sweep["scheduler"] == "pbt" and sweep["counts"]["done"] == 2, [
+        (t["status"], t["reason"], t["epochs"], t["params"]) for t in sweep["trials"]]
     assert all(t["epochs"] == 4 and t["best_val_acc"] is not None for t in sweep["trials"])
+    # a trial that exploited the other (PBT changed its values) restarted from that checkpoint in
+    # its own folder, which ends as a complete run directory
+    for trial in sweep["trials"]:
+        initial = json.loads((Path(trial["run_dir"]) / "trial.json").read_text())["params"]
+        if initial != trial["params"]:
+            assert trial["attempts"] > 1
+        run_dir = Path(trial["run_dir"])
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
+        assert Path(trial["run_dir"]).name == trial["trial"]
 
 
 def test_bornagain_trials(tmp_path):

@@ -55,12 +55,9 @@ def epochs_per_trial(cfg: Config, dims: list[space.Dimension]) -> int:
                 return max(numbers) if numbers else default
         return default
 
-    epochs = int(top("train.epochs", cfg.train.epochs))
-    if cfg.tune.kind == "bornagain":
-        return epochs * (int(top("bornagain.generations", cfg.bornagain.generations)) + 1)
-    if cfg.tune.kind == "ensemble":
-        return epochs * (int(top("ensemble.members", cfg.ensemble.members)) + 1)
-    return epochs
+    return space.reports_per_run(cfg.tune.kind, int(top("train.epochs", cfg.train.epochs)),
+                                 int(top("bornagain.generations", cfg.bornagain.generations)),
+                                 int(top("ensemble.members", cfg.ensemble.members)))
 
 
 class TrialLines(tune.Callback):
@@ -265,9 +262,13 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
                     trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(
                     name=path.name, storage_path=str(path.parent), verbose=0,
+                    # PBT: a trial at its last epoch is stopped before the scheduler is asked, so it
+                    # is never paused to exploit another trial after it has finished training (the
+                    # trainable sends that last report only once its run directory is complete)
+                    stop={"training_iteration": max_t} if cfg.tune.scheduler == "pbt" else None,
                     callbacks=[TrialLines(progress)],
                     failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=_checkpoints_kept(cfg))))
         grid = tuner.fit()
         summary = write_sweep(path, cfg, grid, metric, mode)
     finally:
@@ -285,6 +286,18 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
 
 def _clean(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _checkpoints_kept(cfg: Config) -> int | None:
+    """Tune checkpoints kept per trial: the newest 2, except under PBT, where none is deleted.
+
+    A PBT exploit hands one trial's checkpoint to another; Ray's per-trial checkpoint manager
+    of the receiving trial later deletes that folder when it falls out of its newest N, and the
+    owner's manager may already have deleted it: the trial then fails with "Path not found"
+    (seen here with num_to_keep=2 and a perturbation every epoch; ray-project/ray#5549 and
+    #8441 are older forms of the same race). Each checkpoint is one run's small `checkpoints/`
+    tree, so keeping them all costs little."""
+    return None if cfg.tune.scheduler == "pbt" else 2
 
 
 def write_sweep(path: Path, cfg: Config, grid, metric: str, mode: str) -> dict:

@@ -20,7 +20,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from .space import trial_config, trial_dirname
+from .space import reports_per_run, trial_config, trial_dirname
 
 # reported every epoch, when the runner has them (validation only: Tune never sees test figures)
 REPORTED = ("epoch", "lr", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "val_ece")
@@ -89,8 +89,17 @@ def restore_checkpoints(run_dir: Path, checkpoint) -> str | None:
     return checkpoint.path
 
 
-def mark_stopped(run_dir: Path, epochs: int) -> None:
-    """The scheduler stopped the trial: its run directory says so instead of `running`."""
+def mark_stopped(run_dir: Path, epochs: int, attempt: int) -> None:
+    """The scheduler stopped the trial: its run directory says so instead of `running`.
+
+    Only while this attempt (index into trial.json's attempts) is the trial's newest and the
+    run is not done: a PBT exploit pauses a trial and restarts it with another's checkpoint,
+    and with actor reuse the stopped attempt's thread can unwind after the new attempt began
+    (or even finished); it must not overwrite that attempt's status."""
+    if len(_read_json(run_dir / "trial.json").get("attempts", [])) != attempt + 1:
+        return
+    if _read_json(run_dir / "meta.json").get("status") == "done":
+        return
     reason = f"stopped early by the trial scheduler after {epochs} reported epochs"
     for name in ("meta.json", "summary.json"):
         data = _read_json(run_dir / name)
@@ -140,7 +149,9 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
     from ray import tune
 
     context = tune.get_context()
-    run_dir = Path(experiment_dir) / trial_dirname(context.get_trial_id(), params)
+    # the trial's folder, named once when Tune created the trial (trial name = folder name); not
+    # re-derived from `params`, which a PBT exploit changes
+    run_dir = Path(experiment_dir) / (context.get_trial_name() or trial_dirname(context.get_trial_id(), params))
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = trial_config(base, params, seeds=seeds, run_id=run_dir.name)
     checkpoint = tune.get_checkpoint()
@@ -168,8 +179,15 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
     info["attempts"].append({"node_id": node_id(), "hostname": platform.node(), "pid": os.getpid(),
                              "started": _now(), "restored_from": restored_from})
     _write_json(run_dir / "trial.json", info)
+    attempt = len(info["attempts"]) - 1
     where = {"node_id": info["attempts"][-1]["node_id"]}
     reported = [0]
+    # The trial's last report waits until the runner has written the whole run directory: a
+    # scheduler that stops a trial at its last epoch (ASHA at max_t, PBT's stop criterion) stops
+    # it inside that report, and it must not cut the summary short.
+    expected = reports_per_run(kind, cfg.train.epochs, cfg.bornagain.generations, cfg.ensemble.members)
+    done_before = _epochs_done(run_dir / "checkpoints")
+    last = []
 
     def on_epoch(report: dict) -> None:
         loss = report.get("train_loss")
@@ -177,12 +195,17 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
             raise TrialDiverged(f"train_loss is {loss} at epoch {report.get('epoch')}")
         metrics = {key: report[key] for key in REPORTED if key in report}
         reported[0] += 1
+        if done_before + reported[0] == expected:
+            last.append(metrics)
+            return
         tune.report({**metrics, **where},
                     checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoints")))
 
     runner = kind_runner(kind)
     try:
         runner(cfg, str(run_dir.parent), run_dir=run_dir, on_epoch=on_epoch, progress=False)
+        if last:
+            tune.report({**last[0], **where}, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoints")))
     except SystemExit:  # how Tune stops a function trial from inside `tune.report`
-        mark_stopped(run_dir, reported[0])
+        mark_stopped(run_dir, reported[0], attempt)
         raise
