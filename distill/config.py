@@ -29,9 +29,10 @@ import yaml
 from .errors import ConfigError
 
 
-def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None):
-    """A config field: default, meaning, and the allowed values checked on load."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key}
+def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None, join=None):
+    """A config field: default, meaning, and the allowed values checked on load. `join`: a string
+    field that may also be given as a list of strings, stored joined by this separator."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key, "join": join}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -108,8 +109,8 @@ class DistillConfig:
     alpha_schedule: str = spec("linear", "how alpha goes from alpha to alpha_end over training",
                                choices=["constant", "linear", "cosine"])
     teacher: Optional[str] = spec(None, "teacher: a run directory, a checkpoint, a .npy/.csv predictions file, "
-                                  "or several run dirs/checkpoints separated by commas (an ensemble); "
-                                  "null = train from labels (or the teacher section)")
+                                  "or several run dirs/checkpoints (an ensemble) as a list or separated by "
+                                  "commas; null = train from labels (or the teacher section)", join=",")
     combine: str = spec("mean_probs", "ensemble teacher: average probabilities at T, average logits, or sum "
                         "one KL per teacher", choices=["mean_probs", "mean_logits", "per_teacher_kl"])
     layers: list[str] = spec(["features"], "fitnet/attention/rkd: student layers whose outputs are matched "
@@ -306,7 +307,11 @@ def from_dict(cls, data: dict, prefix: str = ""):
     for ykey, f in fields.items():
         if ykey not in data:
             continue
-        value = _coerce(data[ykey], hints[f.name], prefix + ykey)
+        value = data[ykey]
+        if f.metadata.get("join") and isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, str) for v in value):
+            value = f.metadata["join"].join(value)
+        value = _coerce(value, hints[f.name], prefix + ykey)
         _check_range(value, f.metadata, prefix + ykey)
         kwargs[f.name] = value
     return cls(**kwargs)

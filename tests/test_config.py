@@ -18,6 +18,14 @@ def test_defaults_and_overrides(tmp_path):
     assert isinstance(load_config(None, ["train.lr=1"]).train.lr, float)  # int accepted for float
 
 
+def test_teacher_ensemble_as_a_list_or_commas():
+    listed = load_config(None, ["distill.teacher=[runs/a, runs/b]"])
+    assert listed.distill.teacher == "runs/a,runs/b"
+    assert load_config(None, ["distill.teacher=runs/a,runs/b"]) == listed
+    with pytest.raises(ConfigError, match="distill.teacher"):
+        load_config(None, ["distill.teacher=[1, 2]"])
+
+
 def test_round_trip():
     cfg = load_config(None, ["train.epochs=3"])
     from distill.config import build_config
