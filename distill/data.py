@@ -51,6 +51,13 @@ CROP_PADDING = 4  # pixels of zero padding around an image before a random crop 
 CHUNK_BYTES = 64 * 2**20
 
 
+def chunk_rows(x_all: Tensor, batch_size: int, models: int = 1) -> int:
+    """Examples per gathered chunk: whole batches, up to CHUNK_BYTES of inputs for `models`
+    models' batches together, at least one batch."""
+    row_bytes = max(1, x_all[:1].numel() * x_all.element_size()) * models
+    return batch_size * max(1, CHUNK_BYTES // (row_bytes * batch_size))
+
+
 @dataclass
 class RawData:
     """A dataset's original train and test sets, before splitting and normalising.
@@ -123,8 +130,7 @@ class Data:
         n = x_all.shape[0]
         order = torch.randperm(n, generator=generator, device=generator.device).to(x_all.device)
         kind = self.augment if augment else "none"
-        row_bytes = max(1, x_all[:1].numel() * x_all.element_size())
-        chunk = batch_size * max(1, CHUNK_BYTES // (row_bytes * batch_size))
+        chunk = chunk_rows(x_all, batch_size)
         for chunk_start in range(0, n, chunk):
             chunk_idx = order[chunk_start:chunk_start + chunk]
             x_chunk, y_chunk = x_all[chunk_idx], y_all[chunk_idx]

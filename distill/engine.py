@@ -296,13 +296,16 @@ def _metrics_at(history: list[dict], epoch: int) -> dict:
     return {row["split"]: row for row in history if row["epoch"] == epoch}
 
 
-def _epoch_sums(losses, sizes, outputs, labels) -> tuple[float, float, int]:
-    """(summed loss x batch size, correct predictions, examples) of one epoch's steps, one host sync."""
+def epoch_sums(losses, sizes, outputs, labels, dim: int = 0) -> tuple[list, int]:
+    """One epoch's train figures from its steps' kept tensors, with one host sync:
+    ([summed loss x batch size, correct predictions], examples).
+
+    Per step: `losses` a scalar, `outputs` (B, C) logits, `labels` (B,); or, for K packed
+    models (dim=1), (K,), (K, B, C) and (K, B), and then the first item is one pair per model."""
     weights = torch.tensor(sizes, dtype=torch.float32, device=labels[0].device)
-    loss_sum = torch.stack(losses).float() @ weights
-    correct = (torch.cat(outputs).argmax(-1) == torch.cat(labels)).sum()
-    loss_sum, correct_sum = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-    return loss_sum, correct_sum, sum(sizes)
+    loss_sums = weights @ torch.stack(losses).float()
+    correct = (torch.cat(outputs, dim).argmax(-1) == torch.cat(labels, dim)).sum(-1)
+    return torch.stack([loss_sums, correct.to(loss_sums.dtype)], dim=-1).tolist(), sum(sizes)
 
 
 def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Optional[Objective] = None,
@@ -385,7 +388,7 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             labels.append(y)
             sizes.append(y.shape[0])
             step += 1
-        loss_sum, correct_sum, count_sum = _epoch_sums(losses, sizes, outputs, labels)
+        (loss_sum, correct_sum), count_sum = epoch_sums(losses, sizes, outputs, labels)
         seconds = time.perf_counter() - started
         train_seconds += seconds
 

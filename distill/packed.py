@@ -41,7 +41,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from . import engine
 from .config import TrainConfig
-from .data import CHUNK_BYTES, augment_batch
+from .data import augment_batch, chunk_rows
 from .metrics import split_metrics
 from .models import has_batchnorm
 
@@ -141,8 +141,7 @@ def packed_batches(data, batch_size: int, generators: list[torch.Generator]):
     x_all, y_all = data.x["train"], data.y["train"]
     n = x_all.shape[0]
     orders = torch.stack([torch.randperm(n, generator=g, device=g.device) for g in generators]).to(x_all.device)
-    row_bytes = max(1, x_all[:1].numel() * x_all.element_size()) * len(generators)
-    chunk = batch_size * max(1, CHUNK_BYTES // (row_bytes * batch_size))  # as Data.train_batches
+    chunk = chunk_rows(x_all, batch_size, len(generators))
     for chunk_start in range(0, n, chunk):
         chunk_idx = orders[:, chunk_start:chunk_start + chunk]
         x_chunk, y_chunk = x_all[chunk_idx], y_all[chunk_idx]
@@ -164,14 +163,6 @@ def _save_bests(model_dirs, bests, best_states, unsaved) -> None:
             engine.save_atomic({"epoch": bests[k]["epoch"], "model": best_states[k], "val": bests[k]},
                                folder / "best.pt")
             unsaved[k] = False
-
-
-def _epoch_sums(losses, sizes, outputs, labels) -> tuple[list[list[float]], int]:
-    """Per model [summed loss x batch size, correct predictions] of one epoch, and the examples."""
-    weights = torch.tensor(sizes, dtype=torch.float32, device=labels[0].device)
-    loss_sums = weights @ torch.stack(losses).float()                             # (K,)
-    correct = (torch.cat(outputs, dim=1).argmax(-1) == torch.cat(labels, dim=1)).sum(1)
-    return torch.stack([loss_sums, correct.to(loss_sums.dtype)], dim=1).tolist(), sum(sizes)
 
 
 def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int],
@@ -288,7 +279,7 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
             labels.append(ys)
             sizes.append(ys.shape[1])
             step += 1
-        epoch_sums, count_sum = _epoch_sums(step_losses, sizes, outputs, labels)
+        epoch_sums, count_sum = engine.epoch_sums(step_losses, sizes, outputs, labels, dim=1)
         seconds = time.perf_counter() - started
         train_seconds += seconds
 
