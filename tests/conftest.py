@@ -11,6 +11,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+class Killed(Exception):
+    """Raised from an `on_epoch` callback: the run dies there, as a crash would."""
+
+
+def kill_at(**where):
+    """An `on_epoch` callback that raises Killed at the first report matching every key=value."""
+    def callback(report: dict) -> None:
+        if all(report.get(key) == value for key, value in where.items()):
+            raise Killed
+    return callback
+
+
 def tiny_overrides(**extra) -> list[str]:
     """A config small enough for a test: MNIST-1D with 400 examples, a small MLP, 3 epochs."""
     base = {

@@ -7,7 +7,7 @@ import pytest
 import bornagain
 from distill.cli import main
 from distill.config import load_config
-from tests.conftest import tiny_overrides
+from tests.conftest import Killed, kill_at, tiny_overrides
 
 
 def _cfg(**extra):
@@ -76,15 +76,8 @@ def test_killed_in_generation_2_resumes_there(tmp_path, pack):
     cfg = _cfg(**{"bornagain.pack": pack, "train.epochs": 3})
     whole = bornagain.run(cfg, tmp_path / "whole", progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(report):
-        if report["generation"] == 2 and report["epoch"] == 2:
-            raise Killed
-
     with pytest.raises(Killed):
-        bornagain.run(cfg, tmp_path / "killed", on_epoch=kill, progress=False)
+        bornagain.run(cfg, tmp_path / "killed", on_epoch=kill_at(generation=2, epoch=2), progress=False)
     path = next((tmp_path / "killed" / "ban").iterdir())
     assert json.loads((path / "meta.json").read_text())["status"] == "failed"
     finished = {p: p.stat().st_mtime_ns for p in path.glob("checkpoints/gen[01]-*/*.pt")}

@@ -10,7 +10,7 @@ import ensembles
 from distill.config import load_config
 from distill.errors import ConfigError, UserError
 from distill.metrics import probs_metrics
-from tests.conftest import tiny_overrides
+from tests.conftest import Killed, kill_at, tiny_overrides
 
 
 def _cfg(**extra):
@@ -110,15 +110,8 @@ def test_killed_while_training_member_3_resumes_with_member_3(tmp_path):
     cfg = _cfg(**{"ensemble.pack": False, "ensemble.members": 5, "train.epochs": 3})
     full = _summary(ensembles.run(cfg, tmp_path / "full", progress=False))
 
-    class Killed(Exception):
-        pass
-
-    def kill_in_member_3(report):
-        if report["member"] == 3 and report["epoch"] == 1:
-            raise Killed
-
     with pytest.raises(Killed):
-        ensembles.run(cfg, tmp_path / "b", on_epoch=kill_in_member_3, progress=False)
+        ensembles.run(cfg, tmp_path / "b", on_epoch=kill_at(member=3, epoch=1), progress=False)
     run_dir = next((tmp_path / "b").glob("*/*"))
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "failed"
     stamps = {m: (run_dir / "checkpoints" / f"member{m}-s0" / "last.pt").stat().st_mtime_ns for m in range(3)}

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from distill import cli, engine
+from distill import cli
 from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config
 from distill.data import load_data
 from distill.errors import ConfigError
