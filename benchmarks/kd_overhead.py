@@ -40,31 +40,47 @@ from distill.teachers import make_objective  # noqa: E402
 
 
 class TimedData:
-    """The data, with the CPU time (process time) of each epoch's train loop recorded.
+    """The data, with the CPU time (process time) of each epoch's training phase recorded.
 
-    Measured from the first batch requested to the last one consumed, so it covers exactly
-    the engine's training steps (not the evaluation). CPU time, not wall time, because a
-    shared machine's other processes stretch wall time by whole scheduler slices.
+    Measured from the first batch requested to the end of the engine's `epoch_sums` (the
+    epoch's train loss and accuracy, which also takes the losses that gradient steps defer to
+    the end of the epoch), so it covers exactly the engine's training steps and their loss
+    bookkeeping, not the evaluation. CPU time, not wall time, because a shared machine's other
+    processes stretch wall time by whole scheduler slices.
     """
 
     def __init__(self, data):
         self._data = data
         self.cpu_seconds: list[float] = []
+        self._started = None
 
     def __getattr__(self, name):
         return getattr(self._data, name)
 
     def train_batches(self, *args, **kwargs):
-        started = time.process_time()
+        self._started = time.process_time()
         yield from self._data.train_batches(*args, **kwargs)
-        self.cpu_seconds.append(time.process_time() - started)
+
+    def epoch_done(self) -> None:
+        self.cpu_seconds.append(time.process_time() - self._started)
 
 
 def epoch_seconds(student_cfg, data, train, objective, seed) -> tuple[list[float], list[float]]:
-    """(wall, cpu) seconds of each epoch's train loop but the first (warm-up)."""
+    """(wall, cpu) seconds of each epoch's training phase but the first (warm-up)."""
     student = engine.new_model(student_cfg, data, seed)
     timed = TimedData(data)
-    result = engine.fit(student, timed, train, seed=seed, objective=objective, device=torch.device("cpu"))
+    epoch_sums = engine.epoch_sums
+
+    def timed_epoch_sums(*args, **kwargs):  # the end of the training phase of an epoch
+        result = epoch_sums(*args, **kwargs)
+        timed.epoch_done()
+        return result
+
+    engine.epoch_sums = timed_epoch_sums
+    try:
+        result = engine.fit(student, timed, train, seed=seed, objective=objective, device=torch.device("cpu"))
+    finally:
+        engine.epoch_sums = epoch_sums
     wall = [row["seconds"] for row in result.history if row["split"] == "train"]
     return wall[1:], timed.cpu_seconds[1:]
 

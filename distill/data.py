@@ -30,7 +30,7 @@ import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -117,15 +117,16 @@ class Data:
     def size(self, split: str) -> int:
         return self.x[split].shape[0]
 
-    def train_batches(self, batch_size: int, generator: torch.Generator,
-                      augment: bool = True) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool = True,
+                      rows: Optional[Tensor] = None) -> Iterator[tuple[Tensor, ...]]:
         """One epoch of (x, y, idx): idx are positions in the train split, in an order drawn
         from `generator`; x is augmented on the device with the same generator. The last
-        batch may be smaller. No host sync, no DataLoader.
+        batch may be smaller. No host sync, no DataLoader. With `rows` (a tensor with one row
+        per train example, e.g. a teacher's cached outputs), (x, y, idx, rows[idx]).
 
         The examples are gathered a chunk of batches at a time (up to CHUNK_BYTES of inputs,
         the whole epoch for small datasets) and each batch is a slice of the chunk: one
-        indexing op per chunk instead of two per step, the same batches."""
+        indexing op per chunk instead of two (or three) per step, the same batches."""
         x_all, y_all = self.x["train"], self.y["train"]
         n = x_all.shape[0]
         order = torch.randperm(n, generator=generator, device=generator.device).to(x_all.device)
@@ -134,9 +135,11 @@ class Data:
         for chunk_start in range(0, n, chunk):
             chunk_idx = order[chunk_start:chunk_start + chunk]
             x_chunk, y_chunk = x_all[chunk_idx], y_all[chunk_idx]
+            rows_chunk = None if rows is None else rows.index_select(0, chunk_idx)
             for start in range(0, chunk_idx.shape[0], batch_size):
                 x = augment_batch(x_chunk[start:start + batch_size], kind, generator, self.shift)
-                yield x, y_chunk[start:start + batch_size], chunk_idx[start:start + batch_size]
+                batch = (x, y_chunk[start:start + batch_size], chunk_idx[start:start + batch_size])
+                yield batch if rows_chunk is None else (*batch, rows_chunk[start:start + batch_size])
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The split in order, unaugmented."""

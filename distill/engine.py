@@ -296,14 +296,21 @@ def _metrics_at(history: list[dict], epoch: int) -> dict:
     return {row["split"]: row for row in history if row["epoch"] == epoch}
 
 
-def epoch_sums(losses, sizes, outputs, labels, dim: int = 0) -> tuple[list, int]:
+def epoch_sums(losses, sizes, outputs, labels, dim: int = 0, loss_sum: Optional[torch.Tensor] = None
+               ) -> tuple[list, int]:
     """One epoch's train figures from its steps' kept tensors, with one host sync:
     ([summed loss x batch size, correct predictions], examples).
 
     Per step: `losses` a scalar, `outputs` (B, C) logits, `labels` (B,); or, for K packed
-    models (dim=1), (K,), (K, B, C) and (K, B), and then the first item is one pair per model."""
-    weights = torch.tensor(sizes, dtype=torch.float32, device=labels[0].device)
-    loss_sums = weights @ torch.stack(losses).float()
+    models (dim=1), (K,), (K, B, C) and (K, B), and then the first item is one pair per model.
+    `loss_sum`: the summed loss computed elsewhere (gradient steps keep no loss), else from `losses`."""
+    if loss_sum is None or losses:
+        if loss_sum is not None or len(losses) != len(sizes):
+            raise RuntimeError("epoch_sums: every step of an epoch must keep a loss, or none")
+        weights = torch.tensor(sizes, dtype=torch.float32, device=labels[0].device)
+        loss_sums = weights @ torch.stack(losses).float()
+    else:
+        loss_sums = loss_sum.float()
     correct = (torch.cat(outputs, dim).argmax(-1) == torch.cat(labels, dim)).sum(-1)
     return torch.stack([loss_sums, correct.to(loss_sums.dtype)], dim=-1).tolist(), sum(sizes)
 
@@ -335,6 +342,7 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             params.append({"params": extra})
     optimizer = make_optimizer(params, train)
     forward_model = torch.compile(model) if train.compile else model
+    gradient_step = getattr(objective, "gradient_step", None)
 
     n_train = data.size("train")
     steps_per_epoch = math.ceil(n_train / train.batch_size)
@@ -368,27 +376,39 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
         generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
         # no host sync and no extra op per step: each step's loss, logits and labels are kept
         # (detached) and reduced once at the end of the epoch, with one host sync
-        losses, sizes, outputs, labels = [], [], [], []
+        losses, sizes, outputs, labels, kept = [], [], [], [], []
         step = epoch * steps_per_epoch
-        for x, y, idx in data.train_batches(train.batch_size, generator):
+        # an objective may ask for a table of per-example rows, gathered with the batches
+        rows_table = objective.gradient_rows() if gradient_step else None
+        for batch in data.train_batches(train.batch_size, generator, rows=rows_table):
+            x, y, idx = batch[:3]
             lr = lr_at(step, total_steps, steps_per_epoch, train)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, train.precision):
-                out = objective(forward_model, x, y, idx, step / total_steps)
+                # an objective with a gradient path gives d loss / d logits and no loss value
+                out = gradient_step(forward_model, x, y, idx, step / total_steps,
+                                    rows=batch[3] if rows_table is not None else None) if gradient_step else None
+                if out is None:
+                    out = objective(forward_model, x, y, idx, step / total_steps)
             optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            if "logits_grad" in out:
+                out["logits"].backward(out["logits_grad"])
+                kept.append(out["keep"])
+            else:
+                out["loss"].backward()
+                losses.append(out["loss"].detach())
             if train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
-            losses.append(out["loss"].detach())
             outputs.append(out["logits"].detach())
             labels.append(y)
             sizes.append(y.shape[0])
             step += 1
-        (loss_sum, correct_sum), count_sum = epoch_sums(losses, sizes, outputs, labels)
+        deferred = objective.deferred_loss_sum(kept, outputs, labels) if kept else None
+        (loss_sum, correct_sum), count_sum = epoch_sums(losses, sizes, outputs, labels, loss_sum=deferred)
         seconds = time.perf_counter() - started
         train_seconds += seconds
 

@@ -22,8 +22,11 @@ Choices made here (the born-again paper, Furlanello et al. 2018, uses T = 1 thro
 - `ban_l` is BAN+L, the unweighted sum T^2 * KL + CE(y, s); alpha is ignored.
 - `cwtm`, `dkpp` mix with the label loss by alpha like kd; alpha = 1 is the paper's control.
 
-`fused_kd` is the fast path of kd/ban/ban_l/tfkd_self used by the training objective: one
-autograd Function whose backward is written out (tests compare it with `kd`).
+`fused_kd` is a fast path of kd/ban/ban_l/tfkd_self: one autograd Function whose backward is
+written out (tests compare it with `kd`). Faster still, and what the training loop uses when T
+and alpha are constant: `kd_logit_gradient` gives d loss / d logits directly (no loss value,
+no autograd node: the loop calls `logits.backward(gradient)`), and `kd_loss_sum` gives
+the loss values afterwards, once per epoch, from the logits the steps kept.
 """
 
 from __future__ import annotations
@@ -338,3 +341,56 @@ FUSED_WEIGHTS: dict[str, Callable[[float], tuple[float, float]]] = {
     "ban": lambda alpha: (1.0, 0.0),
     "ban_l": lambda alpha: (1.0, 1.0),
 }
+
+
+# ---------------------------------------------------------------- kd as a logit gradient (the fastest path)
+
+
+def kd_gradient_targets(teacher_probs: torch.Tensor, targets: torch.Tensor, *, temperature: float,
+                        w_kd: float, w_task: float) -> torch.Tensor:
+    """Q = w_kd * T * P + w_task * onehot(y), (N, C): the part of the kd gradient that does not
+    depend on the student, for every example at once (see kd_logit_gradient)."""
+    q = teacher_probs * (w_kd * temperature)
+    q[torch.arange(targets.shape[0], device=targets.device), targets] += w_task
+    return q
+
+
+def kd_gradient_constants(temperature: float, w_kd: float, w_task: float, mass: float, like: torch.Tensor):
+    """(scale (2, 1, 1) = [1/T, 1], weights (1, 2) = [w_kd * T * mass, w_task]) for kd_logit_gradient."""
+    scale = torch.tensor([[[1.0 / temperature]], [[1.0]]], dtype=like.dtype, device=like.device)
+    weights = torch.tensor([[w_kd * temperature * mass, w_task]], dtype=like.dtype, device=like.device)
+    return scale, weights
+
+
+def kd_logit_gradient(student_logits: torch.Tensor, targets: torch.Tensor, scale: torch.Tensor,
+                      weights: torch.Tensor, target_weight: float = 1.0) -> torch.Tensor:
+    """d/ds of w_kd * T^2 * KL(P || softmax(s/T)) + w_task * CE(y, s), batch-averaged, as (B, C):
+
+        (w_kd * T * (mass * softmax(s/T) - P) + w_task * (softmax(s) - onehot(y))) / B
+      = (weights @ [softmax(s/T); softmax(s)] - target_weight * Q) / B
+
+    with `targets` Q (B, C) the batch's rows of kd_gradient_targets (or w_kd * T * P alone, the
+    one-hot then subtracted by the caller) and (scale, weights) from kd_gradient_constants.
+    Three ops: a product, one softmax over both temperatures, one matrix product."""
+    batch, classes = student_logits.shape
+    # detached: the ops below would otherwise record autograd nodes that nothing uses
+    probs = torch.softmax(student_logits.detach() * scale, dim=-1)  # (2, B, C)
+    grad = torch.addmm(targets.reshape(1, -1), weights, probs.view(2, -1),
+                       beta=-target_weight / batch, alpha=1.0 / batch)
+    return grad.view(batch, classes)
+
+
+def kd_loss_sum(student_logits: torch.Tensor, teacher_probs_cb: torch.Tensor, neg_entropy_sum: torch.Tensor,
+                targets: torch.Tensor, *, temperature: float, w_kd: float, w_task: float) -> torch.Tensor:
+    """Sum over the examples of w_kd * T^2 * (sum_c P log P - sum_c P log softmax(s/T)) + w_task * CE(y, s).
+
+    `student_logits` (N, C); `teacher_probs_cb` P class-major (C, N) (a sum of K teachers'
+    distributions for one KL per teacher); `neg_entropy_sum` sum over examples of sum_c P log P.
+    Divided by N it is kd's `loss` over those examples. Class-major, one log_softmax for both
+    temperatures: this is the once-per-epoch loss of the gradient path's steps."""
+    logits_cb = student_logits.to(teacher_probs_cb.dtype).t().contiguous()
+    scale = torch.tensor([[[1.0 / temperature]], [[1.0]]], dtype=logits_cb.dtype, device=logits_cb.device)
+    log_p = torch.log_softmax(logits_cb * scale, dim=1)  # (2, C, N)
+    cross = torch.dot(teacher_probs_cb.reshape(-1), log_p[0].reshape(-1))
+    picked = log_p[1].gather(0, targets[None]).sum()
+    return (w_kd * temperature**2) * (neg_entropy_sum - cross) - w_task * picked

@@ -269,6 +269,11 @@ class DistillObjective(nn.Module):
         self._table_key: Optional[float] = None  # T of the precomputed P and entropy below
         self._table_probs = self._table_neg_entropy = None
         self._table_mass = 1.0
+        self.train_targets: Optional[torch.Tensor] = None  # labels of the train split (set by _build)
+        constant_alpha = cfg.alpha_end is None or cfg.alpha_schedule == "constant" or cfg.alpha_end == cfg.alpha
+        # the training loop's gradient path (see gradient_step): kd-family losses at constant T and alpha
+        self.gradient_path = self.fused and self.constant_temperature and constant_alpha
+        self._gradient_parts: Optional[tuple] = None
 
     def schedule(self, progress: float) -> tuple[float, float]:
         c = self.cfg
@@ -309,6 +314,77 @@ class DistillObjective(nn.Module):
             out = self._generic(student, self.signal.logits(x, idx), y, temperature, alpha, progress)
         out["logits"] = logits
         return out
+
+    def _gradient_setup(self, like: torch.Tensor) -> tuple:
+        """(Q table (N, C) or None when online, scale, weights, T, w_kd, w_task), built once."""
+        if self._gradient_parts is None:
+            temperature, alpha = self.schedule(0.0)
+            w_kd, w_task = losses.FUSED_WEIGHTS[self.method](alpha)
+            table = None
+            if self.signal.table is not None:
+                probs_cb, _, mass = self._teacher_table(temperature)
+                targets = self.train_targets.to(probs_cb.device)
+                table = losses.kd_gradient_targets(probs_cb.t(), targets, temperature=temperature, w_kd=w_kd,
+                                                   w_task=w_task).contiguous()
+            else:
+                mass = float(len(self.signal.models)) if self.combine == "per_teacher_kl" else 1.0
+            scale, weights = losses.kd_gradient_constants(temperature, w_kd, w_task, mass, like)
+            self._gradient_parts = (table, scale, weights, temperature, w_kd, w_task)
+        return self._gradient_parts
+
+    def gradient_rows(self) -> Optional[torch.Tensor]:
+        """The per-example table the training loop gathers with each batch for gradient_step
+        (the cached Q of kd_gradient_targets, (N, C)), or None."""
+        if not self.gradient_path or self.train_targets is None:
+            return None
+        self.signal.prepare()
+        if self.signal.table is None:
+            return None
+        return self._gradient_setup(self.signal.table)[0]
+
+    def gradient_step(self, model, x, y, idx, progress, rows: Optional[torch.Tensor] = None) -> Optional[dict]:
+        """The training loop's fast path: {logits, logits_grad, keep} instead of {loss, logits}.
+
+        The loop calls `logits.backward(logits_grad)` (losses.kd_logit_gradient: no loss value and
+        no autograd node in the step) and passes every step's `keep` to `deferred_loss_sum` at the
+        end of the epoch, which computes the loss values from the logits the steps kept. `rows`:
+        the batch's rows of `gradient_rows()`, when the loop gathered them with the batch. None
+        where it does not apply (a T or alpha schedule, a method outside the kd family); the
+        result equals `forward` + backward to float rounding (tests/test_teachers.py)."""
+        if not self.gradient_path or self.train_targets is None:
+            return None
+        self.signal.prepare()
+        logits = model(x)
+        if logits.dtype != torch.float32:  # bf16 autocast: the loss path casts to float32 itself
+            return None
+        table, scale, weights, temperature, w_kd, w_task = self._gradient_setup(logits)
+        if table is not None:  # cached: Q = w_kd T P + w_task onehot(y) of the batch's examples
+            targets = rows if rows is not None else table.index_select(0, idx)
+            grad = losses.kd_logit_gradient(logits, targets, scale, weights)
+            return {"logits": logits, "logits_grad": grad, "keep": idx}
+        teacher_logits = self.signal.logits(x, idx)  # online: (K, B, C)
+        if teacher_logits.shape[0] == 1:
+            probs = torch.softmax(teacher_logits[0] * (1.0 / temperature), dim=-1)
+        else:
+            probs = combine_probs(teacher_logits, temperature, self.combine)[0]
+        grad = losses.kd_logit_gradient(logits, probs, scale, weights, target_weight=w_kd * temperature)
+        if w_task:  # - w_task * onehot(y) / B
+            grad.scatter_add_(1, y[:, None], losses._constant_row(y.shape[0], -w_task / y.shape[0], grad).t())
+        return {"logits": logits, "logits_grad": grad, "keep": teacher_logits}
+
+    def deferred_loss_sum(self, kept: list, outputs: list, labels: list) -> torch.Tensor:
+        """Sum over the epoch's examples of the kd loss, from the logits of each gradient step
+        (`outputs`), its labels, and its `keep` (batch positions when cached, teacher logits online)."""
+        table, _, _, temperature, w_kd, w_task = self._gradient_setup(outputs[0])
+        if table is not None:
+            positions = torch.cat(kept)
+            probs_cb, neg_entropy, _ = self._teacher_table(temperature)
+            probs_cb, neg_entropy_sum = probs_cb.index_select(1, positions), neg_entropy.index_select(0, positions).sum()
+        else:
+            probs, neg_entropy, _, _ = combine_probs(torch.cat(kept, dim=1), temperature, self.combine)
+            probs_cb, neg_entropy_sum = probs.t(), neg_entropy.sum()
+        return losses.kd_loss_sum(torch.cat(outputs), probs_cb, neg_entropy_sum, torch.cat(labels),
+                                  temperature=temperature, w_kd=w_kd, w_task=w_task)
 
     def _generic(self, student, teacher_logits, y, temperature, alpha, progress):
         extra = {}
@@ -439,6 +515,7 @@ def _build(distill_cfg: DistillConfig, signal, signal_kind: str, data, combine: 
         signal.cached = cached if signal_kind == "models" else signal.cached
         log_once(f"teacher outputs {cache_note}")
     objective = DistillObjective(distill_cfg, signal, combine, seed, projections, teacher_layers)
+    objective.train_targets = data.y["train"]
     return objective, _loss_info(distill_cfg, combine, description, teachers, cache_note)
 
 

@@ -349,3 +349,13 @@ def test_fake_loads_and_is_learnable():
     assert (predicted == data.y["test"]).float().mean() > 0.9
     again = load_data(cfg_for("fake", num_samples=200, fake_shape=[3, 8, 8], fake_classes=5))
     assert torch.equal(again.x["test"], data.x["test"])
+
+
+def test_train_batches_gather_rows_with_the_batch(small):
+    table = torch.arange(small.size("train") * 3, dtype=torch.float32).view(-1, 3)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    plain = list(small.train_batches(16, g1, augment=False))
+    with_rows = list(small.train_batches(16, g2, augment=False, rows=table))
+    for (x, y, idx), (x2, y2, idx2, rows) in zip(plain, with_rows, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(idx, idx2)
+        assert torch.equal(rows, table[idx])

@@ -315,3 +315,50 @@ def test_schedules():
     assert value_at("cosine", 4.0, 1.0, 0.5) == pytest.approx(2.5)
     assert value_at("cosine", 4.0, 1.0, 1.0) == pytest.approx(1.0)
     assert value_at("cosine", 0.9, 0.1, 0.25) == pytest.approx(0.1 + 0.8 * (1 + math.cos(math.pi / 4)) / 2)
+
+
+# ---------------------------------------------------------------- kd as a logit gradient (the training loop's path)
+
+
+@pytest.mark.parametrize("T, w_kd, w_task", [(1.0, 0.5, 0.5), (4.0, 0.9, 0.1), (3.0, 1.0, 0.0), (2.0, 0.0, 1.0),
+                                             (2.0, 1.0, 1.0)])
+def test_kd_logit_gradient_equals_autograd_of_the_plain_loss(batch, T, w_kd, w_task):
+    """Cached form: Q = w_kd T P + w_task onehot(y) precomputed; online form: Q = w_kd T P and
+    the one-hot subtracted afterwards. Both against autograd of kd (alpha = 0 and 1 included)."""
+    s, t, y = batch
+    p_t = softmax_rows(t, T)
+    reference = grad_of(lambda z: w_kd * losses.kd(z, t, y, temperature=T, alpha=1.0)["loss"]
+                        + w_task * losses.kd(z, t, y, temperature=T, alpha=0.0)["loss"], s)
+    scale, weights = losses.kd_gradient_constants(T, w_kd, w_task, 1.0, s)
+    q = losses.kd_gradient_targets(p_t, y, temperature=T, w_kd=w_kd, w_task=w_task)
+    torch.testing.assert_close(losses.kd_logit_gradient(s, q, scale, weights), reference)
+    online = losses.kd_logit_gradient(s, p_t, scale, weights, target_weight=w_kd * T)
+    online[torch.arange(B), y] -= w_task / B
+    torch.testing.assert_close(online, reference)
+
+
+def test_kd_logit_gradient_with_a_sum_of_teachers_is_one_kl_per_teacher(batch):
+    s, t, y = batch
+    t2 = t.flip(0)
+    T, alpha = 3.0, 0.6
+    probs = softmax_rows(t, T) + softmax_rows(t2, T)  # per_teacher_kl: mass 2
+    reference = grad_of(lambda z: alpha * (losses.kd(z, t, y, temperature=T, alpha=1.0)["loss"]
+                                           + losses.kd(z, t2, y, temperature=T, alpha=1.0)["loss"])
+                        + (1 - alpha) * F_ce(z, y), s)
+    scale, weights = losses.kd_gradient_constants(T, alpha, 1 - alpha, 2.0, s)
+    q = losses.kd_gradient_targets(probs, y, temperature=T, w_kd=alpha, w_task=1 - alpha)
+    torch.testing.assert_close(losses.kd_logit_gradient(s, q, scale, weights), reference)
+
+
+def F_ce(z, y):
+    return torch.nn.functional.cross_entropy(z, y)
+
+
+@pytest.mark.parametrize("T, w_kd, w_task", [(4.0, 0.9, 0.1), (1.0, 1.0, 0.0), (2.0, 0.0, 1.0), (2.0, 1.0, 1.0)])
+def test_kd_loss_sum_equals_the_batch_sum_of_the_plain_loss(batch, T, w_kd, w_task):
+    s, t, y = batch
+    p_t = softmax_rows(t, T)
+    neg_entropy_sum = (p_t * p_t.log()).sum()
+    got = losses.kd_loss_sum(s, p_t.t(), neg_entropy_sum, y, temperature=T, w_kd=w_kd, w_task=w_task)
+    expected = B * (w_kd * T**2 * ref_kl(p_t, softmax_rows(s, T)) + w_task * ref_ce(softmax_rows(s), y))
+    assert got.item() == pytest.approx(expected, rel=1e-10)

@@ -215,3 +215,70 @@ def test_ensemble_of_run_directories(tmp_path, data):
     assert "model-s0" in info["teacher"] and "model-s1" in info["teacher"]
     x, y, idx = first_batch(data)
     assert torch.isfinite(objective(model(width=8, depth=1), x, y, idx, 0.0)["loss"])
+
+
+# ---------------------------------------------------------------- the training loop's gradient path
+
+
+@pytest.mark.parametrize("method, combine, teachers, cache", [
+    ("kd", "mean_probs", 1, "cached"),
+    ("kd", "mean_probs", 1, "online"),
+    ("kd", "mean_probs", 3, "online"),
+    ("kd", "mean_logits", 2, "cached"),
+    ("ban", "per_teacher_kl", 2, "online"),
+    ("ban_l", "per_teacher_kl", 2, "cached"),
+    ("tfkd_self", "mean_probs", 1, "cached"),
+])
+def test_gradient_step_equals_the_loss_and_its_backward(data, method, combine, teachers, cache):
+    """gradient_step (logits.backward(logits_grad), loss deferred to deferred_loss_sum) gives the
+    parameter gradients and the loss of forward + loss.backward()."""
+    cfg = DistillConfig(method=method, temperature=3.0, alpha=0.7, combine=combine)
+    models = [model("cnn1d", seed=k + 1, width=4, depth=1) for k in range(teachers)]
+    objective, _ = make_objective(cfg, models, data, "cpu", cache=cache)
+    x, y, idx = first_batch(data)
+    student = model(seed=9, width=8, depth=1)
+    loss, grads = loss_and_grad(objective, student, (x, y, idx))
+    student.zero_grad()
+    out = objective.gradient_step(student, x, y, idx, 0.3)
+    assert out is not None and "loss" not in out
+    out["logits"].backward(out["logits_grad"])
+    for a, b in zip(grads, [p.grad for p in student.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    deferred = objective.deferred_loss_sum([out["keep"]], [out["logits"].detach()], [y]) / y.shape[0]
+    torch.testing.assert_close(deferred, loss, rtol=1e-5, atol=1e-6)
+    if cache == "cached":  # the rows the training loop gathers with the batch give the same gradient
+        rows = objective.gradient_rows()[idx]
+        again = objective.gradient_step(student, x, y, idx, 0.3, rows=rows)
+        torch.testing.assert_close(again["logits_grad"], out["logits_grad"])
+
+
+def test_gradient_path_applies_only_at_constant_temperature_and_alpha(data):
+    teacher = model("cnn1d", seed=1, width=4, depth=1)
+    x, y, idx = first_batch(data)
+    for schedule in ({"temperature_end": 1.0}, {"alpha_end": 0.1}):
+        objective, _ = make_objective(DistillConfig(method="kd", **schedule), [teacher], data, "cpu")
+        assert objective.gradient_step(model(width=8, depth=1), x, y, idx, 0.5) is None
+    objective, _ = make_objective(DistillConfig(method="cwtm"), [teacher], data, "cpu")
+    assert objective.gradient_step(model(width=8, depth=1), x, y, idx, 0.5) is None
+
+
+@pytest.mark.parametrize("cache", ["cached", "online"])
+def test_fit_on_the_gradient_path_equals_fit_on_the_loss(data, cache):
+    """engine.fit through gradient_step against engine.fit through the plain loss and backward:
+    the same train losses, accuracies and selected epoch, to float rounding."""
+    from distill import engine
+    from distill.config import TrainConfig
+
+    teacher = model("cnn1d", seed=1, width=4, depth=1)
+    train_cfg = TrainConfig(epochs=3, batch_size=32, lr=0.01, device="cpu", threads=1)
+    results = []
+    for gradient_path in (True, False):
+        objective, _ = make_objective(DistillConfig(method="kd", temperature=2.0, alpha=0.8), [teacher], data,
+                                      "cpu", cache=cache)
+        objective.gradient_path = gradient_path
+        results.append(engine.fit(model(seed=5, width=8, depth=1), data, train_cfg, seed=0, objective=objective))
+    fast, plain = results
+    assert fast.selected_epoch == plain.selected_epoch
+    for a, b in zip(fast.history, plain.history):
+        assert (a["epoch"], a["split"], a["acc"]) == (b["epoch"], b["split"], b["acc"])
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
