@@ -9,6 +9,12 @@ stacked weights (`torch.baddbmm`): the same function, about 1.3x faster on CPU.
     ok, why = packed.can_pack(models, objectives)
     results = packed.fit_packed(models, data, cfg.train, seeds=[0, 1, 2], checkpoint_dir=Path("/tmp/p"))
 
+ReLU MLPs in fp32 train without autograd: `_ManualMLP` writes their backward out as the same
+batched products and hands each parameter its gradient in place, and the loss enters only as
+d loss / d logits (cross-entropy's, or a kd objective's `gradient_step`), its value computed
+once per epoch from the kept logits. About 1.5x faster than autograd for 8 packed MLPs on the
+2-core CPU (benchmarks/pack_seeds.py writes both); tests compare it with the autograd path.
+
 Used for the seeds of a born-again generation and for the members of an ensemble. Each
 model k sees exactly the batches `engine.fit` would give it (its own seed's order and
 augmentation), its own objective, and the same schedule; Adam, AdamW and SGD act on each
@@ -112,6 +118,98 @@ def _stacked_linear_forward(model: nn.Module) -> Optional[Callable]:
             h = h.expand(next(iter(params.values())).shape[0], -1, -1)
         return h.transpose(1, 2)
     return forward
+
+
+#: train ReLU MLPs through _ManualMLP (False: through autograd, e.g. to measure what it saves)
+WRITTEN_OUT_BACKWARD = True
+
+
+class _ManualMLP:
+    """Forward and backward of K stacked ReLU MLPs written out as batched matrix products, with
+    no autograd: the training step of packed MLPs.
+
+    The same products as autograd's backward of `_stacked_linear_forward` (feature-major, per
+    layer: dW = G @ h^T, db = sum_B G, and G <- relu'(h) * (W^T @ G) for the layer below), but
+    without its graph, its per-node bookkeeping, the zeroing of gradients and the accumulation
+    into them: each gradient is written into `p.grad` in place (`out=`). ReLUs are applied in
+    place; their outputs are what the backward needs. Built only for a chain of Linear layers
+    with ReLU (or nothing) between them; `build` says None for anything else (GELU, SiLU, active
+    dropout), which then trains through autograd. tests/test_packed.py compares the two."""
+
+    def __init__(self, layers: list[str], relu_after: list[bool]):
+        self.layers = layers          # parameter prefixes of the Linear layers, input to output
+        self.relu_after = relu_after  # whether a ReLU follows each layer
+        self.inputs: list[torch.Tensor] = []
+
+    @classmethod
+    def build(cls, model: nn.Module) -> Optional["_ManualMLP"]:
+        from .models import MLP
+
+        if type(model) is not MLP:
+            return None
+        layers, relu_after = [], []
+        for name, module in [*model.features.named_children(), ("head", model.head)]:
+            if isinstance(module, nn.Linear):
+                layers.append(name if name == "head" else f"features.{name}")
+                relu_after.append(False)
+            elif isinstance(module, nn.ReLU) and layers and not relu_after[-1]:
+                relu_after[-1] = True
+            elif isinstance(module, nn.Flatten) and not layers:
+                continue
+            elif isinstance(module, (nn.Identity, nn.Dropout)) and getattr(module, "p", 0.0) == 0.0:
+                continue
+            else:
+                return None
+        return cls(layers, relu_after) if layers and not relu_after[-1] else None
+
+    def forward(self, params: dict, xs: torch.Tensor) -> torch.Tensor:
+        """(K, B, ...) inputs -> (K, C, B) logits; keeps each layer's input for `backward`."""
+        h = xs.flatten(2).transpose(1, 2)  # (K, in, B)
+        self.inputs = []
+        for name, relu in zip(self.layers, self.relu_after):
+            self.inputs.append(h)
+            weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+            h = torch.bmm(weight, h) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, h)
+            if relu:
+                h = h.relu_()
+        return h
+
+    def backward(self, params: dict, grad: torch.Tensor) -> None:
+        """Write d loss / d parameter into each parameter's .grad, from `grad` = d loss / d logits (K, C, B)."""
+        for i in reversed(range(len(self.layers))):
+            name, h_in = self.layers[i], self.inputs[i]
+            weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+            for p in (weight, bias):
+                if p is not None and p.grad is None:
+                    p.grad = torch.empty_like(p)
+            torch.bmm(grad, h_in.transpose(1, 2), out=weight.grad)
+            if bias is not None:
+                torch.sum(grad, dim=2, out=bias.grad)
+            if i > 0:
+                grad = torch.bmm(weight.transpose(1, 2), grad)
+                if self.relu_after[i - 1]:
+                    grad = torch.ops.aten.threshold_backward(grad, h_in, 0.0)
+        self.inputs = []
+
+
+def _cross_entropy_gradient(logits_cb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d/ds of each model's mean CE(y, s) over its batch, for (K, C, B) logits: (softmax(s) - onehot(y)) / B."""
+    batch = targets.shape[1]
+    grad = torch.softmax(logits_cb, dim=1)
+    grad.scatter_add_(1, targets.unsqueeze(1), _minus_ones(grad, targets.shape))
+    return grad.mul_(1.0 / batch)
+
+
+_MINUS_ONES: dict[tuple, torch.Tensor] = {}
+
+
+def _minus_ones(like: torch.Tensor, shape: tuple) -> torch.Tensor:
+    key = (tuple(shape), like.dtype, like.device)
+    if key not in _MINUS_ONES:
+        if len(_MINUS_ONES) > 64:
+            _MINUS_ONES.clear()
+        _MINUS_ONES[key] = torch.full((shape[0], 1, shape[1]), -1.0, dtype=like.dtype, device=like.device)
+    return _MINUS_ONES[key]
 
 
 class _Logits(nn.Module):
@@ -251,35 +349,71 @@ def fit_packed(models: list[nn.Module], data, train: TrainConfig, *, seeds: list
         return [m[0] for m in per_model], [m[1] for m in per_model]
 
     plain = all(o is engine.cross_entropy for o in objectives)  # one fused loss for all models
+    # ReLU MLPs in fp32 train without autograd (_ManualMLP); their loss is d loss / d logits:
+    # cross-entropy's written out, or each objective's gradient_step (kd at constant T and alpha)
+    manual = _ManualMLP.build(models[0]) if train.precision == "fp32" and WRITTEN_OUT_BACKWARD else None
+    gradient_steps = manual is not None and not plain and all(getattr(o, "gradient_ready", False) for o in objectives)
     for epoch in range(start_epoch, train.epochs):
         started = time.perf_counter()
         generators = [torch.Generator(device=device).manual_seed(engine.epoch_seed(s, epoch)) for s in seeds]
         # as in engine.fit: nothing but list appends per step, one reduction and sync per epoch
         step_losses, sizes, outputs, labels = [], [], [], []
+        kept: list[list] = [[] for _ in range(K)]
         step = epoch * steps_per_epoch
         for xs, ys, idxs in packed_batches(data, train.batch_size, generators):
             lr = engine.lr_at(step, total_steps, steps_per_epoch, train)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with engine.autocast(device, train.precision):
-                logits = batched(params, buffers, xs)
-                if plain:  # class-major (K, C, B): torch's CPU log_softmax is 2x faster there than over C last
-                    losses = F.cross_entropy(logits.transpose(1, 2).float(), ys, reduction="none").mean(1)
-                else:
-                    outs = [objectives[k](_Logits(logits[k]), xs[k], ys[k], idxs[k], step / total_steps)
+            progress = step / total_steps
+            if manual is not None:
+                with torch.no_grad():
+                    logits_cb = manual.forward(params, xs)  # (K, C, B)
+                logits = logits_cb.transpose(1, 2)
+                if plain:
+                    with torch.no_grad():
+                        grad_cb = _cross_entropy_gradient(logits_cb, ys)
+                elif gradient_steps:
+                    outs = [objectives[k].gradient_step(_Logits(logits[k]), xs[k], ys[k], idxs[k], progress)
                             for k in range(K)]
-                    losses = torch.stack([o["loss"] for o in outs])
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
+                    grad_cb = torch.stack([o["logits_grad"] for o in outs]).transpose(1, 2)
+                    for k, o in enumerate(outs):
+                        kept[k].append(o["keep"])
+                else:  # any other logit objective: its gradient by autograd, from the logits alone
+                    leaf = logits.detach().requires_grad_(True)
+                    losses = torch.stack([objectives[k](_Logits(leaf[k]), xs[k], ys[k], idxs[k], progress)["loss"]
+                                          for k in range(K)])
+                    (grad,) = torch.autograd.grad(losses.sum(), leaf)
+                    grad_cb = grad.transpose(1, 2)
+                    step_losses.append(losses.detach())
+                with torch.no_grad():
+                    manual.backward(params, grad_cb)
+            else:
+                with engine.autocast(device, train.precision):
+                    logits = batched(params, buffers, xs)
+                    if plain:  # class-major (K, C, B): torch's CPU log_softmax is 2x faster there than over C last
+                        losses = F.cross_entropy(logits.transpose(1, 2).float(), ys, reduction="none").mean(1)
+                    else:
+                        outs = [objectives[k](_Logits(logits[k]), xs[k], ys[k], idxs[k], progress)
+                                for k in range(K)]
+                        losses = torch.stack([o["loss"] for o in outs])
+                optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                step_losses.append(losses.detach())
             if train.grad_clip is not None:
                 _clip_per_model(param_list, train.grad_clip)
             optimizer.step()
-            step_losses.append(losses.detach())
             outputs.append(logits.detach())
             labels.append(ys)
             sizes.append(ys.shape[1])
             step += 1
-        epoch_sums, count_sum = engine.epoch_sums(step_losses, sizes, outputs, labels, dim=1)
+        loss_sum = None  # the epoch's loss per model, where the steps computed gradients only
+        if manual is not None and plain:
+            loss_sum = F.cross_entropy(torch.cat([o.transpose(1, 2) for o in outputs], dim=2).float(),
+                                       torch.cat(labels, dim=1), reduction="none").sum(1)
+        elif manual is not None and gradient_steps:
+            loss_sum = torch.stack([objectives[k].deferred_loss_sum(kept[k], [o[k] for o in outputs],
+                                                                    [y[k] for y in labels]) for k in range(K)])
+        epoch_sums, count_sum = engine.epoch_sums(step_losses, sizes, outputs, labels, dim=1, loss_sum=loss_sum)
         seconds = time.perf_counter() - started
         train_seconds += seconds
 

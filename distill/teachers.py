@@ -332,10 +332,15 @@ class DistillObjective(nn.Module):
             self._gradient_parts = (table, scale, weights, temperature, w_kd, w_task)
         return self._gradient_parts
 
+    @property
+    def gradient_ready(self) -> bool:
+        """Whether gradient_step applies (it still returns None for logits that are not float32)."""
+        return self.gradient_path and self.train_targets is not None
+
     def gradient_rows(self) -> Optional[torch.Tensor]:
         """The per-example table the training loop gathers with each batch for gradient_step
         (the cached Q of kd_gradient_targets, (N, C)), or None."""
-        if not self.gradient_path or self.train_targets is None:
+        if not self.gradient_ready:
             return None
         self.signal.prepare()
         if self.signal.table is None:
@@ -351,7 +356,7 @@ class DistillObjective(nn.Module):
         the batch's rows of `gradient_rows()`, when the loop gathered them with the batch. None
         where it does not apply (a T or alpha schedule, a method outside the kd family); the
         result equals `forward` + backward to float rounding (tests/test_teachers.py)."""
-        if not self.gradient_path or self.train_targets is None:
+        if not self.gradient_ready:
             return None
         self.signal.prepare()
         logits = model(x)

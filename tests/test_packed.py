@@ -101,3 +101,54 @@ def test_stacked_mlp_forward_equals_vmap(kwargs, depth):
                                atol=1e-5, rtol=1e-5)
     cnn = engine.new_model(load_config(None, tiny_overrides(**{"model.name": "cnn1d"})).model, data, 0)
     assert packed._stacked_linear_forward(cnn) is None
+
+
+@pytest.mark.parametrize("method", [None, "kd", "ban", "cwtm"])
+def test_written_out_backward_equals_autograd(tmp_path, monkeypatch, method):
+    """Packed ReLU MLPs through _ManualMLP (cross-entropy's gradient, a kd objective's
+    gradient_step, or autograd of any other objective's loss from the logits) against the same
+    packed training through autograd: the same histories and weights to float rounding."""
+    from distill.config import DistillConfig
+    from distill.teachers import make_objective
+
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 3, "train.grad_clip": 1.0}))
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    seeds = [0, 1, 2]
+    assert packed._ManualMLP.build(_models(cfg, data, seeds)[0]) is not None
+    results = {}
+    for written_out in (True, False):
+        monkeypatch.setattr(packed, "WRITTEN_OUT_BACKWARD", written_out)
+        objectives = None
+        if method is not None:
+            teachers = _models(cfg, data, [10, 11, 12])
+            objectives = [make_objective(DistillConfig(method=method, temperature=2.0, alpha=0.7), [t], data, "cpu",
+                                         cache="cached")[0] for t in teachers]
+            if method in ("kd", "ban"):
+                assert all(o.gradient_ready for o in objectives)
+        models = _models(cfg, data, seeds)
+        res = packed.fit_packed(models, data, cfg.train, seeds=seeds, objectives=objectives)
+        results[written_out] = (res, models)
+    (fast, fast_models), (ref, ref_models) = results[True], results[False]
+    for a, b in zip(fast, ref):
+        assert a.selected_epoch == b.selected_epoch
+        for row_a, row_b in zip(a.history, b.history):
+            assert (row_a["epoch"], row_a["split"]) == (row_b["epoch"], row_b["split"])
+            assert row_a["loss"] == pytest.approx(row_b["loss"], rel=1e-5, abs=1e-6)
+            assert abs(row_a["acc"] - row_b["acc"]) < 1e-6 + 1 / 100  # at most one example flips
+    for m_a, m_b in zip(fast_models, ref_models):
+        for p, q in zip(m_a.state_dict().values(), m_b.state_dict().values()):
+            torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5)
+
+
+def test_written_out_backward_only_for_relu_mlps():
+    from distill.config import ModelConfig
+    from distill.models import create_model
+
+    def build(**kw):
+        return packed._ManualMLP.build(create_model(ModelConfig(name="mlp", width=8, depth=2, **kw), (1, 16), 4))
+
+    assert build().layers == ["features.1", "features.3", "head"] and build().relu_after == [True, True, False]
+    assert build(kwargs={"activation": "gelu"}) is None
+    assert build(dropout=0.5) is None
+    assert packed._ManualMLP.build(create_model(ModelConfig(name="cnn1d", width=4, depth=1), (1, 16), 4)) is None
