@@ -12,6 +12,13 @@ cross-entropy on the labels; distillation plugs in its own objective (teacher si
 loss) without touching this loop. An objective that is an `nn.Module` has its parameters
 trained and checkpointed with the model (e.g. FitNet's projections).
 
+An objective may also offer `gradient_step(model, x, y, idx, progress, rows=...)`, returning
+{logits, logits_grad, keep} or None: the loop then calls `logits.backward(logits_grad)`
+(no loss node in the graph) and, at the end of the epoch, `objective.deferred_loss_sum(keep
+of every step, logits, labels)` for the train loss. kd at constant T and alpha does this
+(`teachers.DistillObjective`); `objective.gradient_rows()` names a per-example table the
+loop gathers with the batches (the cached teacher's part of the gradient).
+
 Each epoch: the train split is shuffled with a generator seeded by (seed, epoch), batched by
 indexing tensors that live on the device, augmented on the device; the host syncs once,
 at the end of the epoch. Then validation and test are evaluated (loss, acc, nll, ece), and
@@ -342,7 +349,8 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
             params.append({"params": extra})
     optimizer = make_optimizer(params, train)
     forward_model = torch.compile(model) if train.compile else model
-    gradient_step = getattr(objective, "gradient_step", None)
+    # the gradient path is fp32 only: under bf16 autocast the step builds its loss as usual
+    gradient_step = getattr(objective, "gradient_step", None) if train.precision == "fp32" else None
 
     n_train = data.size("train")
     steps_per_epoch = math.ceil(n_train / train.batch_size)
@@ -379,7 +387,8 @@ def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Opt
         losses, sizes, outputs, labels, kept = [], [], [], [], []
         step = epoch * steps_per_epoch
         # an objective may ask for a table of per-example rows, gathered with the batches
-        rows_table = objective.gradient_rows() if gradient_step else None
+        gradient_rows = getattr(objective, "gradient_rows", None) if gradient_step else None
+        rows_table = gradient_rows() if gradient_rows else None
         for batch in data.train_batches(train.batch_size, generator, rows=rows_table):
             x, y, idx = batch[:3]
             lr = lr_at(step, total_steps, steps_per_epoch, train)

@@ -334,7 +334,7 @@ class DistillObjective(nn.Module):
 
     @property
     def gradient_ready(self) -> bool:
-        """Whether gradient_step applies (it still returns None for logits that are not float32)."""
+        """Whether gradient_step applies (a kd-family method at constant T and alpha)."""
         return self.gradient_path and self.train_targets is not None
 
     def gradient_rows(self) -> Optional[torch.Tensor]:
@@ -355,27 +355,29 @@ class DistillObjective(nn.Module):
         end of the epoch, which computes the loss values from the logits the steps kept. `rows`:
         the batch's rows of `gradient_rows()`, when the loop gathered them with the batch. None
         where it does not apply (a T or alpha schedule, a method outside the kd family); the
-        result equals `forward` + backward to float rounding (tests/test_teachers.py)."""
+        training loop uses it in fp32 only. The result equals `forward` + backward to float
+        rounding (tests/test_teachers.py)."""
         if not self.gradient_ready:
             return None
         self.signal.prepare()
         logits = model(x)
-        if logits.dtype != torch.float32:  # bf16 autocast: the loss path casts to float32 itself
-            return None
-        table, scale, weights, temperature, w_kd, w_task = self._gradient_setup(logits)
+        student = logits if logits.dtype == torch.float32 else logits.float()
+        table, scale, weights, temperature, w_kd, w_task = self._gradient_setup(student)
         if table is not None:  # cached: Q = w_kd T P + w_task onehot(y) of the batch's examples
             targets = rows if rows is not None else table.index_select(0, idx)
-            grad = losses.kd_logit_gradient(logits, targets, scale, weights)
-            return {"logits": logits, "logits_grad": grad, "keep": idx}
+            grad = losses.kd_logit_gradient(student, targets, scale, weights)
+            return {"logits": logits, "logits_grad": grad if student is logits else grad.to(logits.dtype),
+                    "keep": idx}
         teacher_logits = self.signal.logits(x, idx)  # online: (K, B, C)
         if teacher_logits.shape[0] == 1:
             probs = torch.softmax(teacher_logits[0] * (1.0 / temperature), dim=-1)
         else:
             probs = combine_probs(teacher_logits, temperature, self.combine)[0]
-        grad = losses.kd_logit_gradient(logits, probs, scale, weights, target_weight=w_kd * temperature)
+        grad = losses.kd_logit_gradient(student, probs.float(), scale, weights, target_weight=w_kd * temperature)
         if w_task:  # - w_task * onehot(y) / B
             grad.scatter_add_(1, y[:, None], losses._constant_row(y.shape[0], -w_task / y.shape[0], grad).t())
-        return {"logits": logits, "logits_grad": grad, "keep": teacher_logits}
+        return {"logits": logits, "logits_grad": grad if student is logits else grad.to(logits.dtype),
+                "keep": teacher_logits}
 
     def deferred_loss_sum(self, kept: list, outputs: list, labels: list) -> torch.Tensor:
         """Sum over the epoch's examples of the kd loss, from the logits of each gradient step
