@@ -386,11 +386,34 @@ def kd_loss_sum(student_logits: torch.Tensor, teacher_probs_cb: torch.Tensor, ne
 
     `student_logits` (N, C); `teacher_probs_cb` P class-major (C, N) (a sum of K teachers'
     distributions for one KL per teacher); `neg_entropy_sum` sum over examples of sum_c P log P.
-    Divided by N it is kd's `loss` over those examples. Class-major, one log_softmax for both
-    temperatures: this is the once-per-epoch loss of the gradient path's steps."""
+    Divided by N it is kd's `loss` over those examples: the once-per-epoch loss of the gradient
+    path's steps (kd_loss_weights + kd_loss_sum_weighted where the weights are kept, which is
+    also better conditioned: each KL term is formed before the sum)."""
     logits_cb = student_logits.to(teacher_probs_cb.dtype).t().contiguous()
     scale = torch.tensor([[[1.0 / temperature]], [[1.0]]], dtype=logits_cb.dtype, device=logits_cb.device)
     log_p = torch.log_softmax(logits_cb * scale, dim=1)  # (2, C, N)
     cross = torch.dot(teacher_probs_cb.reshape(-1), log_p[0].reshape(-1))
     picked = log_p[1].gather(0, targets[None]).sum()
     return (w_kd * temperature**2) * (neg_entropy_sum - cross) - w_task * picked
+
+
+def kd_loss_weights(teacher_probs_cb: torch.Tensor, targets: torch.Tensor, neg_entropy_cb: torch.Tensor, *,
+                    temperature: float, w_kd: float, w_task: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, A), each (2, C, N) class-major, for kd_loss_sum_weighted: W = [w_kd T^2 P, w_task onehot(y)],
+    A = [w_kd T^2 P log P (the elementwise terms `neg_entropy_cb`), 0]."""
+    scale = w_kd * temperature**2
+    onehot = torch.zeros_like(teacher_probs_cb)
+    onehot[targets, torch.arange(targets.shape[0], device=targets.device)] = w_task
+    return (torch.stack([teacher_probs_cb * scale, onehot]),
+            torch.stack([neg_entropy_cb * scale, torch.zeros_like(onehot)]))
+
+
+def kd_loss_sum_weighted(student_logits: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
+    """sum(A - W * [log softmax(s/T); log softmax(s)]) for (N, C) logits and (W, A) from
+    kd_loss_weights: the summed kd loss, each KL term w_kd T^2 P (log P - log q) formed before
+    the sum. Class-major, one log_softmax for both temperatures, one fused multiply-subtract."""
+    logits_cb = student_logits.to(weights.dtype).t().contiguous()
+    scale = torch.tensor([[[1.0 / temperature]], [[1.0]]], dtype=logits_cb.dtype, device=logits_cb.device)
+    log_p = torch.log_softmax(logits_cb * scale, dim=1)  # (2, C, N)
+    return torch.addcmul(offsets, weights, log_p, value=-1.0).sum()

@@ -142,24 +142,26 @@ class NoSignal:
         pass
 
 
-def combine_probs(teacher_logits: torch.Tensor, temperature: float, combine: str):
+def combine_probs(teacher_logits: torch.Tensor, temperature: float, combine: str, elementwise: bool = False):
     """(K, B, C) logits -> (P, per-example sum_c P log P summed over teachers, mass, log-probs or None).
 
     mean_probs: P = mean_k softmax(z_k/T); mean_logits: P = softmax(mean_k z_k / T);
-    per_teacher_kl: P = sum_k softmax(z_k/T) (mass K: one KL per teacher).
+    per_teacher_kl: P = sum_k softmax(z_k/T) (mass K: one KL per teacher). elementwise=True
+    gives the P log P terms (B, C) before the sum over classes.
     """
     k = teacher_logits.shape[0]
+    reduce = (lambda terms: terms) if elementwise else (lambda terms: terms.sum(-1))
     if k == 1 or combine == "mean_logits":
         log_p = F.log_softmax(teacher_logits.mean(0) * (1.0 / temperature), dim=1)
         probs = log_p.exp()
-        return probs, (probs * log_p).sum(1), 1.0, log_p
+        return probs, reduce(probs * log_p), 1.0, log_p
     log_p_each = F.log_softmax(teacher_logits * (1.0 / temperature), dim=2)
     if combine == "mean_probs":
         log_p = torch.logsumexp(log_p_each, dim=0) - math.log(k)
         probs = log_p.exp()
-        return probs, (probs * log_p).sum(1), 1.0, log_p
+        return probs, reduce(probs * log_p), 1.0, log_p
     probs_each = log_p_each.exp()
-    return probs_each.sum(0), (probs_each * log_p_each).sum((0, 2)), float(k), None
+    return probs_each.sum(0), reduce((probs_each * log_p_each).sum(0)), float(k), None
 
 
 def class_major_probs(teacher_logits: torch.Tensor, temperature: float, combine: str):
@@ -274,6 +276,7 @@ class DistillObjective(nn.Module):
         # the training loop's gradient path (see gradient_step): kd-family losses at constant T and alpha
         self.gradient_path = self.fused and self.constant_temperature and constant_alpha
         self._gradient_parts: Optional[tuple] = None
+        self._loss_weights: Optional[tuple] = None  # kd_loss_weights of the whole train split, built once
 
     def schedule(self, progress: float) -> tuple[float, float]:
         c = self.cfg
@@ -381,16 +384,29 @@ class DistillObjective(nn.Module):
 
     def deferred_loss_sum(self, kept: list, outputs: list, labels: list) -> torch.Tensor:
         """Sum over the epoch's examples of the kd loss, from the logits of each gradient step
-        (`outputs`), its labels, and its `keep` (batch positions when cached, teacher logits online)."""
+        (`outputs`), its labels, and its `keep` (batch positions when cached, teacher logits online).
+
+        Cached, with the positions of a whole epoch (every train example once, as the training
+        loops keep them): the logits are put back in the train split's order and meet loss
+        weights computed once (no gather of the teacher's table each epoch)."""
         table, _, _, temperature, w_kd, w_task = self._gradient_setup(outputs[0])
+        student = torch.cat(outputs)
         if table is not None:
             positions = torch.cat(kept)
             probs_cb, neg_entropy, _ = self._teacher_table(temperature)
+            if positions.shape[0] == table.shape[0]:  # a whole epoch: a permutation of the split
+                if self._loss_weights is None:
+                    terms = combine_probs(self.signal.table, temperature, self.combine, elementwise=True)[1]
+                    self._loss_weights = losses.kd_loss_weights(
+                        probs_cb, self.train_targets.to(probs_cb.device), terms.t(), temperature=temperature,
+                        w_kd=w_kd, w_task=w_task)
+                in_order = torch.empty_like(student).index_copy_(0, positions, student)
+                return losses.kd_loss_sum_weighted(in_order, *self._loss_weights, temperature)
             probs_cb, neg_entropy_sum = probs_cb.index_select(1, positions), neg_entropy.index_select(0, positions).sum()
         else:
             probs, neg_entropy, _, _ = combine_probs(torch.cat(kept, dim=1), temperature, self.combine)
             probs_cb, neg_entropy_sum = probs.t(), neg_entropy.sum()
-        return losses.kd_loss_sum(torch.cat(outputs), probs_cb, neg_entropy_sum, torch.cat(labels),
+        return losses.kd_loss_sum(student, probs_cb, neg_entropy_sum, torch.cat(labels),
                                   temperature=temperature, w_kd=w_kd, w_task=w_task)
 
     def _generic(self, student, teacher_logits, y, temperature, alpha, progress):

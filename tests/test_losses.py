@@ -362,3 +362,13 @@ def test_kd_loss_sum_equals_the_batch_sum_of_the_plain_loss(batch, T, w_kd, w_ta
     got = losses.kd_loss_sum(s, p_t.t(), neg_entropy_sum, y, temperature=T, w_kd=w_kd, w_task=w_task)
     expected = B * (w_kd * T**2 * ref_kl(p_t, softmax_rows(s, T)) + w_task * ref_ce(softmax_rows(s), y))
     assert got.item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("T, w_kd, w_task", [(4.0, 0.9, 0.1), (1.0, 1.0, 0.0), (2.0, 0.0, 1.0)])
+def test_kd_loss_sum_weighted_equals_the_batch_sum_of_the_plain_loss(batch, T, w_kd, w_task):
+    s, t, y = batch
+    p_t = softmax_rows(t, T)
+    weights = losses.kd_loss_weights(p_t.t(), y, (p_t * p_t.log()).t(), temperature=T, w_kd=w_kd, w_task=w_task)
+    got = losses.kd_loss_sum_weighted(s, *weights, T)
+    expected = B * (w_kd * T**2 * ref_kl(p_t, softmax_rows(s, T)) + w_task * ref_ce(softmax_rows(s), y))
+    assert got.item() == pytest.approx(expected, rel=1e-10)
