@@ -86,7 +86,7 @@ def epoch_seconds(student_cfg, data, train, objective, seed) -> tuple[list[float
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="paired rounds of the three variants")
+    parser.add_argument("--rounds", type=int, default=25, help="paired rounds of the three variants")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is dropped)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: a 40-100-100-10 MLP gains nothing from more, "
