@@ -20,8 +20,11 @@ Teacher-logit cache (automatic, logged in loss_info["cache"] and once on stderr)
 (eval mode, inference mode) and indexed by the batch's `idx`; otherwise the teacher runs
 online (eval mode, no grad) on exactly the augmented batch the student sees. White-box
 methods (fitnet, attention, rkd) always run the teacher online, with forward hooks on the
-named layers. kd, ban, ban_l and tfkd_self take `losses.fused_kd`; with a cache and a
-constant T the teacher's p_t^T for the whole train split is computed once per T value.
+named layers. kd, ban, ban_l and tfkd_self at constant T and alpha give the training loop
+their logit gradient (`DistillObjective.gradient_step`, see losses.kd_logit_gradient) and
+their loss values once per epoch (`deferred_loss_sum`); with a schedule they take
+`losses.fused_kd`. With a cache and a constant T the teacher's p_t^T for the whole train
+split is computed once per T value.
 
 T and alpha follow `value_at(schedule, start, end, progress)`: constant, linear or cosine
 from `distill.temperature` to `distill.temperature_end` (same for alpha), e.g. hot early,
