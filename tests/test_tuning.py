@@ -149,7 +149,8 @@ def _done_trials(folder: Path) -> set[str]:
     return found
 
 
-def test_kill_driver_then_resume_finishes_each_configuration_once(tmp_path):
+def _kill_driver_after_a_trial(tmp_path):
+    """Start a 4-trial sweep, SIGKILL its driver once one trial finished: (config, out, finished)."""
     data = tiny(name="killed", seeds=[0, 1], search={"train.lr": {"grid": [0.01, 0.003]}})
     data["train"].update(epochs=4, batch_size=16)
     config = write(tmp_path, data)
@@ -170,8 +171,10 @@ def test_kill_driver_then_resume_finishes_each_configuration_once(tmp_path):
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    resumed = distill_tune(config, out, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return config, out, finished_before
+
+
+def _assert_each_configuration_finished_once(out: Path, finished_before) -> None:
     sweep = sweep_of(out)
     configs = [(t["params"]["train.lr"], t["params"]["seeds"][0]) for t in sweep["trials"]]
     assert sorted(configs) == sorted((lr, s) for lr in (0.01, 0.003) for s in (0, 1))  # each exactly once
@@ -186,6 +189,56 @@ def test_kill_driver_then_resume_finishes_each_configuration_once(tmp_path):
             assert meta["sessions"] == 1
             assert len(json.loads((run_dir / "trial.json").read_text())["attempts"]) == 1
     assert len(list(out.glob("*/*/*/meta.json"))) == 4
+
+
+def test_resume_when_the_snapshotted_checkpoint_was_deleted(tmp_path):
+    """Ray deletes a trial's old checkpoints (num_to_keep=2); a driver killed before its snapshot
+    names the newer one leaves a snapshot pointing at a deleted folder, which Ray cannot restore.
+    Made certain here: the driver is killed once an unfinished trial holds its 4th checkpoint
+    (so Ray has deleted older ones and snapshotted), then every Tune checkpoint of the unfinished
+    trials is deleted. --resume restarts those trials from scratch and finishes each
+    configuration once, with every epoch recorded once."""
+    import shutil
+
+    data = tiny(name="lost", search={"train.lr": {"grid": [0.01, 0.003]}})
+    data["train"].update(epochs=12, batch_size=16)
+    config = write(tmp_path, data)
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "distill.cli", "tune", str(config), "--out", str(out)]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and driver.poll() is None and not any(
+                d.name not in _done_trials(out) for d in out.glob("*/*/*_lr-*") if (d / "checkpoint_000003").exists()):
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    unfinished = [d for d in out.glob("*/*/*_lr-*") if d.name not in _done_trials(out)]
+    assert unfinished, "every trial finished before the kill"
+    for trial_dir in unfinished:
+        for folder in trial_dir.glob("checkpoint_*"):
+            shutil.rmtree(folder)
+    resumed = distill_tune(config, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "restarting from scratch" in resumed.stderr
+    sweep = sweep_of(out)
+    assert sorted(t["params"]["train.lr"] for t in sweep["trials"]) == [0.003, 0.01]
+    for trial in sweep["trials"]:
+        assert trial["status"] == "done" and trial["epochs"] == 12
+        records = (Path(trial["run_dir"]) / "records.csv").read_text().splitlines()[1:]
+        assert [line.split(",")[5] for line in records if ",train," in line] == [str(e) for e in range(1, 13)]
+
+
+def test_kill_driver_then_resume_finishes_each_configuration_once(tmp_path):
+    config, out, finished_before = _kill_driver_after_a_trial(tmp_path)
+    resumed = distill_tune(config, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_each_configuration_finished_once(out, finished_before)
 
 
 def _free_port() -> int:

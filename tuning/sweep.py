@@ -270,6 +270,16 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
                     failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=_checkpoints_kept(cfg))))
         grid = tuner.fit()
+        if restorable and _lost_checkpoints(grid):
+            # the driver died between Ray deleting a trial's old checkpoint (num_to_keep) and the
+            # snapshot naming its newer one: that trial's snapshot points at a deleted folder and
+            # Ray cannot restore it; restart it (and any other failed trial) from scratch
+            if progress:
+                print("distill: restarting from scratch the trials whose last snapshotted checkpoint was "
+                      "deleted before the driver died", file=sys.stderr)
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=True)
+            grid = tuner.fit()
         summary = write_sweep(path, cfg, grid, metric, mode)
     finally:
         if started:
@@ -286,6 +296,12 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
 
 def _clean(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _lost_checkpoints(grid) -> bool:
+    """Whether a trial failed because the checkpoint Ray's snapshot names no longer exists."""
+    return any(result.error is not None and "does not exist on storage anymore" in str(result.error)
+               for result in grid)
 
 
 def _checkpoints_kept(cfg: Config) -> int | None:
