@@ -149,28 +149,34 @@ def _done_trials(folder: Path) -> set[str]:
     return found
 
 
-def _kill_driver_after_a_trial(tmp_path):
-    """Start a 4-trial sweep, SIGKILL its driver once one trial finished: (config, out, finished)."""
-    data = tiny(name="killed", seeds=[0, 1], search={"train.lr": {"grid": [0.01, 0.003]}})
-    data["train"].update(epochs=4, batch_size=16)
+def _start_then_kill(tmp_path, data: dict, ready) -> tuple[Path, Path]:
+    """Start `distill tune` on `data`, SIGKILL its driver once `ready(out)` holds: (config, out)."""
     config = write(tmp_path, data)
     out = tmp_path / "runs"
     command = [sys.executable, "-m", "distill.cli", "tune", str(config), "--out", str(out)]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 180
-        while not _done_trials(out) and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.2)
+        while not ready(out) and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.05)
         os.kill(driver.pid, signal.SIGKILL)  # the driver dies without any chance to clean up
         driver.wait()
-        finished_before = _done_trials(out)
-        assert finished_before, "no trial finished before the kill"
-        assert len(finished_before) < 4, "every trial finished before the kill: nothing left to resume"
     finally:
         try:  # Ray's processes die with the driver; this only makes sure no stray one is left
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    return config, out
+
+
+def _kill_driver_after_a_trial(tmp_path):
+    """Start a 4-trial sweep, SIGKILL its driver once one trial finished: (config, out, finished)."""
+    data = tiny(name="killed", seeds=[0, 1], search={"train.lr": {"grid": [0.01, 0.003]}})
+    data["train"].update(epochs=4, batch_size=16)
+    config, out = _start_then_kill(tmp_path, data, lambda out: bool(_done_trials(out)))
+    finished_before = _done_trials(out)
+    assert finished_before, "no trial finished before the kill"
+    assert len(finished_before) < 4, "every trial finished before the kill: nothing left to resume"
     return config, out, finished_before
 
 
@@ -202,22 +208,12 @@ def test_resume_when_the_snapshotted_checkpoint_was_deleted(tmp_path):
 
     data = tiny(name="lost", search={"train.lr": {"grid": [0.01, 0.003]}})
     data["train"].update(epochs=12, batch_size=16)
-    config = write(tmp_path, data)
-    out = tmp_path / "runs"
-    command = [sys.executable, "-m", "distill.cli", "tune", str(config), "--out", str(out)]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and driver.poll() is None and not any(
-                d.name not in _done_trials(out) for d in out.glob("*/*/*_lr-*") if (d / "checkpoint_000003").exists()):
-            time.sleep(0.05)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+
+    def an_unfinished_trial_has_4_checkpoints(out: Path) -> bool:
+        done = _done_trials(out)
+        return any(d.name not in done for d in out.glob("*/*/*_lr-*") if (d / "checkpoint_000003").exists())
+
+    config, out = _start_then_kill(tmp_path, data, an_unfinished_trial_has_4_checkpoints)
     unfinished = [d for d in out.glob("*/*/*_lr-*") if d.name not in _done_trials(out)]
     assert unfinished, "every trial finished before the kill"
     for trial_dir in unfinished:
@@ -232,6 +228,7 @@ def test_resume_when_the_snapshotted_checkpoint_was_deleted(tmp_path):
         assert trial["status"] == "done" and trial["epochs"] == 12
         records = (Path(trial["run_dir"]) / "records.csv").read_text().splitlines()[1:]
         assert [line.split(",")[5] for line in records if ",train," in line] == [str(e) for e in range(1, 13)]
+    assert len(list(out.glob("*/*/*/meta.json"))) == 2  # no partial run left behind by a restarted trial
 
 
 def test_kill_driver_then_resume_finishes_each_configuration_once(tmp_path):

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -277,9 +278,14 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
             if progress:
                 print("distill: restarting from scratch the trials whose last snapshotted checkpoint was "
                       "deleted before the driver died", file=sys.stderr)
+            errored = {Path(result.path) for result in grid if result.error is not None}
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=True)
             grid = tuner.fit()
+            # a restarted trial gets a new trial id, so a new folder: the old one holds only a partial
+            # run that no result names any more, which reports would otherwise read
+            for folder in errored - {Path(result.path) for result in grid}:
+                shutil.rmtree(folder, ignore_errors=True)
         summary = write_sweep(path, cfg, grid, metric, mode)
     finally:
         if started:
