@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
     p = sub.add_parser("list", help="name the registered models, datasets, methods, presets or config keys")
     p.add_argument("what", choices=["models", "datasets", "methods", "presets", "keys"])
+    p = sub.add_parser("export", help="save one model of a finished run with torch.export, and a JSON card")
+    p.add_argument("run", help="a finished run directory")
+    p.add_argument("--model", required=True, metavar="ROLE[:SEED[:GEN]]", help="e.g. student:0, generation:0:2")
+    p.add_argument("--out", required=True, help="the .pt2 file to write (the card goes beside it as .json)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 weight-only Linear layers")
+    p.add_argument("--onnx", action="store_true", help="also write an .onnx file (needs the export extra)")
     return parser
 
 
@@ -96,6 +102,10 @@ def presets_dir() -> Path:
 def dispatch(args) -> None:
     if args.command == "list":
         return _list(args.what)
+    if args.command == "export":
+        from .export import export
+        print(export(args.run, args.model, args.out, quantize=args.quantize, onnx=args.onnx))
+        return
     if args.command == "train":
         from .runner import train
         path = train(_load(args), args.out, progress=not args.quiet)
