@@ -3,7 +3,8 @@
     import results
     df = results.load(["runs/"])                       # one row per evaluated model
     print(results.format_table(results.table(df, by=["role", "generation"])))
-    results.report(["runs/"], "report")                # -> report/report.md
+    results.report(["runs/"], "report")                # -> report/report.md, report/report.html
+    results.report(["runs/a", "runs/b"], "report", compare=True)   # experiments side by side
     distill report runs/ --out report                  # the same from the shell
 
 Reads files on disk only (config.yaml, meta.json, records.csv, summary.json); never
@@ -12,13 +13,15 @@ imports torch or the `distill` engine. `reproduce` runs the engine as a subproce
 
 from . import stats
 from .load import NoRuns, find_runs, load, load_records
-from .reproduction import ReproduceFailed, UnknownPreset, list_presets, presets, reproduce
-from .reporting import comparisons, report
+from .reproduction import ReproduceFailed, reproduce
+from .comparing import comparisons
+from .experiments import Experiment, split
+from .reporting import report
 from .stats import Comparison, compare, format_table, mean_ci, table
 
-__all__ = ["Comparison", "NoRuns", "ReproduceFailed", "UnknownPreset", "compare", "comparisons", "find_runs",
-           "format_table", "list_presets", "load", "load_records", "mean_ci", "plots", "presets", "report",
-           "reproduce", "stats", "table"]
+__all__ = ["Comparison", "Experiment", "NoRuns", "ReproduceFailed", "compare", "comparisons", "find_runs",
+           "format_table", "load", "load_records", "mean_ci", "plots", "report",
+           "reproduce", "split", "stats", "table"]
 
 
 def __getattr__(name):

@@ -2,8 +2,9 @@
 
     import results
     results.plots.learning_curves(results.load_records("runs/"), "report/curves.png")
-    results.plots.accuracy(results.load("runs/"), "report/accuracy.png")
-    results.plots.sweep_heatmap(results.load("sweeps/"), "report/heatmap.png")
+    results.plots.sweep_heatmap(one_sweeps_rows, "report/heatmap.png")
+    results.plots.generations(born_again_rows, "report/generations.png")
+    results.plots.size_curve(ensemble_rows, "report/size.png")
 
 Bands and error bars are the same Student-t 95% intervals over seeds as the tables
 (`results.stats.mean_ci`), not seaborn's bootstrap, so plots and tables agree.
@@ -25,7 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .labels import ROLE_ORDER, distilled_rows, model_label, sweep_columns  # noqa: E402
+from .labels import distilled_rows, model_label, sweep_columns  # noqa: E402
 from .stats import is_fraction_metric, mean_ci  # noqa: E402
 
 
@@ -48,7 +49,8 @@ def learning_curves(records: pd.DataFrame, out, split: str = "val", metric: str 
     rows = records[records["split"] == split].copy()
     if rows.empty:
         raise ValueError(f"no {split} records to plot")
-    rows["model"] = _labels(rows)
+    if "model" not in rows.columns:
+        rows["model"] = _labels(rows)
     scale = 100.0 if is_fraction_metric(metric) else 1.0
     fig, ax = plt.subplots(figsize=(7, 4.5))
     palette = sns.color_palette(n_colors=rows["model"].nunique())
@@ -61,47 +63,28 @@ def learning_curves(records: pd.DataFrame, out, split: str = "val", metric: str 
             ax.fill_between(epochs, lows, highs, color=colour, alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"{split} {metric}{' (%)' if scale != 1 else ''}")
-    ax.set_title(f"{split} {metric} by epoch: mean and 95% CI over seeds")
+    what = {"val": "validation", "test": "test", "train": "training"}.get(split, split)
+    measure = {"acc": "accuracy", "nll": "NLL", "ece": "ECE", "loss": "loss"}.get(metric, metric)
+    ax.set_ylabel(f"{what} {measure}{' (%)' if scale != 1 else ''}")
+    ax.set_title(f"{what.capitalize()} {measure} by epoch: mean and 95% CI over seeds")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return _save(fig, out)
 
 
-def accuracy(df: pd.DataFrame, out, metric: str = "test_acc") -> Path:
-    """Mean `metric` per model kind (role/generation/size) with 95% t intervals over seeds."""
-    rows = df[pd.to_numeric(df[metric], errors="coerce").notna()].copy()
-    if rows.empty:
-        raise ValueError(f"no {metric} values to plot")
-    scale = 100.0 if is_fraction_metric(metric) else 1.0
-    rows["value"] = pd.to_numeric(rows[metric]) * scale
-    rows["model"] = _labels(rows.drop(columns="experiment", errors="ignore"))
-    has_experiments = "experiment" in rows.columns and rows["experiment"].nunique() > 1
-
-    def interval(values):
-        mean, low, high, _ = mean_ci(values)
-        return (mean, mean) if not math.isfinite(low) else (low, high)
-
-    rank = rows["role"].map(lambda r: ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER))
-    sort_keys = [c for c in ("generation", "size") if c in rows.columns]
-    ordered = rows.assign(_rank=rank).sort_values(["_rank", *sort_keys, "model"], na_position="first")
-    order = list(dict.fromkeys(ordered["model"]))
-    counts = rows.groupby("model")["value"].count()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(order) + 2), 4.5))
-    sns.pointplot(data=rows, x="model", y="value", order=order, hue="experiment" if has_experiments else None,
-                  errorbar=interval, capsize=0.2, linestyle="none", dodge=0.3 if has_experiments else False, ax=ax)
-    ax.set_xticks(range(len(order)))
-    ax.set_xticklabels([f"{m}\n(n={counts[m]})" for m in order], rotation=30, ha="right", fontsize="small")
-    ax.set_xlabel("")
-    ax.set_ylabel(f"{metric}{' (%)' if scale != 1 else ''}")
-    ax.set_title(f"{metric}: mean and 95% CI over seeds")
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out)
+def _one_sweep(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a single sweep: runs outside a sweep never enter a sweep's cells."""
+    if "sweep" not in df.columns or df["sweep"].isna().all():
+        return df
+    trials = df[df["sweep"].notna()]
+    if trials["sweep"].nunique() > 1:
+        raise ValueError("rows of several sweeps given: pass one sweep's rows")
+    return trials
 
 
-def sweep_heatmap(df: pd.DataFrame, out, metric: str = "val_acc") -> Optional[Path]:
-    """Mean `metric` over temperature x alpha (cells annotated with mean and n); None
-    if the runs do not vary both distill.temperature and distill.alpha."""
+def heatmap_cells(df: pd.DataFrame, metric: str = "val_acc") -> Optional[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(means, counts): T x alpha pivots of `metric` (%) over one sweep's distilled rows, or None."""
+    df = _one_sweep(df)
     keys = sweep_columns(df)
     if keys is None:
         return None
@@ -115,12 +98,138 @@ def sweep_heatmap(df: pd.DataFrame, out, metric: str = "val_acc") -> Optional[Pa
     grid = rows.groupby([t_key, a_key])["value"].agg(["mean", "count"]).reset_index()
     means = grid.pivot(index=t_key, columns=a_key, values="mean").sort_index(ascending=False)
     counts = grid.pivot(index=t_key, columns=a_key, values="count").reindex_like(means)
+    return means, counts
+
+
+def sweep_heatmap(df: pd.DataFrame, out, metric: str = "val_acc") -> Optional[Path]:
+    """Mean `metric` over temperature x alpha of one sweep's trials, each cell annotated with
+    its mean and n; None if the rows do not vary both distill.temperature and distill.alpha."""
+    cells = heatmap_cells(df, metric)
+    if cells is None:
+        return None
+    means, counts = cells
+    scale = 100.0 if is_fraction_metric(metric) else 1.0
     notes = np.array([[f"{m:.1f}\nn={int(c)}" if np.isfinite(m) else "" for m, c in zip(mr, cr)]
                       for mr, cr in zip(means.to_numpy(float), counts.fillna(0).to_numpy(float))])
     fig, ax = plt.subplots(figsize=(1.3 * means.shape[1] + 2.5, 1.0 * means.shape[0] + 1.8))
     sns.heatmap(means, annot=notes, fmt="", cmap="viridis", ax=ax,
-                cbar_kws={"label": f"mean {metric}{' (%)' if scale != 1 else ''}"})
-    ax.set_xlabel("alpha")
+                cbar_kws={"label": f"mean {_words(metric)}{' (%)' if scale != 1 else ''}"})
+    ax.set_xlabel("alpha (weight of the soft-target term)")
     ax.set_ylabel("temperature T")
-    ax.set_title(f"mean {metric} over T x alpha (n seeds per cell)")
+    ax.set_title(f"Mean {_words(metric)} over T x alpha (n = trials per cell)")
+    return _save(fig, out)
+
+
+def _words(metric: str) -> str:
+    return {"val_acc": "validation accuracy", "test_acc": "test accuracy"}.get(metric, metric)
+
+
+def _interval(ax, x, values, colour, label, **style):
+    """One point with its 95% t interval; returns (mean, low, high, n)."""
+    mean, low, high, n = mean_ci(values)
+    if math.isfinite(low):
+        ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=colour, capsize=4, fmt="o",
+                    label=label, **style)
+    else:
+        ax.plot([x], [mean], "o", color=colour, label=label, **style)
+    return mean, low, high, n
+
+
+def generations(df: pd.DataFrame, out) -> Path:
+    """Born-again chain: test accuracy per generation (0 = teacher) with 95% CIs, and the
+    Ens x k line (the ensemble of generations 1..k plotted at x = k)."""
+    gens = df[df["role"] == "generation"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = sns.color_palette(n_colors=2)
+    stats = [(g, *mean_ci(rows["test_acc"].astype(float) * 100)) for g, rows in gens.groupby("generation")]
+    x, means, lows, highs, ns = (np.array(v, dtype=float) for v in zip(*stats))
+    ax.errorbar(x, means, yerr=[means - np.where(np.isfinite(lows), lows, means),
+                                np.where(np.isfinite(highs), highs, means) - means],
+                color=colours[0], marker="o", capsize=4, label=f"generation g (n={int(ns.max())} seeds)")
+    ens = df[(df["role"] == "ensemble") & df["name"].astype(str).str.startswith("ens_1..")]
+    if not ens.empty:
+        stats = [(g, *mean_ci(rows["test_acc"].astype(float) * 100)) for g, rows in ens.groupby("generation")]
+        ex, em, el, eh, en = (np.array(v, dtype=float) for v in zip(*stats))
+        ax.errorbar(ex, em, yerr=[em - np.where(np.isfinite(el), el, em), np.where(np.isfinite(eh), eh, em) - em],
+                    color=colours[1], marker="s", linestyle="--", capsize=4,
+                    label=f"Ens x k: generations 1..k (n={int(en.max())} seeds)")
+    ax.set_xlabel("generation (0 = teacher trained from labels)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Born-again generations: test accuracy, mean and 95% CI over seeds")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def size_curve(df: pd.DataFrame, out) -> Path:
+    """Ensemble collapse: test accuracy against ensemble size k (one line and 95% band per
+    combination), the mean member and each distilled student as horizontal lines."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ens = df[df["role"] == "ensemble"]
+    students = df[df["role"] == "student"]
+    groups = list(ens.groupby("combine")) if not ens.empty else []
+    colours = sns.color_palette(n_colors=len(groups) + 1 + max(1, students["name"].nunique() * 3))
+    for colour, (combine, rows) in zip(colours, groups):
+        stats = [(k, *mean_ci(r["test_acc"].astype(float) * 100)) for k, r in rows.groupby("size")]
+        k, means, lows, highs, ns = (np.array(v, dtype=float) for v in zip(*stats))
+        ax.plot(k, means, marker="o", color=colour, label=f"ensemble, {combine} (n={int(ns.max())} seeds)")
+        if np.isfinite(lows).any():
+            ax.fill_between(k, lows, highs, color=colour, alpha=0.2, linewidth=0)
+    members = df[df["role"] == "member"].groupby("seed")["test_acc"].mean() * 100
+    if len(members):
+        ax.axhline(members.mean(), color="black", linestyle="--", label=f"mean member (n={len(members)} seeds)")
+    rest = colours[len(groups):]
+    for colour, ((name, combine), rows) in zip(rest, students.groupby(["name", "combine"], dropna=False)):
+        mean = rows["test_acc"].astype(float).mean() * 100
+        tag = f", {combine}" if isinstance(combine, str) else ""
+        ax.axhline(mean, color=colour, linestyle=":", label=f"student {name}{tag} (n={rows['seed'].nunique()})")
+    ax.set_xlabel("ensemble size k (members averaged)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Ensemble size curve: mean and 95% CI over seeds")
+    ax.legend(fontsize="small", loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def marginals(rows: pd.DataFrame, keys: list[str], names: list[str], out, metric: str = "val_acc") -> Path:
+    """One panel per searched key: mean `metric` (%) at each value, over the other keys, 95% CI and n."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
+    for ax, key, name in zip(axes[0], keys, names):
+        values = rows.dropna(subset=[key])
+        order = sorted(values[key].unique(), key=lambda v: (not isinstance(v, (int, float)), v))
+        for i, value in enumerate(order):
+            group = pd.to_numeric(values.loc[values[key] == value, metric], errors="coerce") * 100
+            _interval(ax, i, group.tolist(), "tab:blue", None)
+            ax.annotate(f"n={group.notna().sum()}", (i, group.mean()), textcoords="offset points", xytext=(6, 4),
+                        fontsize="small")
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([f"{v:g}" if isinstance(v, float) else str(v) for v in order])
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"{_words(metric)} (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Mean {_words(metric)} per searched value (95% CI over trials)")
+    return _save(fig, out)
+
+
+def accuracy_vs_flops(costs: pd.DataFrame, out) -> Path:
+    """Test accuracy (%) against FLOPs (log x), one point per model kind, the Pareto front marked."""
+    points = costs.dropna(subset=["flops", "test_acc_mean"]).sort_values("flops")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.scatterplot(data=points, x="flops", y="test_acc_mean", hue="model", s=70, ax=ax)
+    front, best = [], -math.inf
+    for _, point in points.iterrows():
+        if point["test_acc_mean"] > best:
+            front.append(point)
+            best = point["test_acc_mean"]
+    if front:
+        ax.step([p["flops"] for p in front], [p["test_acc_mean"] for p in front], where="post", color="black",
+                linestyle="--", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per example (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy against compute")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, which="both")
     return _save(fig, out)

@@ -1,11 +1,14 @@
-"""One comparison page from finished runs: tables with 95% CIs, plots, paired comparisons.
+"""The report: an index over the experiments, then one page section per experiment.
 
-    distill report runs/mnist1d-mlp runs/sweep --out report
-    # or: results.report(["runs/"], "report") -> report/report.md
+    distill report runs/kd runs/labels runs/sweep --out report [--compare]
+    results.report(["runs/"], "report", compare=False)    # -> report/report.md
 
-Writes into `out/`: models.csv (the frame of `results.load`), records.csv (when any),
-table.md (grouped mean ± CI), accuracy.png, learning_curves.png (from records.csv),
-heatmap.png (T x alpha sweeps only) and report.md, the page that links them.
+Writes into `out/`: report.html (self-contained: images embedded, tables as HTML, no
+network needed), report.md (the same page, images as files in figures/), models.csv and
+records.csv (everything loaded), one CSV per table (the numbers behind it) and
+figures/*.png. Each experiment gets its kind's canonical view (`results.views`,
+`results.sweeps`), its learning curves and the loss as recorded; `compare=True` adds the
+experiments side by side (`results.comparing`).
 """
 
 from __future__ import annotations
@@ -16,153 +19,30 @@ from typing import Iterable, Mapping, Optional, Union
 
 import pandas as pd
 
-from . import labels
+from . import experiments as ex
+from .comparing import compare_blocks
 from .load import PathLike, load, load_records
-from .stats import GROUP_COLUMNS, compare, default_groups, format_table, format_value, table
+from .page import Figure, Heading, Para, Table, markdown, to_html, write_csvs
+from .sweeps import sweep_view
+from .views import Context, bornagain_view, cost_view, ensemble_view, kd_view, labels_view
 
-METRICS = ["test_acc", "val_acc", "test_acc_last", "test_nll", "test_ece"]
+SELECTION_RULE = ("Model selection uses the validation split only: each model's test figures are taken at the "
+                  "epoch with the best validation accuracy (`selected_epoch`); test figures never choose anything. "
+                  "Every figure is a mean over seeds ± the 95% Student-t half-width, with n, the number of seeds "
+                  "(n=1 has no interval). Accuracies in %. A difference is `higher`/`lower` only when its 95% "
+                  "interval excludes 0, else `not separable`.")
 
-SELECTION_RULE = ("Model selection uses the validation split only: each model's test figures "
-                  "(test_acc, test_nll, test_ece) are taken at `selected_epoch`, the epoch with the best "
-                  "validation accuracy (ties: lower validation NLL, then the earlier epoch). "
-                  "`test_acc_last` is the last epoch, for reference; test figures never choose anything.")
-
-# config keys that differ between runs without making them different experiments
-_NOT_HYPERPARAMETERS = ("cfg.seeds", "cfg.run_id", "cfg.train.seed", "cfg.train.device", "cfg.train.threads",
-                        "cfg.dataset.root", "cfg.dataset.download", "cfg.tune.", "cfg.search.")
-
-
-def varying_config(df: pd.DataFrame) -> list[str]:
-    """cfg.* columns whose value differs between runs of one experiment (e.g. a sweep's T and alpha)."""
-    varying = []
-    for column in df.columns:
-        if not column.startswith("cfg.") or column.startswith(_NOT_HYPERPARAMETERS):
-            continue
-        per_experiment = df.groupby("experiment")[column].nunique(dropna=False)
-        if (per_experiment > 1).any():
-            varying.append(column)
-    return varying
+VIEWS = {"kd": kd_view, "labels": labels_view, "bornagain": bornagain_view, "ensemble": ensemble_view,
+         "sweep": sweep_view}
 
 
-def group_columns(df: pd.DataFrame) -> list[str]:
-    """experiment, role, name, generation, member, size, combine (those present), then the
-    hyperparameters that vary inside an experiment, so sweep trials are not pooled."""
-    return default_groups(df) + varying_config(df)
-
-
-def _baseline_mask(rows: pd.DataFrame) -> tuple[Optional[pd.Series], str]:
-    roles = set(rows["role"].dropna())
-    if "teacher" in roles:
-        return rows["role"] == "teacher", "teacher"
-    if "generation" in roles and (rows["generation"] == 0).any():
-        return (rows["role"] == "generation") & (rows["generation"] == 0), "generation 0"
-    if "member" in roles:
-        return rows["role"] == "member", "member (mean of members per seed)"
-    return None, ""
-
-
-def comparisons(df: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """Each model kind against its experiment's baseline, paired by seed within a run.
-
-    The baseline is the teacher if there is one, else generation 0 of a born-again chain,
-    else the ensemble members (averaged per seed). One row per (experiment, hyperparameter
-    setting, model kind): n pairs, mean difference with its 95% CI, p value and verdict.
-    """
-    out = []
-    settings = ["experiment"] + varying_config(df)
-    kinds = [c for c in GROUP_COLUMNS if c in df.columns and c not in ("experiment", "member") and df[c].notna().any()]
-    for setting, rows in df.groupby(settings, dropna=False, sort=True):
-        baseline, baseline_name = _baseline_mask(rows)
-        if baseline is None:
-            continue
-        others = rows[~baseline]
-        for kind, group in others.groupby(kinds, dropna=False, sort=True) if kinds else []:
-            if not group["role"].iloc[0] or group["role"].iloc[0] == "member":
-                continue
-            mask = rows.index.isin(group.index)
-            result = compare(rows, mask, baseline.to_numpy(), metric, on=["run", "seed"])
-            if result.n == 0:
-                continue
-            setting = setting if isinstance(setting, tuple) else (setting,)
-            kind = kind if isinstance(kind, tuple) else (kind,)
-            out.append({**dict(zip(settings, setting)), "model": labels.model_label(dict(zip(kinds, kind))),
-                        "baseline": baseline_name, "metric": metric, "n": result.n,
-                        "diff": result.diff, "low": result.low, "high": result.high,
-                        "p_value": result.p_value, "verdict": result.verdict, "text": str(result)})
-    return pd.DataFrame(out)
-
-
-def _values(series: pd.Series) -> str:
-    values = sorted({v for v in series.dropna()}, key=lambda v: (not isinstance(v, (int, float)), v))
-    return ", ".join(f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v) for v in values)
-
-
-def _describe_loss(df: pd.DataFrame) -> list[str]:
-    """One line per experiment and loss: method, KL reduction, T^2 scaling, the T and alpha used."""
-    if "loss_method" not in df.columns:
-        return []
-    fixed = [c for c in ("loss_method", "loss_reduction", "loss_t2_scaling") if c in df.columns]
-    lines = []
-    rows_with_loss = df[df["loss_method"].notna()]
-    for key, rows in rows_with_loss.groupby(["experiment"] + fixed, dropna=False, sort=True):
-        info = dict(zip(["experiment"] + fixed, key))
-        parts = [f"method `{info['loss_method']}`"]
-        if pd.notna(info.get("loss_reduction")):
-            parts.append(f"reduction `{info['loss_reduction']}`")
-        if pd.notna(info.get("loss_t2_scaling")):
-            t2 = info["loss_t2_scaling"]
-            parts.append("soft-target term scaled by T^2" if t2 is True or str(t2).lower() == "true"
-                         else "no T^2 scaling")
-        for column, label in (("temperature", "T"), ("alpha", "alpha")):
-            if column in rows.columns and rows[column].notna().any():
-                values = _values(rows[column])
-                parts.append(f"{label} in {{{values}}}" if rows[column].nunique() > 1 else f"{label} = {values}")
-        lines.append(f"- {info['experiment']}: " + ", ".join(parts) + f" ({rows['run'].nunique()} run(s))")
-    return lines
-
-
-def best_setting(df: pd.DataFrame, by: list[str]) -> Optional[str]:
-    """For runs that vary hyperparameters: the setting with the best mean val_acc, and its test_acc."""
-    varying = [c for c in by if c.startswith("cfg.")]
-    if not varying or "val_acc" not in df.columns:
-        return None
-    rows = labels.distilled_rows(df)
-    tbl = table(rows, by=["experiment"] + varying, metrics=["val_acc", "test_acc"])
-    tbl = tbl.dropna(subset=["val_acc_mean"])
-    if tbl.empty:
-        return None
-    best = tbl.loc[tbl["val_acc_mean"].idxmax()]
-    setting = ", ".join(f"`{c[4:]}={best[c]}`" for c in varying)
-    return (f"Best setting by mean validation accuracy ({best['experiment']}, {', '.join(sorted(set(rows['role'])))}"
-            f" rows): {setting}: val_acc {best['val_acc_mean']:.1f}% (n={int(best['val_acc_n'])}), "
-            f"test_acc {format_value(best['test_acc_mean'], best['test_acc_ci'], int(best['test_acc_n']))} "
-            f"(test accuracy reported, not used to choose).")
-
-
-def _markdown(frame: pd.DataFrame, columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] * len(columns)) + "|"]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(row[c]) else str(row[c]) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _add_paper(tbl: pd.DataFrame, paper: Union[None, float, Mapping[str, float]]) -> pd.DataFrame:
-    if paper is None:
-        return tbl
-    tbl = tbl.copy()
-    if isinstance(paper, Mapping):
-        tbl["paper"] = [paper.get(role, math.nan) for role in tbl.get("role", pd.Series([None] * len(tbl)))]
-    else:
-        tbl["paper"] = paper
-    return tbl
-
-
-def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report",
+def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report", compare: bool = False,
            paper: Union[None, float, Mapping[str, float]] = None, paper_source: str = "") -> Path:
-    """Write models.csv, table.md, the plots and report.md into `out`; returns report.md's path.
+    """Write report.html, report.md, the CSVs and figures into `out`; returns report.md's path.
 
-    `paper`: published test accuracy in percent, one number or a dict role -> number, shown
-    as a `paper` column next to the measured test_acc (used by `results.reproduce`).
+    `compare`: put the experiments side by side (paired by seed where seeds match).
+    `paper`: published test accuracy (%), one number or a dict role -> number, used for
+    experiments whose config.yaml has no `paper:` section (as `results.reproduce` passes).
     Raises `results.NoRuns` if a path holds no run.
     """
     from . import plots  # matplotlib only when a report is drawn
@@ -171,82 +51,136 @@ def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report",
     df = load(paths)
     records = load_records(paths)
     out.mkdir(parents=True, exist_ok=True)
-    if paper is not None:
-        df["paper"] = [paper.get(r, math.nan) if isinstance(paper, Mapping) else paper for r in df["role"]]
+    found = ex.split(df)
+    if paper is not None or any(ex.paper_figures(e)[0] for e in found):
+        df["paper"] = math.nan
+        for e in found:
+            figures, _ = ex.paper_figures(e, paper, paper_source)
+            df.loc[e.rows.index, "paper"] = [ex.paper_value(figures, r) for _, r in e.rows.iterrows()]
     df.to_csv(out / "models.csv", index=False)
     if not records.empty:
         records.to_csv(out / "records.csv", index=False)
 
-    by = group_columns(df)
-    metrics = [m for m in METRICS if m in df.columns and pd.to_numeric(df[m], errors="coerce").notna().any()]
-    main = _add_paper(table(df, by=by, metrics=["test_acc"]), paper)
-    full = table(df, by=by, metrics=metrics)
-    table_md = ["# Tables", "",
-                "Mean ± 95% Student-t confidence half-width over seeds; n = rows (seeds, or seeds x members) "
-                "in each cell. Accuracies and ECE in percent.", "", SELECTION_RULE, "",
-                "## test accuracy" + (" and published figure (`paper`)" if paper is not None else ""), "",
-                format_table(main), "## all figures", "", format_table(full)]
-    (out / "table.md").write_text("\n".join(table_md))
-
-    figures = {}
-    swept = [c for c in by if c.startswith("cfg.")]
-    figures["accuracy.png"] = ("Test accuracy per model kind, mean and 95% CI over seeds"
-                               + (" (pooled over the swept settings; see the tables)" if swept else ""),
-                               plots.accuracy(df, out / "accuracy.png"))
-    if not records.empty and (records["split"] == "val").any():
-        figures["learning_curves.png"] = ("Validation accuracy by epoch, mean and 95% band over seeds",
-                                          plots.learning_curves(records, out / "learning_curves.png"))
-    heatmap = plots.sweep_heatmap(df, out / "heatmap.png")
-    if heatmap is not None:
-        figures["heatmap.png"] = ("Mean validation accuracy over temperature x alpha (selection metric)", heatmap)
-
-    compared = comparisons(df)
-    if not compared.empty:
-        compared.to_csv(out / "comparisons.csv", index=False)
-
-    page = _page(df, by, main, compared, figures, paper_source if paper is not None else "")
-    path = out / "report.md"
-    path.write_text(page)
-    return path
+    blocks = index_blocks(df, found)
+    for e in found:
+        figures, source = ex.paper_figures(e, paper, paper_source)
+        context = Context(out, df, figures, source, plots)
+        blocks += experiment_blocks(e, context, records)
+    if compare:
+        blocks += compare_blocks(found, Context(out, df, plots=plots))
+    write_csvs(blocks, out)
+    (out / "report.md").write_text(markdown(blocks, out))
+    (out / "report.html").write_text(to_html(blocks, "Distillation report"))
+    return out / "report.md"
 
 
-def _page(df, by, main, compared, figures, paper_source) -> str:
-    runs = df["run"].nunique()
-    seeds = df["seed"].nunique(dropna=True) if "seed" in df.columns else 0
-    experiments = ", ".join(sorted(df["experiment"].dropna().astype(str).unique()))
-    lines = ["# Distillation report", "",
-             f"{len(df)} evaluated models from {runs} run(s) ({experiments}); {seeds} distinct seed(s). "
-             "Every figure is a mean over seeds with its 95% Student-t confidence interval and states its n "
-             "(the number of seeds, or seeds x members, behind it); n=1 has no interval.", ""]
-    unfinished = df[df["status"].astype(str) != "done"]["run"].unique() if "status" in df.columns else []
-    if len(unfinished):
-        lines += [f"**Warning:** {len(unfinished)} run(s) not finished (status not `done`): "
-                  + ", ".join(f"`{r}`" for r in unfinished), ""]
-    lines += ["## Selection rule", "", SELECTION_RULE, ""]
-    loss = _describe_loss(df)
-    if loss:
-        lines += ["## Loss", "", "As recorded in each run's summary.json (how the soft-target term is reduced, "
-                  "and whether it is multiplied by T^2):", ""] + loss + [""]
-    lines += ["## Test accuracy (%)", "", format_table(main)]
-    best = best_setting(df, by)
-    if best:
-        lines += [best, ""]
-    if paper_source:
-        lines += [f"`paper`: published test accuracy (%) from {paper_source}.", ""]
-    lines += ["All figures (val_acc, test_acc_last, test_nll, test_ece): [table.md](table.md); "
-              "one row per model: [models.csv](models.csv).", ""]
-    if not compared.empty:
-        settings = [c for c in compared.columns if c == "experiment" or c.startswith("cfg.")]
-        view = compared.assign(**{"difference (pts)": compared["text"],
-                                  "p": compared["p_value"].map(lambda p: "" if pd.isna(p) else f"{p:.3g}")})
-        lines += ["## Paired comparisons", "",
-                  "test_acc of each model kind minus its baseline, paired by seed within a run; "
-                  "the verdict is `higher`/`lower` only when the 95% CI of the difference excludes 0.", "",
-                  _markdown(view, settings + ["model", "baseline", "difference (pts)", "p", "verdict"])]
-    if figures:
-        lines += ["## Plots", ""]
-        for name, (caption, _) in figures.items():
-            lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
-    if by:
-        lines += [f"Grouped by: {', '.join(f'`{c}`' for c in by)}.", ""]
-    return "\n".join(lines)
+def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
+    rows, numbers = [], []
+    for e in found:
+        head = ex.headline(e)
+        mean, half, n = ex.cell(head["test_acc"])
+        about = ", ".join(dict.fromkeys(head.apply(ex.label, axis=1))) if len(head) else ""
+        status = ", ".join(sorted(set(e.rows["status"].dropna().astype(str)))) if "status" in e.rows else ""
+        rows.append({"experiment": f"[{e.title}](#{e.slug})", "kind": ex.KINDS[e.kind], "runs": len(e.runs),
+                     "seeds": e.rows["seed"].nunique(), "headline model": about,
+                     "test acc %": ex.text(mean, half, n), "status": status})
+        numbers.append({"experiment": e.title, "kind": e.kind, "runs": len(e.runs), "headline": about,
+                        "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n, "status": status})
+    blocks = [Heading("Distillation report", 1),
+              Para(f"{len(df)} evaluated models from {df['run'].nunique()} run(s) in {len(found)} experiment(s). "
+                   "Each experiment below has its own section; the headline model is what the experiment is "
+                   "about (the KD student, the last born-again generation, the distilled students, the best "
+                   "setting of a sweep)."),
+              Para(SELECTION_RULE),
+              Table(pd.DataFrame(rows), pd.DataFrame(numbers), "experiments.csv")]
+    unfinished = sorted(df.loc[df["status"].astype(str) != "done", "run"].unique()) if "status" in df else []
+    if unfinished:
+        blocks.append(Para(f"**Warning:** {len(unfinished)} run(s) not finished (status not `done`): "
+                           + ", ".join(f"`{r}`" for r in unfinished)))
+    return blocks
+
+
+def _setup(e: ex.Experiment) -> str:
+    config = e.config()
+    dataset = (config.get("dataset") or {}).get("name")
+    train = config.get("train") or {}
+    seeds = sorted(int(s) for s in e.rows["seed"].dropna().unique())
+    parts = [ex.KINDS[e.kind], f"dataset `{dataset}`" if dataset else "",
+             f"{train.get('epochs')} epochs" if train.get("epochs") else "",
+             f"seeds {', '.join(map(str, seeds))}" if seeds else "",
+             f"{len(e.runs)} run(s): " + ", ".join(f"`{Path(r).name}`" for r in e.runs[:4])
+             + (" ..." if len(e.runs) > 4 else "")]
+    return "; ".join(p for p in parts if p) + "."
+
+
+def experiment_blocks(e: ex.Experiment, context: Context, records: pd.DataFrame) -> list:
+    blocks = [Heading(e.title, 2, e.slug), Para(_setup(e))]
+    blocks += VIEWS[e.kind](e, context)
+    blocks += cost_view(e, context)
+    mine = records[records["run"].isin(e.runs)] if not records.empty else records
+    curves = _curves(e, mine, context)
+    if curves is not None:
+        blocks += [Heading("Learning curves", 3), curves]
+    loss = loss_table(e, mine)
+    if loss is not None:
+        blocks += [Heading("Loss as recorded", 3),
+                   Para("Per model kind, from records.csv: the objective, how the soft-target KL is reduced, "
+                        "and whether it is multiplied by T^2."), loss]
+    return blocks
+
+
+def _curves(e: ex.Experiment, records: pd.DataFrame, context: Context) -> Optional[Figure]:
+    if records.empty or not (records["split"] == "val").any():
+        return None
+    rows = records.copy()
+    if e.kind == "sweep":  # one line per searched setting, not all trials pooled
+        from .sweeps import searched_keys
+
+        keys = searched_keys(e)
+        per_run = e.rows.drop_duplicates("run").set_index("run")
+        setting = {run: ", ".join(f"{ex.word(k, 'sweep')}={per_run.loc[run, k]}" for k in keys)
+                   for run in per_run.index}
+        rows = rows[rows["role"].isin(set(e.rows["role"]) - {"teacher"})]
+        rows["model"] = rows["role"].astype(str) + " " + rows["run"].map(setting)
+    else:
+        rows["model"] = rows.apply(_curve_label, axis=1)
+    path = context.plots.learning_curves(rows, context.figure(e, "curves"))
+    return Figure(path, "Validation accuracy by epoch per model kind: mean and 95% band over seeds "
+                        "(members pooled); n in the legend")
+
+
+def _curve_label(row) -> str:
+    role = str(row.get("role"))
+    if role == "generation":
+        return ex.label(row)
+    if role == "member":
+        return "member (all members)"
+    name = row.get("name")
+    return f"{role} {name}" if isinstance(name, str) and name else role
+
+
+def loss_table(e: ex.Experiment, records: pd.DataFrame) -> Optional[Table]:
+    columns = [c for c in ("method", "reduction", "t2_scaling") if c in records.columns]
+    if records.empty or not columns:
+        return _summary_loss(e)
+    rows = records[records["split"] == "train"] if (records["split"] == "train").any() else records
+    rows = rows.assign(model=rows.apply(_curve_label, axis=1))
+    out = []
+    for name, group in rows.groupby("model", sort=False):
+        entry = {"model": name}
+        for column, title in zip(("method", "reduction", "t2_scaling"), ("method", "reduction", "T^2 scaling")):
+            values = group[column].dropna().astype(str).unique() if column in group else []
+            entry[title] = ", ".join(values) if len(values) else "-"
+        out.append(entry)
+    frame = pd.DataFrame(out)
+    return Table(frame, frame, f"{e.slug}-loss.csv")
+
+
+def _summary_loss(e: ex.Experiment) -> Optional[Table]:
+    if "loss_method" not in e.rows.columns or e.rows["loss_method"].isna().all():
+        return None
+    first = e.rows[e.rows["loss_method"].notna()].iloc[0]
+    frame = pd.DataFrame([{"model": "distilled models", "method": first["loss_method"],
+                           "reduction": first.get("loss_reduction", "-"),
+                           "T^2 scaling": first.get("loss_t2_scaling", "-")}])
+    return Table(frame, frame, f"{e.slug}-loss.csv")

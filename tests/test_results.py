@@ -4,7 +4,6 @@
 """
 
 import ast
-import io
 import json
 import math
 import subprocess
@@ -18,7 +17,6 @@ import yaml
 from scipy import stats as scipy_stats
 
 import results
-from results import reproduction as presets_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,18 +191,18 @@ def test_report_writes_every_file(kd_run, tmp_path):
     out = tmp_path / "report"
     path = results.report([kd_run], out)
     assert path == out / "report.md"
-    for name in ("models.csv", "records.csv", "table.md", "report.md", "accuracy.png", "learning_curves.png",
-                 "comparisons.csv"):
+    for name in ("models.csv", "records.csv", "report.md", "report.html", "experiments.csv", "kd-demo-models.csv",
+                 "kd-demo-loss.csv", "figures/kd-demo-curves.png"):
         assert (out / name).stat().st_size > 0, name
-    assert not (out / "heatmap.png").exists()  # one setting of T and alpha: no sweep
+    assert not list((out / "figures").glob("*heatmap*"))  # one setting of T and alpha: no sweep
     page = path.read_text()
     assert "(n=3)" in page
     assert "validation" in page and "selected_epoch" in page  # the selection rule
     assert "batchmean" in page and "T^2" in page
-    assert "![" in page and "accuracy.png" in page and "table.md" in page
-    assert "higher" in page  # the student's paired comparison against its teacher
+    assert "![" in page and "figures/kd-demo-curves.png" in page
     assert len(pd.read_csv(out / "models.csv")) == 6
-    assert "± " in (out / "table.md").read_text()
+    shown = pd.read_csv(out / "kd-demo-models.csv").set_index("model")
+    assert shown.loc["teacher mlp", "test_acc_mean"] == pytest.approx(92.0)
 
 
 def test_heatmap_for_a_two_by_two_sweep(tmp_path):
@@ -217,25 +215,22 @@ def test_heatmap_for_a_two_by_two_sweep(tmp_path):
     df = results.load(sweep)
     png = results.plots.sweep_heatmap(df, tmp_path / "h.png")
     assert png == tmp_path / "h.png" and png.stat().st_size > 0
-    # the report groups trials by the hyperparameters that vary, not pooling them
+    # without sweep.json's trial list the searched keys are the ones that vary; settings are not pooled
     results.report([sweep], tmp_path / "rep")
-    assert (tmp_path / "rep" / "heatmap.png").exists()
-    table_md = (tmp_path / "rep" / "table.md").read_text()
-    assert "cfg.distill.temperature" in table_md and table_md.count("(n=2)") >= 4
+    assert list((tmp_path / "rep" / "figures").glob("*heatmap.png"))
+    settings = pd.read_csv(next((tmp_path / "rep").glob("*-settings.csv")))
+    assert {"T", "alpha"} <= set(settings.columns) and (settings["val_acc_n"] == 2).all()
     assert results.plots.sweep_heatmap(df[df["cfg.distill.alpha"] == 0.1], tmp_path / "none.png") is None
 
 
-def test_learning_curves_and_accuracy_plot_with_generations(tmp_path):
+def test_learning_curves_and_generation_plot(tmp_path):
     models = [row("generation", s, 0.8 + 0.02 * g, generation=g) for g in (0, 1, 2) for s in (0, 1, 2)]
-    models += [row("ensemble", s, 0.9, size=3, combine="mean_probs") for s in (0, 1, 2)]
+    models += [row("ensemble", s, 0.9, size=2, combine="mean_probs", name="ens_1..2", generation=2)
+               for s in (0, 1, 2)]
     run = make_run(tmp_path / "ban", models, name="ban")
     curves = results.plots.learning_curves(results.load_records(run), tmp_path / "c.png")
-    bars = results.plots.accuracy(results.load(run), tmp_path / "a.png")
-    assert curves.stat().st_size > 0 and bars.stat().st_size > 0
-    compared = results.comparisons(results.load(run))
-    assert set(compared["baseline"]) == {"generation 0"}
-    assert set(compared["model"]) == {"generation 1", "generation 2", "ensemble x3 mean_probs"}
-    assert (compared["n"] == 3).all()
+    chain = results.plots.generations(results.load(run), tmp_path / "g.png")
+    assert curves.stat().st_size > 0 and chain.stat().st_size > 0
 
 
 def test_results_never_imports_torch_or_the_engine():
@@ -252,61 +247,3 @@ def test_results_never_imports_torch_or_the_engine():
     code = ("import sys, results; bad = [m for m in ('torch', 'distill', 'ray') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-
-
-PRESET = """# reproduce: train MNIST-1D MLP from labels (Greydanus 2020: 68%)
-# quick: train.epochs=2 seeds=[0,1] "dataset.num_samples=400"
-name: mnist1d-mlp
-dataset:
-  name: mnist1d
-model:
-  name: mlp
-"""
-
-
-def test_presets_list_and_unknown(tmp_path):
-    (tmp_path / "mlp.yaml").write_text(PRESET)
-    (tmp_path / "plain.yaml").write_text("name: plain\n")
-    (tmp_path / "ban.yaml").write_text("# reproduce: bornagain BAN chain\n# paper: generation=70.5 (somewhere)\n")
-    assert results.list_presets(tmp_path) == ["ban  (bornagain) BAN chain",
-                                              "mlp  (train) MNIST-1D MLP from labels (Greydanus 2020: 68%)"]
-    found = results.presets(tmp_path)
-    assert found["mlp"].paper["model"] == 68.0 and found["ban"].paper == {"generation": 70.5}
-    argv = presets_module.command_line(found["mlp"], quick=True, out="o")
-    assert argv[1:5] == ["-m", "distill.cli", "train", str(tmp_path / "mlp.yaml")]
-    assert argv[5:] == ["train.epochs=2", "seeds=[0,1]", "dataset.num_samples=400", "--out", "o"]
-    assert "train.epochs=2" not in presets_module.command_line(found["mlp"])
-    with pytest.raises(results.UnknownPreset, match="presets: ban, mlp"):
-        results.reproduce("nope", folder=tmp_path)
-    assert issubclass(results.UnknownPreset, ValueError)
-
-
-def test_reproduce_reports_with_paper_column(tmp_path, monkeypatch):
-    (tmp_path / "mlp.yaml").write_text(PRESET)
-    run_dir = tmp_path / "runs" / "mnist1d-mlp" / "r1"
-    seen = {}
-
-    class FakeProcess:  # stands in for the `distill train` subprocess: writes a run, prints its path
-        def __init__(self, argv, stdout, text):
-            seen["argv"] = argv
-            make_run(run_dir, [row("model", s, 0.66 + 0.01 * s) for s in (0, 1, 2)], name="mnist1d-mlp", loss=False)
-            self.stdout = io.StringIO(f"training...\n{run_dir}\n")
-            self.returncode = 0
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(presets_module.subprocess, "Popen", FakeProcess)
-    path = results.reproduce("mlp", quick=True, out=tmp_path / "runs", folder=tmp_path)
-    assert path == run_dir / "report" / "report.md"
-    assert "train.epochs=2" in seen["argv"]
-    models = pd.read_csv(run_dir / "report" / "models.csv")
-    assert (models["paper"] == 68.0).all()
-    page = path.read_text()
-    assert "| paper |" in page and "68" in page and "Greydanus" in page
-
-
-def test_repository_presets_parse():
-    for preset in results.presets().values():  # whatever configs/ holds must parse and name a command
-        assert preset.command in presets_module.COMMANDS
-        assert preset.path.exists()

@@ -1,0 +1,131 @@
+"""Experiments side by side (`distill report A B ... --compare`).
+
+The first experiment is the reference. For each other experiment, every model kind both
+have (same label, e.g. `student mlp`) is compared on test accuracy: paired by seed where
+the seeds match (mean of the per-seed differences, Student-t interval), else unpaired
+(Welch interval). When they share no model kind, their headline models are compared (the
+KD student, the last born-again generation, a sweep's best setting). A sweep enters with
+its best setting's rows only. The verdict is in words: higher, lower or not separable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from . import experiments as ex
+from .page import Heading, Para, Table
+from .views import Context, in_words, paired
+
+
+def _rows(e: ex.Experiment) -> pd.DataFrame:
+    return ex.headline(e) if e.kind == "sweep" else e.rows
+
+
+def unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int, int]:
+    """(mean b − mean a, low, high, n_a, n_b) in points, with a Welch 95% interval."""
+    a = pd.to_numeric(a, errors="coerce").dropna().to_numpy(float) * 100
+    b = pd.to_numeric(b, errors="coerce").dropna().to_numpy(float) * 100
+    if len(a) == 0 or len(b) == 0:
+        return math.nan, math.nan, math.nan, len(a), len(b)
+    diff = float(b.mean() - a.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan, len(a), len(b)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff, len(a), len(b)
+    from scipy import stats as scipy_stats
+
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(scipy_stats.t.ppf(0.975, dof) * se)
+    return diff, diff - half, diff + half, len(a), len(b)
+
+
+def _verdict(low: float, high: float) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "too few seeds to tell"
+    return "higher" if low > 0 else "lower" if high < 0 else "not separable"
+
+
+def difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """B − A on test accuracy: paired by seed when seeds match, else unpaired."""
+    shared = set(a["seed"].dropna()) & set(b["seed"].dropna())
+    if shared:
+        c = paired(b, a)
+        return {"diff": c.diff, "low": c.low, "high": c.high, "n": c.n, "pairing": f"paired by seed (n={c.n})",
+                "verdict": in_words(c), "text": str(c)}
+    diff, low, high, na, nb = unpaired(a["test_acc"], b["test_acc"])
+    ci = f"95% CI {low:+.1f} to {high:+.1f}" if math.isfinite(low) else "no CI"
+    return {"diff": diff, "low": low, "high": high, "n": min(na, nb),
+            "pairing": f"unpaired: no shared seeds (n={na} and {nb})", "verdict": _verdict(low, high),
+            "text": f"{diff:+.1f} pts ({ci}, Welch)"}
+
+
+def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.assign(_label=rows.apply(ex.label, axis=1))
+
+
+def comparisons(found: list[ex.Experiment]) -> pd.DataFrame:
+    """One row per (other experiment, model kind) against the first experiment."""
+    reference = found[0]
+    a_rows = _labelled(_rows(reference))
+    out = []
+    for other in found[1:]:
+        b_rows = _labelled(_rows(other))
+        common = [m for m in dict.fromkeys(a_rows["_label"]) if m in set(b_rows["_label"])]
+        pairs = [(m, a_rows[a_rows["_label"] == m], b_rows[b_rows["_label"] == m]) for m in common]
+        if not pairs:
+            a_head, b_head = _labelled(ex.headline(reference)), _labelled(ex.headline(other))
+            name = f"{', '.join(dict.fromkeys(b_head['_label']))} vs {', '.join(dict.fromkeys(a_head['_label']))}"
+            pairs = [(name, a_head, b_head)]
+        for model, a, b in pairs:
+            out.append({"A": reference.title, "B": other.title, "model": model, **difference(a, b)})
+    return pd.DataFrame(out)
+
+
+def _settings(found: list[ex.Experiment]) -> pd.DataFrame:
+    """The config keys (in words) whose values differ between the experiments, one row per experiment."""
+    firsts = pd.DataFrame([_rows(e).iloc[0] for e in found]).reset_index(drop=True)
+    keys = ex.varying(firsts)
+    frame = pd.DataFrame({"experiment": [e.title for e in found]})
+    for key in keys:
+        frame[ex.word(key)] = firsts[key].to_numpy()
+    return frame
+
+
+def _side_by_side(found: list[ex.Experiment]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labelled = [_labelled(_rows(e)) for e in found]
+    models = list(dict.fromkeys(m for rows in labelled for m in rows["_label"]))
+    shown, numbers = [], []
+    for model in models:
+        s, n = {"model": model}, {"model": model}
+        for e, rows in zip(found, labelled):
+            mean, half, count = ex.cell(rows.loc[rows["_label"] == model, "test_acc"])
+            s[e.title] = ex.text(mean, half, count)
+            n.update({f"{e.title} mean": mean, f"{e.title} ci": half, f"{e.title} n": count})
+        shown.append(s)
+        numbers.append(n)
+    return pd.DataFrame(shown), pd.DataFrame(numbers)
+
+
+def compare_blocks(found: list[ex.Experiment], context: Context) -> list:
+    blocks = [Heading("Experiments side by side", 2, "compare")]
+    if len(found) < 2:
+        return blocks + [Para("Only one experiment among the inputs: nothing to compare.")]
+    settings = _settings(found)
+    if settings.shape[1] > 1:
+        blocks += [Para("Settings that differ between the experiments:"), Table(settings, settings, "")]
+    shown, numbers = _side_by_side(found)
+    blocks += [Para("Test accuracy (%) of each model kind, mean ± 95% CI (n seeds); a sweep by its best setting:"),
+               Table(shown, numbers, "compare-models.csv")]
+    result = comparisons(found)
+    view = pd.DataFrame({"model": result["model"], "B − A": result["B"] + " − " + result["A"],
+                         "difference (points)": result["text"], "pairing": result["pairing"],
+                         "verdict": np.where(result["verdict"].isin(["higher", "lower"]),
+                                             "B is " + result["verdict"], result["verdict"])})
+    blocks += [Para(f"Each experiment minus the first ({found[0].title}), on test accuracy; `higher`/`lower` "
+                    "only when the 95% interval excludes 0."), Table(view, result, "compare.csv")]
+    return blocks
