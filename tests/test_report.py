@@ -3,6 +3,7 @@
     pytest tests/test_report.py -q
 """
 
+import json
 import math
 import re
 
@@ -191,3 +192,23 @@ def test_html_is_self_contained(every_kind):
     assert not re.search(r'(src|href)="(https?:|//)', html)
     assert "<script" not in html and "<link" not in html
     assert "<table>" in html and 'href="#mnist1d-kd"' in html and 'id="mnist1d-kd"' in html
+
+
+def test_sweep_over_other_keys_gets_marginal_plots(tmp_path):
+    folder = tmp_path / "tune" / "lr"
+    folder.mkdir(parents=True)
+    trials = []
+    for lr in (0.01, 0.1):
+        for seed in (0, 1):
+            acc = 0.6 + lr + 0.01 * seed
+            write_run(folder / f"t{lr}-{seed}", "tune-lr", "train", [summary_row("model", seed, acc, acc)])
+            config = folder / f"t{lr}-{seed}" / "config.yaml"
+            config.write_text(config.read_text().replace("lr: 0.01", f"lr: {lr}"))
+            trials.append({"trial": f"t{lr}-{seed}", "params": {"train.lr": lr, "seeds": seed}, "status": "done"})
+    (folder / "sweep.json").write_text(json.dumps({"scheduler": "fifo", "trials": trials}))
+    out = tmp_path / "report"
+    results.report([folder], out)
+    settings = csv(out, "tune-lr-sweep-lr-settings.csv")
+    assert list(settings["lr"]) == [0.1, 0.01] and (settings["val_acc_n"] == 2).all()
+    assert (out / "figures" / "tune-lr-sweep-lr-marginals.png").stat().st_size > 0
+    assert not list((out / "figures").glob("*heatmap*"))
