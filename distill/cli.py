@@ -1,6 +1,6 @@
 """The `distill` command: a thin layer over the Python functions of each package.
 
-    distill train configs/mnist1d-cnn.yaml seeds=[0,1,2]
+    distill train mnist1d-cnn seeds=[0,1,2]          # a preset name, or the path of a YAML file
     distill list models
 
 Exit status: 0 done; 2 bad input (usage, config, missing data, a teacher that does not
@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from pathlib import Path
-
 from .errors import UserError
 
 EPILOG = "Overrides are key=value with YAML values, e.g. train.epochs=5 seeds=[0,1,2] distill.alpha=0.5."
@@ -29,7 +27,7 @@ class Parser(argparse.ArgumentParser):
 
 def _add_run_command(sub, name: str, help: str, extra=None):
     p = sub.add_parser(name, help=help, description=help, epilog=EPILOG)
-    p.add_argument("config", help="YAML config file (presets in configs/)")
+    p.add_argument("config", help="YAML config file, or a preset name (distill list presets)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -56,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
     p.add_argument("--out", default="report", help="folder for the report (default: report)")
     p = sub.add_parser("reproduce", help="run a reproduction preset")
-    p.add_argument("preset", nargs="?", help="preset name (see --list)")
-    p.add_argument("--list", action="store_true", help="name the presets")
+    p.add_argument("preset", nargs="?", help="preset name (see --list) or a YAML file with a preset: section")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, after the quick ones")
+    p.add_argument("--list", action="store_true", help="every preset: command, what it needs, cost, source")
     p.add_argument("--quick", action="store_true", help="a small, fast version")
     p.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
     p = sub.add_parser("list", help="name the registered models, datasets, methods, presets or config keys")
@@ -88,15 +87,47 @@ def _list(what: str) -> None:
         from .losses import list_methods
         names = list_methods()
     elif what == "presets":
-        names = sorted(p.stem for p in presets_dir().glob("*.yaml"))
+        from .config import preset_names
+        names = preset_names()
     else:
         from .config import iter_keys
         names = [f"{key} = {default!r}  # {help}" for key, default, help in iter_keys()]
     print("\n".join(names))
 
 
-def presets_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "configs"
+def preset_lines() -> list[str]:
+    """`distill reproduce --list`: per preset, its command and description, then what it needs,
+    its cost and the source of its published figures."""
+    from .config import load_config, preset_names
+
+    lines = []
+    for name in preset_names():
+        cfg = load_config(name)
+        if cfg.preset is None:
+            continue
+        p = cfg.preset
+        lines += [f"{name}  ({p.command}) {p.description}",
+                  f"    needs: {p.needs.device}; data: {p.needs.data or 'none (generated or bundled)'}",
+                  f"    cost: {p.cost.epochs:,} epochs x {p.cost.examples:,} examples",
+                  f"    source: {cfg.paper.source if cfg.paper else 'none'}"]
+    return lines
+
+
+def _reproduce(args):
+    """Run a preset (its quick overrides first with --quick, then the command line's) and report on it."""
+    import results
+    from .config import load_config, resolve_config_path
+
+    path = resolve_config_path(args.preset)
+    cfg = load_config(path)
+    if cfg.preset is None:
+        raise UserError(f"reproduce: {args.preset} has no preset: section naming its command; run it with "
+                        f"distill train|bornagain|ensemble|tune instead")
+    overrides = (list(cfg.preset.quick) if args.quick else []) + list(args.overrides)
+    load_config(path, overrides)  # bad overrides: one line and exit 2 before anything runs
+    paper = cfg.paper.figures if cfg.paper else None
+    return results.reproduce(path, cfg.preset.command, overrides, out=args.out, paper=paper,
+                             paper_source=cfg.paper.source if cfg.paper else "")
 
 
 def dispatch(args) -> None:
@@ -124,10 +155,10 @@ def dispatch(args) -> None:
             if args.command == "report":
                 path = results.report(args.runs, args.out)
             elif args.list or not args.preset:
-                print("\n".join(results.list_presets()))
+                print("\n".join(preset_lines()))
                 return
             else:
-                path = results.reproduce(args.preset, quick=args.quick, out=args.out)
+                path = _reproduce(args)
         except results.NoRuns as err:  # no run folder there, or an unknown preset: bad input
             raise UserError(str(err)) from None
     print(path)

@@ -1,14 +1,18 @@
 """Experiment config: dataclasses with defaults, loaded from YAML, overridden by `key=value`.
 
     from distill.config import load_config
-    cfg = load_config("configs/mnist1d-cnn.yaml", ["train.epochs=3", "seeds=[0,1]"])
+    cfg = load_config("mnist1d-cnn", ["train.epochs=3", "seeds=[0,1]"])   # a preset, or a YAML path
 
 Every key has a default and a one-line meaning (`distill list keys` prints them). Unknown
 keys, wrong types and out-of-range values raise `ConfigError` naming the key and what is
 allowed, before anything trains. Names that live in registries (datasets, models,
 methods) are checked against the registry.
 
-Sections are plain dataclasses. A package that needs its own keys adds a field to
+Presets are YAML files shipped inside the package (`distill/presets/`, found with
+importlib.resources); `resolve_config_path` turns a preset name or a path into the file.
+A preset describes itself in its optional `preset:` and `paper:` sections.
+
+Sections are plain dataclasses (the field machinery is in `distill.schema`). A package that needs its own keys adds a field to
 `Config` with a dataclass here, so that the whole tree is known and checked in one place.
 """
 
@@ -17,25 +21,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 
 from .errors import ConfigError
-
-
-def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None, join=None):
-    """A config field: default, meaning, and the allowed values checked on load. `join`: a string
-    field that may also be given as a list of strings, stored joined by this separator."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key, "join": join}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
+from .schema import _yaml_key, _yaml_reason, from_dict, parse_override, set_dotted, spec, to_dict  # noqa: F401
 
 
 @dataclass
@@ -203,6 +200,77 @@ class TuneConfig:
     storage_path: Optional[str] = spec(None, "root of the experiment folders (shared storage when trials run on "
                                        "several machines); null = OUT/<name>")
 
+COMMANDS = ("train", "bornagain", "ensemble", "tune")
+
+
+@dataclass
+class NeedsConfig:
+    device: str = spec("cpu", "what the full run needs: cpu, or gpu (too slow on a CPU)", choices=["cpu", "gpu"])
+    data: Optional[str] = spec(None, "the data folder (dataset.root) and its layout; null = generated or bundled")
+
+
+@dataclass
+class CostConfig:
+    epochs: int = spec(1, "training epochs of the full run, summed over every model and seed it trains", ge=1)
+    examples: int = spec(1, "training examples in one epoch", ge=1)
+
+
+@dataclass
+class PresetConfig:
+    """How `distill reproduce` runs this file, and what the run needs."""
+
+    command: str = spec("train", "the command that runs the preset", choices=list(COMMANDS))
+    description: str = spec("", "one line: what the preset trains")
+    quick: list[str] = spec([], "key=value overrides that shrink the preset to a seconds-long run (--quick)")
+    needs: NeedsConfig = field(default_factory=NeedsConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+
+    def __post_init__(self):
+        for i, text in enumerate(self.quick):
+            try:
+                parse_override(text)
+            except ConfigError as err:
+                raise ConfigError(f"preset.quick[{i}]: {err}") from None
+
+
+@dataclass
+class PaperConfig:
+    """The published figures a preset reproduces, with their source."""
+
+    source: str = spec("", "the publication: authors, year, title, table")
+    figures: dict = spec({}, "published test accuracy in % by summary role (model, teacher, student, "
+                         "generation, member, ensemble): the report's paper column")
+    table: dict = spec({}, "the paper's table as published: {unit: str, columns: [str], rows: {label: "
+                       "[a number or null per column]}}")
+    differences: str = spec("", "how this preset's setting differs from the paper's")
+
+    def __post_init__(self):
+        if not self.source.strip():
+            raise ConfigError("paper.source: empty; name the publication the figures come from")
+        for role, value in self.figures.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
+                raise ConfigError(f"paper.figures.{role}: {value!r} is not a test accuracy in % (0 to 100)")
+        if self.table:
+            _check_table(self.table)
+
+
+def _check_table(table: dict) -> None:
+    unknown = set(table) - {"unit", "columns", "rows"}
+    if unknown:
+        raise ConfigError(f"paper.table.{sorted(unknown)[0]}: unknown key; allowed keys are unit, columns, rows")
+    columns, rows = table.get("columns"), table.get("rows")
+    if not isinstance(table.get("unit"), str):
+        raise ConfigError("paper.table.unit: expected a string saying what the numbers are, e.g. test error %")
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        raise ConfigError(f"paper.table.columns: expected a list of column names, got {columns!r}")
+    if not isinstance(rows, dict) or not rows:
+        raise ConfigError(f"paper.table.rows: expected a mapping of row label -> values, got {rows!r}")
+    for label, values in rows.items():
+        if not isinstance(values, list) or len(values) != len(columns) or not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+            raise ConfigError(f"paper.table.rows.{label}: expected {len(columns)} numbers (null where the paper "
+                              f"has none), one per column, got {values!r}")
+
 
 @dataclass
 class Config:
@@ -219,111 +287,14 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     search: dict = spec({}, "Tune search space: config key -> {grid|choice|uniform|loguniform|randint: ...}")
+    preset: Optional[PresetConfig] = spec(None, "how `distill reproduce` runs this file: command, description, "
+                                          "quick, needs.device, needs.data, cost.epochs, cost.examples; "
+                                          "not part of the run id")
+    paper: Optional[PaperConfig] = spec(None, "published figures this config reproduces: source, figures, table, "
+                                        "differences; not part of the run id")
 
     def seed_list(self) -> list[int]:
         return list(self.seeds) if self.seeds is not None else [self.train.seed]
-
-
-# ---------------------------------------------------------------- dict <-> dataclass
-
-
-def _yaml_key(f: dataclasses.Field) -> str:
-    return f.metadata.get("key") or f.name
-
-
-def _describe(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return f"{_describe(args[0])} or null"
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping"}.get(
-        tp, str(tp))
-
-
-def _coerce(value, tp, key: str):
-    """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
-        return from_dict(tp, value, prefix=key + ".")
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-        (inner,) = typing.get_args(tp)
-        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-        dict: isinstance(value, dict),
-    }[tp]
-    if not ok:
-        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-    return float(value) if tp is float else value
-
-
-def _check_range(value, meta, key: str):
-    if value is None:
-        return
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
-    for name, bad, word in (("ge", lambda v, b: v < b, ">="), ("gt", lambda v, b: v <= b, ">"),
-                            ("le", lambda v, b: v > b, "<="), ("lt", lambda v, b: v >= b, "<")):
-        bound = meta.get(name)
-        if bound is None:
-            continue
-        items = value if isinstance(value, list) else [value]
-        for v in items:
-            if isinstance(v, (int, float)) and bad(v, bound):
-                raise ConfigError(f"{key}: {v!r} is out of range; it must be {word} {bound}")
-
-
-def from_dict(cls, data: dict, prefix: str = ""):
-    """Build dataclass `cls` from a (possibly partial) dict, checking every key."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {_yaml_key(f): f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = [k for k in fields if k.startswith(str(key)[:3])]
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys are {', '.join(fields)}")
-    kwargs = {}
-    for ykey, f in fields.items():
-        if ykey not in data:
-            continue
-        value = data[ykey]
-        if f.metadata.get("join") and isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, str) for v in value):
-            value = f.metadata["join"].join(value)
-        value = _coerce(value, hints[f.name], prefix + ykey)
-        _check_range(value, f.metadata, prefix + ykey)
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-def to_dict(obj) -> dict:
-    """A dataclass tree as plain dicts, with YAML key names."""
-    out = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        out[_yaml_key(f)] = to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
-    return out
 
 
 def iter_keys(cls=Config, prefix: str = ""):
@@ -341,44 +312,31 @@ def iter_keys(cls=Config, prefix: str = ""):
 # ---------------------------------------------------------------- loading
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b=value` -> (["a", "b"], parsed YAML value)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=5")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({_yaml_reason(err)})") from None
-    return key.split("."), value
+def presets_root():
+    """The folder of preset YAML files inside the installed package (a Traversable: a Path here)."""
+    return importlib.resources.files("distill") / "presets"
 
 
-def set_dotted(data: dict, path: list[str], value) -> None:
-    node = data
-    for part in path[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(path)}: {part} is not a section, cannot set a key below it")
-        node = child
-    node[path[-1]] = value
+def preset_names() -> list[str]:
+    return sorted(p.name[:-len(".yaml")] for p in presets_root().iterdir() if p.name.endswith(".yaml"))
 
 
-def _yaml_reason(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or "parse error"
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else str(problem)
+def resolve_config_path(name_or_path):
+    """The YAML file a command line names: the path if that file exists, else the preset of that
+    name (`mnist1d-mlp` or `mnist1d-mlp.yaml`); a one-line ConfigError otherwise."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = path.name[:-len(".yaml")] if path.name.endswith(".yaml") and path.parent == Path(".") else str(path)
+    if name in preset_names():
+        return presets_root() / f"{name}.yaml"
+    raise ConfigError(f"config file {name_or_path} does not exist and is no preset; give the path of a YAML "
+                      f"file or a preset name ({', '.join(preset_names())})")
 
 
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; give the path of a YAML file "
-                          f"(presets are in configs/)")
+def read_yaml(path) -> dict:
+    """The mapping in a YAML file, given as a path or a preset name (see `resolve_config_path`)."""
+    path = resolve_config_path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -401,7 +359,7 @@ def build_config(data: dict, overrides: list[str] = ()) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """YAML file (or defaults when None) + `key=value` overrides -> checked `Config`."""
+    """YAML file or preset name (or defaults when None) + `key=value` overrides -> checked `Config`."""
     return build_config(read_yaml(path) if path is not None else {}, list(overrides))
 
 
@@ -435,8 +393,10 @@ def validate(cfg: Config) -> None:
 
 
 def config_hash(cfg: Config) -> str:
-    """Stable short hash of the resolved config: the default run id."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    """Stable short hash of the resolved config: the default run id. The preset's description
+    (`preset`, `paper`) is left out: editing it does not move a run to a new folder."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in ("preset", "paper")}
+    text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

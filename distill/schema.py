@@ -1,0 +1,168 @@
+"""Config schema machinery: fields with a default, a meaning and allowed values; dicts <-> dataclasses.
+
+    name: str = spec("run", "experiment name")                  # a field of a config section
+    cfg = from_dict(SectionClass, {"name": "x"}, prefix="sec.")  # every key checked
+    to_dict(cfg)                                                 # back to plain YAML-ready dicts
+
+Unknown keys, wrong types and out-of-range values raise `ConfigError` naming the dotted key
+and what is allowed, in one line. The sections themselves live in `distill.config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import typing
+from dataclasses import field
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None, join=None):
+    """A config field: default, meaning, and the allowed values checked on load. `join`: a string
+    field that may also be given as a list of strings, stored joined by this separator."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key, "join": join}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------- dict <-> dataclass
+
+
+def _yaml_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_describe(args[0])} or null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping"}.get(
+        tp, str(tp))
+
+
+def _coerce(value, tp, key: str):
+    """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }[tp]
+    if not ok:
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _check_range(value, meta, key: str):
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+    for name, bad, word in (("ge", lambda v, b: v < b, ">="), ("gt", lambda v, b: v <= b, ">"),
+                            ("le", lambda v, b: v > b, "<="), ("lt", lambda v, b: v >= b, "<")):
+        bound = meta.get(name)
+        if bound is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for v in items:
+            if isinstance(v, (int, float)) and bad(v, bound):
+                raise ConfigError(f"{key}: {v!r} is out of range; it must be {word} {bound}")
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass `cls` from a (possibly partial) dict, checking every key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {_yaml_key(f): f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = [k for k in fields if k.startswith(str(key)[:3])]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys are {', '.join(fields)}")
+    kwargs = {}
+    for ykey, f in fields.items():
+        if ykey not in data:
+            continue
+        value = data[ykey]
+        if f.metadata.get("join") and isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, str) for v in value):
+            value = f.metadata["join"].join(value)
+        value = _coerce(value, hints[f.name], prefix + ykey)
+        _check_range(value, f.metadata, prefix + ykey)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    """A dataclass tree as plain dicts, with YAML key names."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out[_yaml_key(f)] = to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+    return out
+
+
+# ---------------------------------------------------------------- key=value overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({_yaml_reason(err)})") from None
+    return key.split("."), value
+
+
+def set_dotted(data: dict, path: list[str], value) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a section, cannot set a key below it")
+        node = child
+    node[path[-1]] = value
+
+
+def _yaml_reason(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or "parse error"
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else str(problem)
