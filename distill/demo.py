@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import load_config
+from .config import load_config, presets_root
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = presets_root()
 SMALL = ["seeds=[0,1,2]", "train.epochs=30", "dataset.num_samples=3000"]
 
 
