@@ -28,7 +28,10 @@ onnxruntime when that is installed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -172,10 +175,11 @@ def load_model(run_dir: Path, cfg, row: dict, data) -> nn.Module:
 # ---------------------------------------------------------------- saving
 
 
-def _op_named(err: Exception) -> str:
-    """The op an export failure is about: the last aten op its message names, else its first line."""
+def _op_named(err: Exception, printed: str = "") -> str:
+    """The op an export failure is about: the last aten op that its message (or the graph torch
+    printed while failing) names, the model's line that called it, and the message's first line."""
     text = str(err)
-    ops = re.findall(r"aten\.[A-Za-z0-9_]+", text)
+    ops = re.findall(r"aten\.[A-Za-z0-9_]+", text) or re.findall(r"aten\.[A-Za-z0-9_]+", printed)
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
     where = ""
     tb = err.__traceback__
@@ -189,18 +193,28 @@ def _op_named(err: Exception) -> str:
     return f"{op}{where} ({type(err).__name__}: {first[:160]})"
 
 
-def export_program(model: nn.Module, example: torch.Tensor):
-    """torch.export of `model` with a dynamic batch size; UserError naming the op if it fails."""
-    import logging
-
-    batch = torch.export.Dim("batch", min=1)
-    logging.disable(logging.CRITICAL)  # torch logs the failing graph; the error line says what matters
+@contextlib.contextmanager
+def quiet(printed: io.StringIO):
+    """Hold back torch's logging and printing (it logs and prints a graph that fails to export):
+    the one-line error says what matters."""
+    logging.disable(logging.CRITICAL)
     try:
-        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    except Exception as err:  # noqa: BLE001 - every export failure is a model that cannot be exported
-        raise UserError(f"the model cannot be exported by torch.export: {_op_named(err)}") from None
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            yield
     finally:
         logging.disable(logging.NOTSET)
+
+
+def export_program(model: nn.Module, example: torch.Tensor):
+    """torch.export of `model` with a dynamic batch size; UserError naming the op if it fails."""
+    batch = torch.export.Dim("batch", min=1)
+    printed = io.StringIO()
+    try:
+        with quiet(printed):
+            return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as err:  # noqa: BLE001 - every export failure is a model that cannot be exported
+        raise UserError(f"the model cannot be exported by torch.export: {_op_named(err, printed.getvalue())}") \
+            from None
 
 
 def predict(fn, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -275,17 +289,16 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, x: torch.Te
                 y: torch.Tensor) -> dict:
     """Write `path` with torch.onnx (batch size dynamic); check it with onnxruntime when installed."""
     import importlib.util
-    import logging
 
     batch = torch.export.Dim("batch", min=1)
-    logging.disable(logging.CRITICAL)
+    printed = io.StringIO()
     try:
-        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
-                          input_names=["input"], output_names=["logits"], verbose=False)
+        with quiet(printed):
+            torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
+                              input_names=["input"], output_names=["logits"], verbose=False)
     except Exception as err:  # noqa: BLE001 - the model has an op ONNX cannot express
-        raise UserError(f"--onnx: the model cannot be exported to ONNX: {_op_named(err)}") from None
-    finally:
-        logging.disable(logging.NOTSET)
+        raise UserError(f"--onnx: the model cannot be exported to ONNX: {_op_named(err, printed.getvalue())}") \
+            from None
     card = {"file": path.name, "input": "input", "output": "logits"}
     if importlib.util.find_spec("onnxruntime") is None:
         return {**card, "checked": "no: onnxruntime is not installed"}
