@@ -1,7 +1,7 @@
 """distill: knowledge-distillation experiments on torch and Ray Tune.
 
     import distill
-    cfg = distill.load_config("configs/mnist1d-cnn.yaml", ["train.epochs=3"])
+    cfg = distill.load_config("mnist1d-cnn", ["train.epochs=3"])   # a preset name or a YAML path
     run_dir = distill.train(cfg)
 """
 
