@@ -11,8 +11,8 @@ methods`). Generation g of seed s is initialised and shuffled with its own seed,
 `generation_seed(s, g)`.
 
 The seeds of one generation are trained by `distill.jobs.fit_jobs` (as ensemble members
-are): at once with `torch.func` when `distill.packed` allows it (no BatchNorm, no dropout,
-a logit-only loss) and `bornagain.pack` is true; otherwise one after another. The choice
+are): at once, stacked, when `distill.replicas.can_stack` allows it (no BatchNorm, no
+dropout, a logit-only loss) and `bornagain.pack` is true; otherwise one after another. The choice
 is logged and written into the summary.
 
 Evaluated: every generation on validation and test, and the born-again ensembles Ens x k
@@ -35,11 +35,13 @@ import torch
 from distill import engine
 from distill.config import Config, ModelConfig
 from distill.data import load_data
-from distill.jobs import Job, fit_jobs, stderr_line
+from distill.jobs import Job, fit_jobs
 from distill.metrics import probs_metrics
 from distill.models import create_model
-from distill.runner import Progress, run_guarded
-from distill.store import Run, summary_row
+from distill.objectives import make_objective
+from distill.progress import Progress, stderr_line
+from distill.sources import stand_in_student
+from distill.store import Run, run_guarded, summary_row
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -116,8 +118,6 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     and `seed` added; generations come one after another, so a Tune trial sees the chain's
     epochs in order.
     """
-    from distill.teachers import make_objective, stand_in_student
-
     engine.setup_torch(cfg.train)
     device = engine.resolve_device(cfg.train.device)
     data = load_data(cfg.dataset).to(device)
@@ -145,7 +145,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                 if teachers:
                     objective, loss_info = make_objective(
                         cfg.distill, teachers, data, device, seed=generation_seed(seed, g),
-                        student=stand_in_student(cfg.distill, model_cfg, data), description=parent_name(cfg, g))
+                        student=stand_in_student(cfg, model_cfg, data), description=parent_name(cfg, g))
                 jobs.append(Job(key=f"gen{g}-s{seed}", arch=model_cfg, seed=generation_seed(seed, g),
                                 tags={"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
                                       "parent": parent_name(cfg, g)},

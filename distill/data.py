@@ -4,7 +4,7 @@
     from distill.data import load_data
     data = load_data(DatasetConfig(name="digits"))            # offline: digits, mnist1d, fake
     g = torch.Generator().manual_seed(0)
-    for x, y, idx in data.train_batches(128, g): ...           # idx: rows of data.x["train"]
+    for xs, ys, idx in data.train_batches(128, [g]): ...       # (1, B, ...); idx: rows of data.x["train"]
 
 Every dataset is a raw loader in `DATASETS` (filled by `@register(name)`) that returns the
 original train and test sets as tensors; `load_data` then holds out a stratified validation
@@ -117,29 +117,27 @@ class Data:
     def size(self, split: str) -> int:
         return self.x[split].shape[0]
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, augment: bool = True,
-                      rows: Optional[Tensor] = None) -> Iterator[tuple[Tensor, ...]]:
-        """One epoch of (x, y, idx): idx are positions in the train split, in an order drawn
-        from `generator`; x is augmented on the device with the same generator. The last
-        batch may be smaller. No host sync, no DataLoader. With `rows` (a tensor with one row
-        per train example, e.g. a teacher's cached outputs), (x, y, idx, rows[idx]).
-
-        The examples are gathered a chunk of batches at a time (up to CHUNK_BYTES of inputs,
-        the whole epoch for small datasets) and each batch is a slice of the chunk: one
-        indexing op per chunk instead of two (or three) per step, the same batches."""
+    def train_batches(self, batch_size: int, generators: list[torch.Generator], augment: bool = True
+                      ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """One epoch of (x, y, idx) for K models at once, shapes (K, B, ...), (K, B), (K, B):
+        model k's examples come in an order drawn from `generators[k]` and are augmented on the
+        device with the same generator, so model k gets exactly the batches it would get alone.
+        idx are positions in the train split. The last batch may be smaller. No host sync, no
+        DataLoader: the examples are gathered a chunk of batches at a time (up to CHUNK_BYTES of
+        inputs, the whole epoch for small datasets) and each batch is a slice of the chunk."""
         x_all, y_all = self.x["train"], self.y["train"]
         n = x_all.shape[0]
-        order = torch.randperm(n, generator=generator, device=generator.device).to(x_all.device)
+        orders = torch.stack([torch.randperm(n, generator=g, device=g.device) for g in generators]).to(x_all.device)
         kind = self.augment if augment else "none"
-        chunk = chunk_rows(x_all, batch_size)
+        chunk = chunk_rows(x_all, batch_size, len(generators))
         for chunk_start in range(0, n, chunk):
-            chunk_idx = order[chunk_start:chunk_start + chunk]
+            chunk_idx = orders[:, chunk_start:chunk_start + chunk]
             x_chunk, y_chunk = x_all[chunk_idx], y_all[chunk_idx]
-            rows_chunk = None if rows is None else rows.index_select(0, chunk_idx)
-            for start in range(0, chunk_idx.shape[0], batch_size):
-                x = augment_batch(x_chunk[start:start + batch_size], kind, generator, self.shift)
-                batch = (x, y_chunk[start:start + batch_size], chunk_idx[start:start + batch_size])
-                yield batch if rows_chunk is None else (*batch, rows_chunk[start:start + batch_size])
+            for start in range(0, chunk_idx.shape[1], batch_size):
+                xs = x_chunk[:, start:start + batch_size]
+                if kind != "none":
+                    xs = torch.stack([augment_batch(x, kind, g, self.shift) for x, g in zip(xs, generators)])
+                yield xs, y_chunk[:, start:start + batch_size], chunk_idx[:, start:start + batch_size]
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The split in order, unaugmented."""

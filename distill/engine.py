@@ -1,59 +1,55 @@
-"""The training loop: one readable `fit` for every model this project trains.
+"""The training loop: one `fit` for every model this project trains, one model or K at once.
 
     from distill import engine
-    engine.setup_torch(cfg.train)                       # threads, determinism
+    engine.setup_torch(cfg.train)                                   # threads, determinism
     model = engine.new_model(cfg.model, data, seed=0)
-    result = engine.fit(model, data, cfg.train, seed=0, checkpoint_dir=Path("/tmp/ckpt"))
+    result = engine.fit_one(model, data, cfg.train, seed=0, checkpoint_dir=Path("/tmp/ckpt"))
+    results = engine.fit(models, data, cfg.train, seeds=[0, 1, 2], model_dirs=[...])   # K stacked
 
-What one step minimises is an *objective*: `objective(model, x, y, idx, progress)` returns a
-dict of named tensors with at least `loss` and `logits` (`idx` are the batch's positions in
-the train split, `progress` is the share of training done, in [0, 1)). The default is
-cross-entropy on the labels; distillation plugs in its own objective (teacher signal +
-loss) without touching this loop. An objective that is an `nn.Module` has its parameters
-trained and checkpointed with the model (e.g. FitNet's projections).
+What a step minimises is an *objective* (distill/objectives.py): for each model k, its
+objective's named terms on model k's batch, mixed by its weights; the K losses are summed
+and back-propagated once (each model's parameters get their own gradient). The default is
+cross-entropy on the labels. How the K models run the step (as themselves, or with stacked
+parameters) is `distill.replicas`; this loop cannot tell which.
 
-An objective may also offer `gradient_step(model, x, y, idx, progress, rows=...)`, returning
-{logits, logits_grad, keep} or None: the loop then calls `logits.backward(logits_grad)`
-(no loss node in the graph) and, at the end of the epoch, `objective.deferred_loss_sum(keep
-of every step, logits, labels)` for the train loss. kd at constant T and alpha does this
-(`teachers.DistillObjective`); `objective.gradient_rows()` names a per-example table the
-loop gathers with the batches (the cached teacher's part of the gradient).
-
-Each epoch: the train split is shuffled with a generator seeded by (seed, epoch), batched by
-indexing tensors that live on the device, augmented on the device; the host syncs once,
-at the end of the epoch. Then validation and test are evaluated (loss, acc, nll, ece), and
-a checkpoint is written atomically (`last.pt`: model, optimizer, objective, RNG states,
-history; `best.pt`: the weights with the best validation accuracy) at the last epoch and
-whenever `train.checkpoint_seconds` have passed since the last one (0 = every epoch); the
-best weights are loaded into the model at the end. A `checkpoint_dir` with a `last.pt` resumes: the
-result is bit-identical on CPU to a run that never stopped.
+Each epoch: model k's train split is shuffled with a generator seeded by (seed_k, epoch) and
+batched by indexing tensors that live on the device, augmented on the device; the host
+syncs once, at the end of the epoch. Then validation and test are evaluated (loss, acc,
+nll, ece) for every model in one pass. A checkpoint is written atomically at the last epoch
+and whenever `train.checkpoint_seconds` have passed (0 = every epoch): `state_dir/last.pt`
+(weights, optimizer, objectives, RNG, histories; the previous one kept as last.prev.pt) and
+each model's validation-best weights in `model_dirs[k]/best.pt`. A `last.pt` found at the
+start resumes: bit-identical on CPU to a run that never stopped. When K > 1, each model also
+gets a `last.pt` of its own at the end, so readers find one model's files the same way
+whichever way it trained. The best weights are loaded into each model at the end.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
-import pickle
 import random
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import load_checkpoint, load_state, pack_rows, rng_state, save_atomic, set_rng_state, unpack_rows
 from .config import TrainConfig
 from .metrics import split_metrics
+from .objectives import Batch, CrossEntropy, mix
+from .replicas import make_replicas
 
-Objective = Callable[..., dict]
 SPLITS_EVALUATED = ("val", "test")
+
+
+class Diverged(RuntimeError):
+    """A model's training loss became NaN or infinite."""
 
 
 # ---------------------------------------------------------------- setup
@@ -79,38 +75,8 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-_MALLOC_TUNED = False
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
-
-    By default glibc serves blocks over 128 KiB with fresh mmap pages and trims the heap when
-    they are freed, so a training step whose tensors are a few hundred KiB (8 packed MLPs,
-    a batch of images) pays a page fault per 4 KiB page at every step: elementwise ops on
-    such tensors ran 2-10x slower than on warm memory (measured on the 2-core CPU). Blocks up
-    to 32 MiB now come from the heap, which keeps its high-water mark (as CUDA's caching
-    allocator does). Linux/glibc only; elsewhere, or with DISTILL_MALLOC=default, nothing
-    changes. Returns whether the setting was applied."""
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED or os.environ.get("DISTILL_MALLOC") == "default" or not sys.platform.startswith("linux"):
-        return _MALLOC_TUNED
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        _MALLOC_TUNED = bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
-            libc.mallopt(m_trim_threshold, 512 * 2**20))
-    except (OSError, AttributeError):  # not glibc
-        _MALLOC_TUNED = False
-    return _MALLOC_TUNED
-
-
 def setup_torch(train: TrainConfig) -> None:
-    """Pin the thread count, keep freed memory for reuse (`keep_freed_memory`) and
-    (optionally) make every algorithm deterministic."""
-    keep_freed_memory()
+    """Pin the thread count and (optionally) make every algorithm deterministic."""
     torch.set_num_threads(train.threads or cpu_count())
     if train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -135,24 +101,6 @@ def new_model(model_cfg, data, seed: int) -> nn.Module:
 def epoch_seed(seed: int, epoch: int) -> int:
     """Seed of the data order and augmentation of one epoch (independent of the model's RNG)."""
     return (seed * 1_000_003 + epoch * 7919 + 17) % 2**63
-
-
-def rng_state() -> dict:
-    # python's and numpy's states as one bytes object each: torch.save visits every element
-    # of a 625-int tuple, which costs more than a small model's epoch
-    state = {"torch": torch.get_rng_state(), "numpy": pickle.dumps(np.random.get_state()),
-             "python": pickle.dumps(random.getstate())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(pickle.loads(state["numpy"]))
-    random.setstate(pickle.loads(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 # ---------------------------------------------------------------- schedules (pure functions)
@@ -184,20 +132,13 @@ def lr_at(step: int, total_steps: int, steps_per_epoch: int, train: TrainConfig)
 
 
 def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
-    """SGD, Adam or AdamW with torch's fused kernels (one kernel for all parameters: 3x faster
-    steps for small models on CPU than the per-parameter loop, same update rule)."""
+    """SGD, Adam or AdamW with torch's fused kernels (one kernel for all parameters)."""
     if train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov and train.momentum > 0,
                                weight_decay=train.weight_decay, fused=True)
     if train.optimizer == "adam":
         return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay, fused=True)
     return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=True)
-
-
-def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, progress: float) -> dict:
-    """Training from labels alone: loss = CE(y, model(x))."""
-    logits = model(x)
-    return {"loss": F.cross_entropy(logits, y), "logits": logits}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -216,65 +157,37 @@ def use_channels_last(train: TrainConfig, device: torch.device, input_shape) -> 
 
 
 @torch.inference_mode()
-def predict_splits(model: nn.Module, data, splits, batch_size: int = 1024, precision: str = "fp32",
-                   channels_last: bool = False) -> list[torch.Tensor]:
-    """Logits of whole splits (float32, on the data's device), each in the split's order."""
-    was_training = model.training
-    model.eval()
+def split_logits(logits_of: Callable, data, splits, batch_size: int, precision: str = "fp32") -> list[torch.Tensor]:
+    """(K, N, C) float32 logits of whole splits, in order, from `logits_of(x) -> (K, B, C)`."""
     results = []
     for split in splits:
-        device = data.x[split].device
-        outputs = []
-        for x, _ in data.eval_batches(split, batch_size):
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                outputs.append(model(x).float())
-        results.append(outputs[0] if len(outputs) == 1 else torch.cat(outputs))
-    model.train(was_training)
+        with autocast(data.x[split].device, precision):
+            outputs = [logits_of(x).float() for x, _ in data.eval_batches(split, batch_size)]
+        results.append(torch.cat(outputs, dim=1))
     return results
 
 
 def predict(model: nn.Module, data, split: str, batch_size: int = 1024, precision: str = "fp32",
             channels_last: bool = False) -> torch.Tensor:
-    """Logits of a whole split (float32, on the data's device), in the split's order."""
-    return predict_splits(model, data, [split], batch_size, precision, channels_last)[0]
+    """Logits (N, C) of one model on a whole split (float32, on the data's device), in order."""
+    replicas = make_replicas([model], channels_last=channels_last)
+    was_training = model.training
+    model.eval()
+    try:
+        return split_logits(replicas.eval_logits, data, [split], batch_size, precision)[0][0]
+    finally:
+        model.train(was_training)
 
 
-def evaluate(model: nn.Module, data, splits=SPLITS_EVALUATED, batch_size: int = 1024, precision: str = "fp32",
-             channels_last: bool = False) -> dict[str, dict]:
-    """split -> {loss, acc, nll, ece} of `model`, all splits in one pass and one host sync."""
-    logits = predict_splits(model, data, splits, batch_size, precision, channels_last)
-    metrics = split_metrics([x[None] for x in logits], [data.y[s] for s in splits])[0]
-    return dict(zip(splits, metrics))
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    buffer = io.BytesIO()  # serialised in memory, written in one call: torch.save's many small
-    torch.save(obj, buffer)  # writes to a file cost more than the serialising itself
-    with open(tmp, "wb") as f:
-        f.write(buffer.getbuffer())
-    os.replace(tmp, path)
-
-
-def pack_rows(rows: list[dict]) -> str:
-    """History rows as one JSON string: pickling thousands of small dicts every epoch would cost
-    more than the epoch of a small model."""
-    return json.dumps(rows)
-
-
-def unpack_rows(packed) -> list[dict]:
-    return json.loads(packed) if isinstance(packed, str) else packed
-
-
-def load_checkpoint(path: Path, device="cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=False)
+def evaluate(replicas, data, train: TrainConfig) -> list[dict]:
+    """Every model on validation and test: [{split: {loss, acc, nll, ece}}] per model, one host sync.
+    Chunks of eval_batch_size / K examples: K models' activations of a chunk stay in cache."""
+    replicas.train(False)
+    rows = max(32, train.eval_batch_size // len(replicas.models))
+    logits = split_logits(replicas.eval_logits, data, SPLITS_EVALUATED, rows, train.precision)
+    replicas.train(True)
+    per_model = split_metrics(logits, [data.y[s] for s in SPLITS_EVALUATED])
+    return [dict(zip(SPLITS_EVALUATED, metrics)) for metrics in per_model]
 
 
 # ---------------------------------------------------------------- the loop
@@ -286,12 +199,11 @@ class FitResult:
     selected_epoch: int          # best validation accuracy (ties: lower val nll, then earlier)
     selected: dict               # split -> metrics at the selected epoch
     last: dict                   # split -> metrics at the last epoch
-    train_seconds: float         # summed epoch times, over all sessions of a resumed run
+    train_seconds: float         # summed epoch times (a K-model fit: each model's share)
     resumed_from: int = 0        # epochs already done when this call started
-    extra: dict = field(default_factory=dict)
 
 
-def _better(candidate: dict, best: Optional[dict]) -> bool:
+def better(candidate: dict, best: Optional[dict]) -> bool:
     if best is None:
         return True
     if candidate["acc"] != best["acc"]:
@@ -299,165 +211,193 @@ def _better(candidate: dict, best: Optional[dict]) -> bool:
     return candidate["nll"] < best["nll"]
 
 
-def _metrics_at(history: list[dict], epoch: int) -> dict:
+def metrics_at(history: list[dict], epoch: int) -> dict:
     return {row["split"]: row for row in history if row["epoch"] == epoch}
 
 
-def epoch_sums(losses, sizes, outputs, labels, dim: int = 0, loss_sum: Optional[torch.Tensor] = None
-               ) -> tuple[list, int]:
-    """One epoch's train figures from its steps' kept tensors, with one host sync:
-    ([summed loss x batch size, correct predictions], examples).
-
-    Per step: `losses` a scalar, `outputs` (B, C) logits, `labels` (B,); or, for K packed
-    models (dim=1), (K,), (K, B, C) and (K, B), and then the first item is one pair per model.
-    `loss_sum`: the summed loss computed elsewhere (gradient steps keep no loss), else from `losses`."""
-    if loss_sum is None or losses:
-        if loss_sum is not None or len(losses) != len(sizes):
-            raise RuntimeError("epoch_sums: every step of an epoch must keep a loss, or none")
-        weights = torch.tensor(sizes, dtype=torch.float32, device=labels[0].device)
-        loss_sums = weights @ torch.stack(losses).float()
-    else:
-        loss_sums = loss_sum.float()
-    correct = (torch.cat(outputs, dim).argmax(-1) == torch.cat(labels, dim)).sum(-1)
-    return torch.stack([loss_sums, correct.to(loss_sums.dtype)], dim=-1).tolist(), sum(sizes)
+def fit_one(model: nn.Module, data, train: TrainConfig, *, seed: int, objective=None, tags: Optional[dict] = None,
+            checkpoint_dir: Optional[Path] = None, **kw) -> FitResult:
+    """`fit` of one model: its checkpoints (last.pt, best.pt) in `checkpoint_dir`."""
+    return fit([model], data, train, seeds=[seed], objectives=[objective], tags=[tags or {}],
+               model_dirs=[checkpoint_dir] if checkpoint_dir else None, **kw)[0]
 
 
-def fit(model: nn.Module, data, train: TrainConfig, *, seed: int, objective: Optional[Objective] = None,
-        tags: Optional[dict] = None, checkpoint_dir: Optional[Path] = None,
+def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], objectives: Optional[list] = None,
+        tags: Optional[list[dict]] = None, model_dirs: Optional[list[Path]] = None, state_dir: Optional[Path] = None,
         on_epoch: Optional[Callable[[dict], None]] = None, emit: Optional[Callable[[list[dict]], None]] = None,
-        device: Optional[torch.device] = None) -> FitResult:
-    """Train `model` on `data.x['train']` for `train.epochs` epochs; see the module docstring.
+        device: Optional[torch.device] = None) -> list[FitResult]:
+    """Train `models` (K >= 1; K >= 2 must pass `replicas.can_stack`) for `train.epochs` epochs.
 
-    `tags` (role, name, generation, member, seed) are copied into every history row. `emit`
-    receives each epoch's rows (the whole history first when resuming), `on_epoch` a dict of
-    train and validation figures (never test) after each epoch, with `checkpointed` (whether
-    this epoch wrote `last.pt`: at the last epoch and every `train.checkpoint_seconds`) and
-    the checkpoint's path under `checkpoint`.
+    `tags[k]` (role, name, generation, member, seed) are copied into model k's history rows;
+    `emit` receives each epoch's rows (the whole history first when resuming); `on_epoch` a
+    dict per model and epoch of train and validation figures (never test), with `model`
+    (k), `seed`, `checkpointed` and `checkpoint`. `state_dir` (default: the one model's dir,
+    or `<first model dir>-pack<K>`) holds the training state. Returns one FitResult per model.
     """
+    K = len(models)
     device = device or resolve_device(train.device)
-    objective = objective or cross_entropy
-    tags = dict(tags or {})
+    objectives = [o if o is not None else CrossEntropy() for o in (objectives or [None] * K)]
+    tags = [dict(t) for t in (tags or [{} for _ in range(K)])]
+    if state_dir is None and model_dirs is not None:
+        state_dir = model_dirs[0] if K == 1 else model_dirs[0].with_name(f"{model_dirs[0].name}-pack{K}")
+    last_path = state_dir / "last.pt" if state_dir is not None else None
     channels_last = use_channels_last(train, device, data.input_shape)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    params = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    if isinstance(objective, nn.Module):
-        objective.to(device)
-        extra = [p for p in objective.parameters() if p.requires_grad]
-        if extra:
-            params.append({"params": extra})
-    optimizer = make_optimizer(params, train)
-    forward_model = torch.compile(model) if train.compile else model
-    # the gradient path is fp32 only: under bf16 autocast the step builds its loss as usual
-    gradient_step = getattr(objective, "gradient_step", None) if train.precision == "fp32" else None
+    for model in models:
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+    replicas = make_replicas(models, compile=train.compile, channels_last=channels_last)
+    for objective in objectives:
+        objective.to(device).train()
+    groups = [{"params": replicas.parameters()}]
+    extra = [p for o in objectives for p in o.parameters() if p.requires_grad]
+    if extra:
+        groups.append({"params": extra})
+    optimizer = make_optimizer(groups, train)
 
-    n_train = data.size("train")
-    steps_per_epoch = math.ceil(n_train / train.batch_size)
+    steps_per_epoch = math.ceil(data.size("train") / train.batch_size)
     total_steps = steps_per_epoch * train.epochs
-
-    history: list[dict] = []
-    best: Optional[dict] = None
+    histories: list[list[dict]] = [[] for _ in range(K)]
+    bests: list[Optional[dict]] = [None] * K
+    best_states: list[Optional[dict]] = [None] * K  # validation-best weights not yet on disk (or kept)
+    unsaved = [False] * K
     start_epoch, train_seconds = 0, 0.0
-    last_path = checkpoint_dir / "last.pt" if checkpoint_dir else None
-    best_path = checkpoint_dir / "best.pt" if checkpoint_dir else None
-    if last_path is not None and last_path.exists():
-        state = load_checkpoint(last_path, device)
-        model.load_state_dict(state["model"])
-        if state.get("optimizer") is not None:  # None: a finished model saved by packed training
+    state = _resume_state(last_path, model_dirs, train, device)
+    if state is not None:
+        for k in range(K):
+            replicas.load_state_dict(k, state["models"][k])
+            if state["objectives"][k] is not None:
+                objectives[k].load_state_dict(state["objectives"][k])
+        if state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
-        if isinstance(objective, nn.Module) and state.get("objective") is not None:
-            objective.load_state_dict(state["objective"])
         set_rng_state(state["rng"])
-        history, best = unpack_rows(state["history"]), state["best"]
+        histories, bests = [unpack_rows(h) for h in state["histories"]], list(state["bests"])
         start_epoch, train_seconds = state["epoch"], state["train_seconds"]
-        if emit and history:
-            emit(history)
-    resumed_from = start_epoch
-    best_state, best_unsaved, saved_at = None, False, time.perf_counter()
+        best_states = _earlier_bests(model_dirs, bests, start_epoch, device)
+        if emit:
+            for history in histories:
+                emit(history)
+    resumed_from, saved_at = start_epoch, time.perf_counter()
+    layers = objectives[0].student_layers
 
     for epoch in range(start_epoch, train.epochs):
-        model.train()
-        if isinstance(objective, nn.Module):
-            objective.train()
+        replicas.train(True)
         started = time.perf_counter()
-        generator = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
-        # no host sync and no extra op per step: each step's loss, logits and labels are kept
-        # (detached) and reduced once at the end of the epoch, with one host sync
-        losses, sizes, outputs, labels, kept = [], [], [], [], []
+        generators = [torch.Generator(device=device).manual_seed(epoch_seed(s, epoch)) for s in seeds]
+        # nothing but list appends per step: one reduction and one host sync per epoch
+        step_losses, outputs, labels = [], [], []
         step = epoch * steps_per_epoch
-        # an objective may ask for a table of per-example rows, gathered with the batches
-        gradient_rows = getattr(objective, "gradient_rows", None) if gradient_step else None
-        rows_table = gradient_rows() if gradient_rows else None
-        for batch in data.train_batches(train.batch_size, generator, rows=rows_table):
-            x, y, idx = batch[:3]
+        for xs, ys, idxs in data.train_batches(train.batch_size, generators):
             lr = lr_at(step, total_steps, steps_per_epoch, train)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            progress = step / total_steps
             with autocast(device, train.precision):
-                # an objective with a gradient path gives d loss / d logits and no loss value
-                out = gradient_step(forward_model, x, y, idx, step / total_steps,
-                                    rows=batch[3] if rows_table is not None else None) if gradient_step else None
-                if out is None:
-                    out = objective(forward_model, x, y, idx, step / total_steps)
+                logits, features = replicas.forward(xs, layers)
+                losses = torch.stack([
+                    mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
+                        objectives[k].weights(progress)) for k in range(K)])
             optimizer.zero_grad(set_to_none=True)
-            if "logits_grad" in out:
-                out["logits"].backward(out["logits_grad"])
-                kept.append(out["keep"])
-            else:
-                out["loss"].backward()
-                losses.append(out["loss"].detach())
+            losses.sum().backward()
             if train.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                replicas.clip_(train.grad_clip)
             optimizer.step()
-            outputs.append(out["logits"].detach())
-            labels.append(y)
-            sizes.append(y.shape[0])
+            step_losses.append(losses.detach().float() * ys.shape[1])
+            outputs.append(logits.detach())
+            labels.append(ys)
             step += 1
-        deferred = objective.deferred_loss_sum(kept, outputs, labels) if kept else None
-        (loss_sum, correct_sum), count_sum = epoch_sums(losses, sizes, outputs, labels, loss_sum=deferred)
+        correct = (torch.cat(outputs, 1).argmax(-1) == torch.cat(labels, 1)).sum(-1)
+        loss_sums, correct_sums = torch.stack([torch.stack(step_losses).sum(0), correct.float()]).tolist()
         seconds = time.perf_counter() - started
         train_seconds += seconds
-
-        metrics = {"train": {"loss": loss_sum / count_sum, "acc": correct_sum / count_sum, "nll": None, "ece": None}}
-        metrics.update(evaluate(model, data, SPLITS_EVALUATED, train.eval_batch_size, train.precision, channels_last))
-        rows = [{**tags, "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds}
-                for split, values in metrics.items()]
-        history.extend(rows)
-        if _better(metrics["val"], best):
-            best = {"epoch": epoch + 1, "acc": metrics["val"]["acc"], "nll": metrics["val"]["nll"]}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best_unsaved = True
+        count = data.size("train")
+        evaluated = evaluate(replicas, data, train)
+        for k in range(K):
+            if not math.isfinite(loss_sums[k]):
+                raise Diverged(f"the training loss of {_name(tags[k], k)} became {loss_sums[k]} at epoch "
+                               f"{epoch + 1}; lower train.lr (now {train.lr}) or set train.grad_clip")
+            metrics = {"train": {"loss": loss_sums[k] / count, "acc": correct_sums[k] / count, "nll": None,
+                                 "ece": None}, **evaluated[k]}
+            rows = [{**tags[k], "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds / K}
+                    for split, values in metrics.items()]
+            histories[k].extend(rows)
+            if better(metrics["val"], bests[k]):
+                bests[k] = {"epoch": epoch + 1, "acc": metrics["val"]["acc"], "nll": metrics["val"]["nll"]}
+                best_states[k], unsaved[k] = replicas.state_dict(k), True
+            if emit:
+                emit(rows)
         # checkpoint at the last epoch and whenever train.checkpoint_seconds have passed since the
         # last one: a resumed run replays from there bit-identically, so nothing else is lost
-        due = checkpoint_dir is not None and (
+        due = last_path is not None and (
             epoch + 1 == train.epochs or time.perf_counter() - saved_at >= train.checkpoint_seconds)
         if due:
-            if best_unsaved:
-                save_atomic({"epoch": best["epoch"], "model": best_state, "val": best}, best_path)
-                best_unsaved = False
-            save_atomic({
-                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "objective": objective.state_dict() if isinstance(objective, nn.Module) else None,
-                "rng": rng_state(), "history": pack_rows(history), "best": best, "train_seconds": train_seconds,
-            }, last_path)
+            _save_bests(model_dirs, bests, best_states, unsaved)
+            save_atomic({"epoch": epoch + 1, "train_seconds": train_seconds, "rng": rng_state(), "seeds": list(seeds),
+                         "optimizer": optimizer.state_dict(),
+                         "models": [replicas.state_dict(k) for k in range(K)],
+                         "objectives": [o.state_dict() if any(True for _ in o.state_dict()) else None
+                                        for o in objectives],
+                         "histories": [pack_rows(h) for h in histories], "bests": bests}, last_path,
+                        keep_previous=True)
             saved_at = time.perf_counter()
-        if emit:
-            emit(rows)
         if on_epoch:
-            report = {"epoch": epoch + 1, "lr": lr, "seconds": seconds, "checkpointed": due,
-                      "checkpoint": str(last_path) if last_path else None}
-            for split in ("train", "val"):
-                report.update({f"{split}_{k}": v for k, v in metrics[split].items() if v is not None})
-            on_epoch(report)
+            for k in range(K):
+                on_epoch({"epoch": epoch + 1, "lr": lr, "seconds": seconds, "model": k, "seed": seeds[k],
+                          "checkpointed": due, "checkpoint": str(last_path) if last_path else None,
+                          "train_loss": loss_sums[k] / count, "train_acc": correct_sums[k] / count,
+                          **{f"val_{name}": v for name, v in evaluated[k]["val"].items()}})
 
-    # hand back the validation-selected weights
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elif best_path is not None and best_path.exists():  # the best epoch was before this session
-        model.load_state_dict(load_checkpoint(best_path, device)["model"])
-    selected_epoch = best["epoch"] if best else train.epochs
-    return FitResult(history=history, selected_epoch=selected_epoch, selected=_metrics_at(history, selected_epoch),
-                     last=_metrics_at(history, train.epochs), train_seconds=train_seconds, resumed_from=resumed_from)
+    if K > 1 and model_dirs is not None and start_epoch < train.epochs:  # each model a last.pt of its own
+        for k in range(K):
+            save_atomic({"epoch": train.epochs, "train_seconds": train_seconds / K, "rng": rng_state(),
+                         "seeds": [seeds[k]], "optimizer": None, "models": [replicas.state_dict(k)],
+                         "objectives": [None], "histories": [pack_rows(histories[k])], "bests": [bests[k]]},
+                        model_dirs[k] / "last.pt")
+    results = []
+    for k, model in enumerate(models):
+        model.load_state_dict(best_states[k])  # hand back the validation-selected weights
+        selected = bests[k]["epoch"]
+        results.append(FitResult(history=histories[k], selected_epoch=selected,
+                                 selected=metrics_at(histories[k], selected),
+                                 last=metrics_at(histories[k], train.epochs),
+                                 train_seconds=train_seconds / K, resumed_from=resumed_from))
+    return results
+
+
+def _name(tags: dict, k: int) -> str:
+    parts = [str(tags[key]) for key in ("role", "name") if tags.get(key) is not None]
+    parts += [f"{key} {tags[key]}" for key in ("generation", "member", "seed") if tags.get(key) is not None]
+    return " ".join(parts) or f"model {k}"
+
+
+def _resume_state(last_path: Optional[Path], model_dirs, train: TrainConfig, device) -> Optional[dict]:
+    """The training state to continue from: the fit's own last.pt (or its .prev), else, when every
+    model already has a finished last.pt of its own (trained in another grouping), those."""
+    if last_path is None:
+        return None
+    state = load_state(last_path, device)
+    if state is not None or model_dirs is None or len(model_dirs) == 1:
+        return state
+    own = [load_state(d / "last.pt", device) for d in model_dirs]
+    if any(s is None or s["epoch"] != train.epochs for s in own):
+        return None
+    return {"epoch": train.epochs, "train_seconds": sum(s["train_seconds"] for s in own), "rng": own[0]["rng"],
+            "optimizer": None, "models": [s["models"][0] for s in own], "objectives": [None] * len(own),
+            "histories": [s["histories"][0] for s in own], "bests": [s["bests"][0] for s in own]}
+
+
+def _earlier_bests(model_dirs, bests, start_epoch: int, device) -> list[Optional[dict]]:
+    """Each model's best weights from its best.pt, read at the start of a resumed fit (a damaged
+    file is reported now, not after the remaining epochs)."""
+    if model_dirs is None:
+        return [None] * len(bests)
+    return [load_checkpoint(folder / "best.pt", device)["model"] if best is not None else None
+            for folder, best in zip(model_dirs, bests)]
+
+
+def _save_bests(model_dirs, bests, best_states, unsaved) -> None:
+    """Write each model's newer validation-best weights to its best.pt."""
+    for k, folder in enumerate(model_dirs or []):
+        if unsaved[k] and folder is not None:
+            save_atomic({"epoch": bests[k]["epoch"], "model": best_states[k], "val": bests[k]}, folder / "best.pt")
+            unsaved[k] = False

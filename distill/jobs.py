@@ -7,12 +7,13 @@ generation (`bornagain`).
     fit_jobs(jobs, data, train_cfg, run, pack=True, device=device)   # fills job.model, job.result, job.row
 
 Jobs of one architecture (equal model sections) form a group; a group of two or more is
-trained at once with `distill.packed.fit_packed` when `pack` is on and `packed.can_pack`
-agrees (no BatchNorm, no active dropout, objectives that need only logits), else its
-models are trained one after another with `engine.fit`. Either way each model's
-checkpoints are `run.checkpoint_dir(job.key)/{last,best}.pt` (a packed group also keeps
-its joint state in `<first key>-pack<K>/last.pt`), so a killed run resumes where it
-stopped: finished models return at once, an interrupted one continues from its last epoch.
+trained in one `engine.fit` with stacked parameters when `pack` is on and
+`replicas.can_stack` agrees (no BatchNorm, no active dropout, objectives that need only
+logits), else its models are trained one after another, each in its own `engine.fit`.
+Either way each model's checkpoints are `run.checkpoint_dir(job.key)/{last,best}.pt` (a
+stacked group keeps its training state in `<first key>-pack<K>/last.pt`), so a killed run
+resumes where it stopped: finished models return at once, an interrupted one continues
+from its last epoch.
 Each model is built right before it trains, from `engine.seed_everything(job.seed)`, so
 its weights, and the RNG state its training starts from, do not depend on what ran before.
 """
@@ -21,15 +22,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from typing import Any, Callable, Optional
 
 from torch import nn
 
-from . import engine, packed
+from . import engine
 from .config import ModelConfig, TrainConfig, to_dict
 from .models import count_params
-from .runner import Progress, chain
+from .progress import Progress, chain
+from .replicas import can_stack
 from .store import Run, fit_summary
 
 
@@ -72,57 +73,38 @@ def fit_jobs(jobs: list[Job], data, train: TrainConfig, run: Run, *, pack: bool,
     show = show or Progress(False)
     log = []
     for group in groups_of(jobs):
-        models = [build(job, data) for job in group] if pack and len(group) > 1 else None
-        ok, why = (packed.can_pack(models, [j.objective for j in group]) if models is not None
+        for job in group:
+            job.model = build(job, data)
+        ok, why = (can_stack([j.model for j in group], [j.objective for j in group]) if pack and len(group) > 1
                    else (False, "packing is off" if not pack else "only one model"))
-        names = ", ".join(job.key for job in group)
-        entry = {"models": [job.key for job in group], "architecture": group[0].arch.name, "packed": ok,
-                 "why": why}
-        log.append(entry)
-        say(f"{names}: {'packed' if ok else 'one after another'} ({why})")
-        if ok:
-            _fit_packed(group, models, data, train, run, device, on_epoch, show)
-        else:
-            for job in group:
-                _fit_one(job, data, train, run, device, on_epoch, show)
+        log.append({"models": [job.key for job in group], "architecture": group[0].arch.name, "packed": ok,
+                    "why": why})
+        say(f"{', '.join(job.key for job in group)}: {'packed' if ok else 'one after another'} ({why})")
+        for part in ([group] if ok else [[job] for job in group]):
+            _fit(part, data, train, run, device, on_epoch, show)
     return log
 
 
-def _fit_one(job: Job, data, train, run, device, on_epoch, show) -> None:
-    job.model = build(job, data)
-    show.start(job.label, train.epochs)
-    report = (lambda r: on_epoch({**r, **job.report})) if on_epoch else None
-    job.result = engine.fit(job.model, data, train, seed=job.seed, objective=job.objective, tags=job.tags,
-                            checkpoint_dir=run.checkpoint_dir(job.key), emit=run.emit,
-                            on_epoch=chain(show.epoch, report), device=device)
-    job.row = fit_summary(job.result, job.tags, count_params(job.model))
-    show.done(job.row)
-
-
-def _fit_packed(group: list[Job], models, data, train, run, device, on_epoch, show) -> None:
-    count = len(group)
-    show.start(f"{group[0].label} .. {group[-1].label} ({count} packed)", train.epochs)
+def _fit(part: list[Job], data, train, run, device, on_epoch, show) -> None:
+    """One engine.fit over these jobs' models (one model, or a stacked group)."""
+    count = len(part)
+    if count == 1:  # built again right before it trains: the RNG it starts from is its own seed's
+        part[0].model = build(part[0], data)
+    show.start(part[0].label if count == 1 else f"{part[0].label} .. {part[-1].label} ({count} packed)",
+               train.epochs)
 
     def report(r: dict) -> None:
-        k = r["model"]
-        if k == count - 1:  # one bar step per epoch, after the last model's report
+        if r["model"] == count - 1:  # one bar step per epoch, after the last model's report
             show.epoch(r)
         if on_epoch:
-            on_epoch({**{key: v for key, v in r.items() if key != "model"}, **group[k].report})
+            on_epoch({**{key: v for key, v in r.items() if key != "model"}, **part[r["model"]].report})
 
-    results = packed.fit_packed(
-        models, data, train, seeds=[job.seed for job in group], objectives=[job.objective for job in group],
-        tags=[job.tags for job in group], checkpoint_dir=run.checkpoint_dir(f"{group[0].key}-pack{count}"),
-        model_dirs=[run.checkpoint_dir(job.key) for job in group], on_epoch=report, emit=run.emit, device=device)
-    for job, model, result in zip(group, models, results):
-        job.model, job.result = model, result
-        job.row = fit_summary(result, job.tags, count_params(model))
+    results = engine.fit([job.model for job in part], data, train, seeds=[job.seed for job in part],
+                         objectives=[job.objective for job in part], tags=[job.tags for job in part],
+                         model_dirs=[run.checkpoint_dir(job.key) for job in part], on_epoch=report,
+                         emit=run.emit, device=device)
+    for job, result in zip(part, results):
+        job.result = result
+        job.row = fit_summary(result, job.tags, count_params(job.model))
         show.label = job.label
         show.done(job.row)
-
-
-def stderr_line(enabled: bool) -> Callable[[str], None]:
-    def say(line: str) -> None:
-        if enabled:
-            print(line, file=sys.stderr, flush=True)
-    return say

@@ -22,8 +22,9 @@ import os
 import platform
 import subprocess
 import sys
+import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .config import Config, config_hash, dump_yaml
 from .errors import UserError
@@ -150,3 +151,18 @@ class Run:
 
     def finish(self, status: str, reason: Optional[str] = None) -> None:
         self.write_meta(status=status, reason=reason, finished=_now())
+
+
+def run_guarded(run: Run, body: Callable[[], dict]) -> dict:
+    """Run `body`, marking the run done, or failed with the reason (and re-raising)."""
+    try:
+        summary = body()
+    except KeyboardInterrupt:
+        run.finish("failed", "interrupted")
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded, then re-raised
+        run.finish("failed", f"{type(err).__name__}: {err}")
+        (run.path / "error.txt").write_text(traceback.format_exc())
+        raise
+    run.finish("done")
+    return summary

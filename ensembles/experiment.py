@@ -46,10 +46,13 @@ from distill import engine, losses
 from distill.config import Config, ModelConfig, TrainConfig, from_dict, load_config, to_dict
 from distill.data import load_data
 from distill.errors import ConfigError, UserError
-from distill.jobs import Job, arch_key, fit_jobs, stderr_line
+from distill.checkpoints import load_checkpoint
+from distill.jobs import Job, arch_key, fit_jobs
 from distill.models import check_name, count_params, create_model
-from distill.runner import Progress, loss_tags, run_guarded
-from distill.store import Run, fit_summary, summary_row
+from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
+from distill.progress import Progress, stderr_line
+from distill.sources import stand_in_student
+from distill.store import Run, fit_summary, run_guarded, summary_row
 
 from .evaluate import COMBINES, gap_recovered, size_curve
 
@@ -146,13 +149,13 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
             if not (folder / "best.pt").is_file() or not (folder / "last.pt").is_file():
                 raise UserError(f"ensemble.from: {folder} holds no finished member (no best.pt/last.pt); run the "
                                 f"earlier ensemble with seed {seed} to the end first, or drop seed {seed}")
-            last = engine.load_checkpoint(folder / "last.pt")
+            last = load_checkpoint(folder / "last.pt")
             if last.get("epoch") != old_train.epochs:
                 raise UserError(f"ensemble.from: member {m} of seed {seed} in {source} stopped at epoch "
                                 f"{last.get('epoch')} of {old_train.epochs}; finish that run first")
             model = create_model(arch, data.input_shape, data.num_classes)
             try:
-                model.load_state_dict(engine.load_checkpoint(folder / "best.pt")["model"])
+                model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
             except (RuntimeError, KeyError) as err:
                 reason = str(err).splitlines()[0]
                 raise UserError(f"ensemble.from: {folder}/best.pt does not fit {arch.name} ({reason})") from None
@@ -165,10 +168,8 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
 
 def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, combine: str, seed: int,
                        arch: ModelConfig):
-    from distill.teachers import make_objective, stand_in_student
-
     return make_objective(cfg.distill, teachers, data, device, combine=combine, seed=seed,
-                          student=stand_in_student(cfg.distill, arch, data),
+                          student=stand_in_student(cfg, arch, data),
                           description=f"ensemble(k={len(teachers)}, combine={combine})")
 
 
@@ -202,8 +203,6 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     show = Progress(progress)
     say = stderr_line(progress)
     members_report = on_epoch if not cfg.ensemble.combine else None
-    from distill.teachers import CROSS_ENTROPY_INFO
-
     def body() -> dict:
         rows: list[dict] = []
         training_log: list[dict] = []
@@ -224,8 +223,9 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             else:
                 for m, job in enumerate(jobs):  # finished checkpoints: engine.fit returns at once, trains nothing
                     job.model = create_model(job.arch, data.input_shape, data.num_classes)
-                    job.result = engine.fit(job.model, data, earlier.train, seed=job.seed, tags=job.tags,
-                                            checkpoint_dir=earlier.dirs[(seed, m)], emit=run_.emit, device=device)
+                    job.result = engine.fit_one(job.model, data, earlier.train, seed=job.seed, tags=job.tags,
+                                                checkpoint_dir=earlier.dirs[(seed, m)], emit=run_.emit,
+                                                device=device)
                     job.row = fit_summary(job.result, job.tags, count_params(job.model))
                     say(f"{job.label}: reused from {earlier.dirs[(seed, m)]}")
             member_rows = [job.row for job in jobs]

@@ -229,21 +229,21 @@ def test_train_batches_cover_every_index_once_and_keep_the_last_batch(small):
     n = small.size("train")
     g = torch.Generator().manual_seed(0)
     for _ in range(2):  # two epochs, different orders
-        batches = list(small.train_batches(16, g, augment=False))
+        batches = [(x[0], y[0], i[0]) for x, y, i in small.train_batches(16, [g], augment=False)]
         idx = torch.cat([b[2] for b in batches])
         assert sorted(idx.tolist()) == list(range(n))
         assert [len(b[2]) for b in batches] == [16] * (n // 16) + ([n % 16] if n % 16 else [])
         for x, y, i in batches:
             assert torch.equal(x, small.x["train"][i]) and torch.equal(y, small.y["train"][i])
-    first = torch.cat([b[2] for b in small.train_batches(16, torch.Generator().manual_seed(0))])
-    again = torch.cat([b[2] for b in small.train_batches(16, torch.Generator().manual_seed(0))])
+    first = torch.cat([b[2][0] for b in small.train_batches(16, [torch.Generator().manual_seed(0)])])
+    again = torch.cat([b[2][0] for b in small.train_batches(16, [torch.Generator().manual_seed(0)])])
     assert torch.equal(first, again)
 
 
 def test_train_batches_augment_with_the_data_setting():
     data = load_data(cfg_for("fake", num_samples=60, fake_shape=[3, 8, 8], fake_classes=3, augment="crop_flip"))
     assert data.augment == "crop_flip"
-    changed = [not torch.equal(x, data.x["train"][i]) for x, _, i in data.train_batches(64, torch.Generator())]
+    changed = [not torch.equal(x[0], data.x["train"][i[0]]) for x, _, i in data.train_batches(64, [torch.Generator()])]
     assert any(changed)
 
 
@@ -351,11 +351,13 @@ def test_fake_loads_and_is_learnable():
     assert torch.equal(again.x["test"], data.x["test"])
 
 
-def test_train_batches_gather_rows_with_the_batch(small):
-    table = torch.arange(small.size("train") * 3, dtype=torch.float32).view(-1, 3)
-    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    plain = list(small.train_batches(16, g1, augment=False))
-    with_rows = list(small.train_batches(16, g2, augment=False, rows=table))
-    for (x, y, idx), (x2, y2, idx2, rows) in zip(plain, with_rows, strict=True):
-        assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(idx, idx2)
-        assert torch.equal(rows, table[idx])
+def test_train_batches_for_several_models_equal_each_model_alone():
+    """K generators at once: model k gets exactly the (augmented) batches it gets alone."""
+    data = load_data(cfg_for("fake", num_samples=90, fake_shape=[3, 8, 8], fake_classes=3, augment="crop_flip"))
+    seeds = [3, 4, 5]
+    together = list(data.train_batches(16, [torch.Generator().manual_seed(s) for s in seeds]))
+    for k, seed in enumerate(seeds):
+        alone = list(data.train_batches(16, [torch.Generator().manual_seed(seed)]))
+        assert len(alone) == len(together)
+        for (x, y, i), (xs, ys, idx) in zip(alone, together):
+            assert torch.equal(x[0], xs[k]) and torch.equal(y[0], ys[k]) and torch.equal(i[0], idx[k])

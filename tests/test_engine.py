@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from distill import engine
+from distill.checkpoints import load_checkpoint
 from distill.config import load_config
 from distill.data import load_data
 from distill.models import create_model
@@ -43,19 +44,20 @@ def test_fit_matches_a_bare_loop(tmp_path):
     model = create_model(cfg.model, data.input_shape, data.num_classes)
     engine.seed_everything(0)
     bare = create_model(cfg.model, data.input_shape, data.num_classes)
-    result = engine.fit(model, data, cfg.train, seed=0, checkpoint_dir=tmp_path)
+    result = engine.fit_one(model, data, cfg.train, seed=0, checkpoint_dir=tmp_path)
     opt = torch.optim.SGD(bare.parameters(), lr=cfg.train.lr, momentum=0.9, nesterov=True)
     for epoch in range(cfg.train.epochs):
         g = torch.Generator().manual_seed(engine.epoch_seed(0, epoch))
-        for x, y, _ in data.train_batches(cfg.train.batch_size, g):
+        for xs, ys, _ in data.train_batches(cfg.train.batch_size, [g]):
+            x, y = xs[0], ys[0]
             opt.zero_grad()
             torch.nn.functional.cross_entropy(bare(x), y).backward()
             opt.step()
-    last = engine.load_checkpoint(tmp_path / "last.pt")["model"]
+    last = load_checkpoint(tmp_path / "last.pt")["models"][0]
     for name, value in bare.state_dict().items():
         torch.testing.assert_close(last[name], value)
     # the model handed back holds the validation-selected epoch's weights
-    best = engine.load_checkpoint(tmp_path / "best.pt")
+    best = load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == result.selected_epoch
     for name, value in model.state_dict().items():
         torch.testing.assert_close(best["model"][name], value)
@@ -154,16 +156,16 @@ def test_checkpoints_follow_checkpoint_seconds(tmp_path):
 
     engine.seed_everything(0)
     with pytest.raises(KeyboardInterrupt):
-        engine.fit(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0,
+        engine.fit_one(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0,
                    checkpoint_dir=tmp_path / "a", on_epoch=stop_at_two)
     assert written == [False, False] and not (tmp_path / "a" / "last.pt").exists()
     engine.seed_everything(0)
-    resumed = engine.fit(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0,
+    resumed = engine.fit_one(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0,
                          checkpoint_dir=tmp_path / "a", on_epoch=lambda r: written.append(r["checkpointed"]))
     assert written[2:] == [False, False, True] and resumed.resumed_from == 0
     every = load_config(None, tiny_overrides(**{"train.epochs": 3}))
     engine.seed_everything(0)
-    whole = engine.fit(create_model(every.model, data.input_shape, data.num_classes), data, every.train, seed=0,
+    whole = engine.fit_one(create_model(every.model, data.input_shape, data.num_classes), data, every.train, seed=0,
                        checkpoint_dir=tmp_path / "b")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(whole.history) == strip(resumed.history)
@@ -178,6 +180,6 @@ def test_bf16_autocast_and_channels_last_paths_train(tmp_path):
     data = load_data(cfg.dataset)
     assert engine.use_channels_last(cfg.train, torch.device("cpu"), data.input_shape)
     engine.seed_everything(0)
-    result = engine.fit(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0)
+    result = engine.fit_one(create_model(cfg.model, data.input_shape, data.num_classes), data, cfg.train, seed=0)
     assert all(math.isfinite(r["loss"]) for r in result.history)
     assert result.last["val"]["acc"] > 0.2  # learns something in two epochs (10 classes)

@@ -16,7 +16,9 @@ from distill.data import load_data
 from distill.errors import ConfigError
 from distill.models import create_model
 from distill.runner import train
-from distill.teachers import distillation_objective, make_objective
+from distill.features import capture
+from distill.objectives import Batch, make_objective, mix
+from distill.sources import teacher_objective
 
 DATASET = {"name": "fake", "fake_shape": [1, 16], "num_samples": 120, "fake_classes": 4, "augment": "none"}
 TINY = {"dataset": DATASET, "model": {"name": "mlp", "width": 8, "depth": 1},
@@ -34,13 +36,25 @@ def model(name="mlp", data=None, seed=0, **kw):
 
 
 def first_batch(data, batch_size=32):
-    return next(iter(data.train_batches(batch_size, torch.Generator().manual_seed(0))))
+    xs, ys, idx = next(iter(data.train_batches(batch_size, [torch.Generator().manual_seed(0)])))
+    return xs[0], ys[0], idx[0]
+
+
+def step(objective, student, x, y, idx, progress):
+    """What the training loop does with one model's batch: forward (capturing the layers the
+    objective reads), the objective's terms, the one mixer."""
+    if objective.student_layers:
+        logits, features = capture(student, list(objective.student_layers), x, "distill.layers", "student")
+    else:
+        logits, features = student(x), []
+    terms = objective.terms(Batch(x, y, idx), logits, features, progress)
+    return {**terms, "loss": mix(terms, objective.weights(progress))}
 
 
 def loss_and_grad(objective, student, batch, progress=0.3):
     x, y, idx = batch
     student.zero_grad()
-    out = objective(student, x, y, idx, progress)
+    out = step(objective, student, x, y, idx, progress)
     out["loss"].backward()
     return out["loss"].detach(), [p.grad.clone() for p in student.parameters()]
 
@@ -77,11 +91,11 @@ def test_objective_kd_equals_the_plain_loss_on_teacher_logits(data):
     objective, _ = make_objective(cfg, [teacher], data, "cpu")
     x, y, idx = first_batch(data)
     student = model(seed=2, width=8, depth=1)
-    out = objective(student, x, y, idx, 0.0)
+    out = step(objective, student, x, y, idx, 0.0)
     with torch.no_grad():
         teacher.eval()
-        reference = kd(student(x), teacher(x), y, temperature=2.0, alpha=0.4)
-    torch.testing.assert_close(out["loss"], reference["loss"])
+        reference = kd(student(x), teacher(x), y, temperature=2.0)
+    torch.testing.assert_close(out["loss"], 0.4 * reference["teacher"] + 0.6 * reference["task"])
 
 
 def test_cache_is_chosen_by_augmentation():
@@ -102,9 +116,9 @@ def test_dkpp_objective_is_deterministic_per_step(data):
     objective, _ = make_objective(cfg, [model("cnn1d", width=4, depth=1)], data, "cpu", seed=3)
     x, y, idx = first_batch(data)
     student = model(seed=2, width=8, depth=1)
-    a = objective(student, x, y, idx, 0.25)["loss"]
-    b = objective(student, x, y, idx, 0.25)["loss"]
-    c = objective(student, x, y, idx, 0.5)["loss"]
+    a = step(objective, student, x, y, idx, 0.25)["loss"]
+    b = step(objective, student, x, y, idx, 0.25)["loss"]
+    c = step(objective, student, x, y, idx, 0.5)["loss"]
     assert a.item() == b.item() and a.item() != c.item()
 
 
@@ -116,7 +130,7 @@ def test_fitnet_objective_owns_trainable_projections(data):
     params = list(objective.parameters())
     assert params and info["cache"].startswith("online")
     x, y, idx = first_batch(data)
-    objective(student, x, y, idx, 0.0)["loss"].backward()
+    step(objective, student, x, y, idx, 0.0)["loss"].backward()
     assert all(p.grad is not None for p in params)
 
 
@@ -178,7 +192,8 @@ def test_predictions_file_probabilities_are_used_as_log_probs(tmp_path, data):
     path = tmp_path / "preds.csv"
     np.savetxt(path, probs, delimiter=",", header="a,b,c,d", comments="")
     cfg = build_config({**TINY, "distill": {"teacher": str(path)}})
-    objective, info = distillation_objective(cfg, data, 0, "cpu")
+    objective, info, section = teacher_objective(cfg, data, 0, "cpu")
+    assert section is None
     assert "probabilities" in info["teacher"] and info["cache"].startswith("cached")
     expected = torch.from_numpy(probs).float().log()[data.source_index["train"]]
     torch.testing.assert_close(objective.signal.table[0], expected)
@@ -210,75 +225,9 @@ def test_ensemble_of_run_directories(tmp_path, data):
         cfg = build_config({**TINY, "name": f"m{seed}", "seeds": [seed], "train": {**TINY["train"], "epochs": 1}})
         runs.append(str(train(cfg, tmp_path, progress=False)))
     cfg = build_config({**TINY, "distill": {"teacher": ",".join(runs), "combine": "mean_logits"}})
-    objective, info = distillation_objective(cfg, data, 0, "cpu")
+    objective, info, section = teacher_objective(cfg, data, 0, "cpu")
+    assert section is None
     assert info["teachers"] == 2 and info["combine"] == "mean_logits"
     assert "model-s0" in info["teacher"] and "model-s1" in info["teacher"]
     x, y, idx = first_batch(data)
-    assert torch.isfinite(objective(model(width=8, depth=1), x, y, idx, 0.0)["loss"])
-
-
-# ---------------------------------------------------------------- the training loop's gradient path
-
-
-@pytest.mark.parametrize("method, combine, teachers, cache", [
-    ("kd", "mean_probs", 1, "cached"),
-    ("kd", "mean_probs", 1, "online"),
-    ("kd", "mean_probs", 3, "online"),
-    ("kd", "mean_logits", 2, "cached"),
-    ("ban", "per_teacher_kl", 2, "online"),
-    ("ban_l", "per_teacher_kl", 2, "cached"),
-    ("tfkd_self", "mean_probs", 1, "cached"),
-])
-def test_gradient_step_equals_the_loss_and_its_backward(data, method, combine, teachers, cache):
-    """gradient_step (logits.backward(logits_grad), loss deferred to deferred_loss_sum) gives the
-    parameter gradients and the loss of forward + loss.backward()."""
-    cfg = DistillConfig(method=method, temperature=3.0, alpha=0.7, combine=combine)
-    models = [model("cnn1d", seed=k + 1, width=4, depth=1) for k in range(teachers)]
-    objective, _ = make_objective(cfg, models, data, "cpu", cache=cache)
-    x, y, idx = first_batch(data)
-    student = model(seed=9, width=8, depth=1)
-    loss, grads = loss_and_grad(objective, student, (x, y, idx))
-    student.zero_grad()
-    out = objective.gradient_step(student, x, y, idx, 0.3)
-    assert out is not None and "loss" not in out
-    out["logits"].backward(out["logits_grad"])
-    for a, b in zip(grads, [p.grad for p in student.parameters()]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    deferred = objective.deferred_loss_sum([out["keep"]], [out["logits"].detach()], [y]) / y.shape[0]
-    torch.testing.assert_close(deferred, loss, rtol=1e-5, atol=1e-6)
-    if cache == "cached":  # the rows the training loop gathers with the batch give the same gradient
-        rows = objective.gradient_rows()[idx]
-        again = objective.gradient_step(student, x, y, idx, 0.3, rows=rows)
-        torch.testing.assert_close(again["logits_grad"], out["logits_grad"])
-
-
-def test_gradient_path_applies_only_at_constant_temperature_and_alpha(data):
-    teacher = model("cnn1d", seed=1, width=4, depth=1)
-    x, y, idx = first_batch(data)
-    for schedule in ({"temperature_end": 1.0}, {"alpha_end": 0.1}):
-        objective, _ = make_objective(DistillConfig(method="kd", **schedule), [teacher], data, "cpu")
-        assert objective.gradient_step(model(width=8, depth=1), x, y, idx, 0.5) is None
-    objective, _ = make_objective(DistillConfig(method="cwtm"), [teacher], data, "cpu")
-    assert objective.gradient_step(model(width=8, depth=1), x, y, idx, 0.5) is None
-
-
-@pytest.mark.parametrize("cache", ["cached", "online"])
-def test_fit_on_the_gradient_path_equals_fit_on_the_loss(data, cache):
-    """engine.fit through gradient_step against engine.fit through the plain loss and backward:
-    the same train losses, accuracies and selected epoch, to float rounding."""
-    from distill import engine
-    from distill.config import TrainConfig
-
-    teacher = model("cnn1d", seed=1, width=4, depth=1)
-    train_cfg = TrainConfig(epochs=3, batch_size=32, lr=0.01, device="cpu", threads=1)
-    results = []
-    for gradient_path in (True, False):
-        objective, _ = make_objective(DistillConfig(method="kd", temperature=2.0, alpha=0.8), [teacher], data,
-                                      "cpu", cache=cache)
-        objective.gradient_path = gradient_path
-        results.append(engine.fit(model(seed=5, width=8, depth=1), data, train_cfg, seed=0, objective=objective))
-    fast, plain = results
-    assert fast.selected_epoch == plain.selected_epoch
-    for a, b in zip(fast.history, plain.history):
-        assert (a["epoch"], a["split"], a["acc"]) == (b["epoch"], b["split"], b["acc"])
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert torch.isfinite(step(objective, model(width=8, depth=1), x, y, idx, 0.0)["loss"])

@@ -199,7 +199,7 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
         return None
     from distill.config import build_config, to_dict
     from distill.runner import train
-    from distill.teachers import teacher_train_config
+    from distill.sources import teacher_train_config
 
     data = to_dict(cfg)
     data.update(model=to_dict(cfg.teacher.model), train=to_dict(teacher_train_config(cfg)),

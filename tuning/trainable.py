@@ -112,7 +112,7 @@ def mark_stopped(run_dir: Path, epochs: int, attempt: int) -> None:
 
 def _epochs_done(root: Path) -> int:
     """Epochs recorded in the `last.pt` files under a checkpoints tree."""
-    from distill.engine import load_checkpoint
+    from distill.checkpoints import load_checkpoint
 
     return sum(load_checkpoint(p)["epoch"] for p in root.glob("*/last.pt")) if root.is_dir() else 0
 

@@ -1,0 +1,222 @@
+"""What a training step minimises: the one objective interface, and its one mixer.
+
+    objective = CrossEntropy()                               # training from labels
+    objective, info = make_objective(cfg.distill, [teacher], data, device, seed=0)
+    terms = objective.terms(batch, logits, features, progress)     # {"teacher": ..., "task": ...}
+    loss = mix(terms, objective.weights(progress))                 # alpha * teacher + (1 - alpha) * task
+
+An objective is an `nn.Module` (FitNet's projections, a learned temperature: its parameters
+train and checkpoint with the student) with three members the training loop reads:
+
+- `student_layers`: names of student layers whose outputs `terms` needs (white-box
+  methods); the loop captures them during the forward pass. Empty for everything else.
+- `terms(batch, logits, features, progress)`: named loss terms of one model's batch.
+- `weights(progress)`: the weight of each term, e.g. alpha and 1 - alpha (with its schedule).
+
+`mix` is the only place terms are combined, so a new method is a formula in `losses` and
+nothing else. T and alpha follow `value_at(schedule, start, end, progress)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import losses
+from .config import DistillConfig
+from .features import capture
+from .signals import teacher_views
+
+#: loss_info of a model trained from labels alone
+CROSS_ENTROPY_INFO = {"method": "cross_entropy", "reduction": "mean", "t2_scaling": False, "teacher": None}
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor    # inputs (B, ...)
+    y: torch.Tensor    # labels (B,)
+    idx: torch.Tensor  # positions in the train split (B,)
+
+
+def value_at(schedule: str, start: float, end: Optional[float], progress: float) -> float:
+    """A value that goes from `start` to `end` as training `progress` goes from 0 to 1.
+
+    constant (or end = null): start; linear: start + (end - start) * progress;
+    cosine: end + (start - end) * (1 + cos(pi * progress)) / 2.
+    """
+    if end is None or schedule == "constant" or start == end:
+        return start
+    if schedule == "linear":
+        return start + (end - start) * progress
+    if schedule == "cosine":
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def mix(terms: dict, weights: dict) -> torch.Tensor:
+    """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only)."""
+    parts = [w * terms[name] for name, w in weights.items() if w != 0]
+    return sum(parts[1:], parts[0])
+
+
+def mix_weights(how: str, alpha: float, smoothing: float = 0.0) -> dict:
+    """The weights of a method's terms by its `mix` kind (see distill.losses)."""
+    if how == "teacher_only":
+        return {"teacher": 1.0, "task": 0.0}
+    if how == "sum":
+        return {"teacher": 1.0, "task": 1.0}
+    if how == "smoothing":
+        return {"teacher": smoothing, "task": 1.0 - smoothing}
+    return {"teacher": alpha, "task": 1.0 - alpha}
+
+
+class Objective(nn.Module):
+    """The interface (see the module docstring); subclasses implement terms and weights."""
+
+    student_layers: tuple = ()
+
+    def terms(self, batch: Batch, logits: torch.Tensor, features: list, progress: float) -> dict:
+        raise NotImplementedError
+
+    def weights(self, progress: float) -> dict:
+        raise NotImplementedError
+
+
+class CrossEntropy(Objective):
+    """Training from labels alone: loss = CE(y, s)."""
+
+    def terms(self, batch, logits, features, progress):
+        return {"task": losses.cross_entropy(logits.float(), batch.y)}
+
+    def weights(self, progress):
+        return {"task": 1.0}
+
+
+class Distill(Objective):
+    """A method of `losses` with its teacher signal: the teacher and task terms of `losses.METHODS[method]`.
+
+    Teachers are kept out of the module's parameters (the signal is a plain attribute) and never trained.
+    """
+
+    def __init__(self, cfg: DistillConfig, signal, combine: str, seed: int = 0,
+                 projections: Optional[nn.ModuleList] = None, teacher_layers: Optional[list[str]] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.info = losses.LOSS_INFO[cfg.method]
+        self.formula = losses.METHODS[cfg.method]
+        self.signal = signal
+        self.combine = combine
+        self.seed = seed
+        self.projections = projections
+        white_box = self.info["signal"] == "features"
+        self.student_layers = tuple(cfg.layers) if white_box else ()
+        self.teacher_layers = list(teacher_layers or cfg.teacher_layers or cfg.layers)
+
+    def temperature(self, progress: float) -> float:
+        c = self.cfg
+        return value_at(c.temperature_schedule, c.temperature, c.temperature_end, progress)
+
+    def weights(self, progress: float) -> dict:
+        c = self.cfg
+        alpha = value_at(c.alpha_schedule, c.alpha, c.alpha_end, progress)
+        return mix_weights(self.info["mix"], alpha, c.smoothing)
+
+    def _options(self, progress: float, student: torch.Tensor) -> dict:
+        method = self.cfg.method
+        if method == "tfkd_reg":
+            return {"correct_prob": self.cfg.correct_prob}
+        if method == "dkpp":  # deterministic per step and seed, whatever ran before: resumable
+            step_seed = (self.seed * 1_000_003 + int(round(progress * 1e9))) % 2**63
+            return {"generator": torch.Generator(device=student.device).manual_seed(step_seed)}
+        return {}
+
+    def terms(self, batch, logits, features, progress):
+        self.signal.prepare()
+        temperature = self.temperature(progress)
+        student = logits.float()
+        options = self._options(progress, student)
+        kind = self.info["signal"]
+        if kind == "none":
+            return self.formula(student, None, batch.y, temperature=temperature, **options)
+        if kind == "features":
+            with torch.no_grad():
+                _, teacher_feats = capture(self.signal.models[0], self.teacher_layers, batch.x,
+                                           "distill.teacher_layers", "teacher")
+            if self.projections is not None:
+                features = [p(f) for p, f in zip(self.projections, features)]
+            return self.formula(student, None, batch.y, temperature=temperature, student_features=features,
+                                teacher_features=[f.float() for f in teacher_feats], weight=self.cfg.feature_weight)
+        views = teacher_views(self.signal.logits(batch.x, batch.idx), temperature, self.combine)
+        terms = self.formula(student, views[0], batch.y, temperature=temperature, **options)
+        for z in views[1:]:  # per_teacher_kl: one teacher term per teacher, summed
+            terms["teacher"] = terms["teacher"] + self.formula(student, z, batch.y, temperature=temperature,
+                                                               **options)["teacher"]
+        return terms
+
+
+def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str], teachers: int,
+              cache: Optional[str]) -> dict:
+    """What a student was taught with, as recorded in summary.json and records.csv."""
+    info = dict(losses.LOSS_INFO[cfg.method])
+    info.update(temperature=cfg.temperature, temperature_end=cfg.temperature_end,
+                temperature_schedule=cfg.temperature_schedule if cfg.temperature_end is not None else "constant",
+                alpha=cfg.alpha, alpha_end=cfg.alpha_end,
+                alpha_schedule=cfg.alpha_schedule if cfg.alpha_end is not None else "constant",
+                combine=combine if teachers > 1 else None, teacher=teacher, teachers=teachers, cache=cache)
+    if cfg.method == "label_smoothing":
+        info["smoothing"] = cfg.smoothing
+    if cfg.method == "tfkd_reg":
+        info["correct_prob"] = cfg.correct_prob
+    if info["signal"] == "features":
+        info.update(layers=list(cfg.layers), teacher_layers=list(cfg.teacher_layers or cfg.layers),
+                    feature_weight=cfg.feature_weight)
+    return info
+
+
+def loss_tags(info: dict) -> dict:
+    """The loss columns of records.csv: method, reduction, T^2 scaling."""
+    return {"method": info.get("method"), "reduction": info.get("reduction"), "t2_scaling": info.get("t2_scaling")}
+
+
+def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, combine: Optional[str] = None, *,
+                   file_logits: Optional[torch.Tensor] = None, cache: str = "auto", seed: int = 0,
+                   student: Optional[nn.Module] = None, description: Optional[str] = None):
+    """(objective, loss_info) for `cfg.method` taught by `teachers` (models in memory, combined by
+    `combine`, default cfg.combine) or by `file_logits` (a predictions file's train-split logits).
+
+    `cache`: auto, cached or online (see distill.signals). `seed` fixes DKPP's permutations and
+    FitNet's projections; `student` (any model of the student's architecture) is needed by the
+    white-box methods to check layer names and shapes. `description` names the teacher.
+    """
+    from .errors import UserError
+    from .features import white_box_parts
+    from .signals import FileSignal, ModelSignal, cache_decision
+
+    combine = combine or cfg.combine
+    kind = losses.LOSS_INFO[cfg.method]["signal"]
+    if kind == "none":
+        return Distill(cfg, ModelSignal([], data, device, cached=False), combine, seed), \
+            loss_info(cfg, combine, description, 0, None)
+    if file_logits is None and not teachers:
+        raise ValueError(f"make_objective: method {cfg.method} needs a teacher")
+    signal_kind = "file" if file_logits is not None else "models"
+    cached, note = cache_decision(kind, signal_kind, data, cache)
+    signal = FileSignal(file_logits) if file_logits is not None else ModelSignal(teachers, data, device, cached)
+    projections, teacher_layers = None, None
+    if kind == "features":
+        if signal_kind != "models" or len(teachers) != 1:
+            raise UserError(f"distill.method: {cfg.method} needs one teacher model in memory (its layers are "
+                            f"hooked); use kd for ensembles and predictions files")
+        if student is None:
+            raise ValueError(f"make_objective: method {cfg.method} needs `student=` to check layer names and shapes")
+        teacher_layers = list(cfg.teacher_layers or cfg.layers)
+        projections = white_box_parts(cfg.method, list(cfg.layers), teacher_layers, teachers[0], student, data, seed)
+    count = 1 if signal_kind == "file" else len(teachers)
+    if description is None:
+        description = f"{count} teacher model{'s' if count != 1 else ''} in memory"
+    objective = Distill(cfg, signal, combine, seed, projections, teacher_layers)
+    return objective, loss_info(cfg, combine, description, count, note)

@@ -1,0 +1,106 @@
+"""Teacher signals: what a teacher gives the objective for a batch.
+
+    signal = ModelSignal([teacher], data, device, cached=True)
+    signal.prepare()                      # eval mode, on the device, cache filled
+    z = signal.logits(x, idx)             # (K, B, C): K teachers' logits for the batch
+
+Every signal has the same three members: `models` (teachers in memory, [] for a file),
+`prepare()` and `logits(x, idx)`. A signal is prepared at the first training step, so a
+teacher trained after the objective was built (the `teacher:` section) is the one read.
+
+Cache: with `dataset.augment=none` the teachers' logits for the whole train split are
+computed once (eval mode) and indexed by the batch's `idx`; with augmentation the teachers
+run online on exactly the augmented batch the student sees. `cache_decision` says which,
+and why, in words that end up in every run's `loss` record.
+
+Several teachers (an ensemble) are combined at temperature T by `teacher_views`:
+`mean_probs` -> p_t = mean_k softmax(z_k / T); `mean_logits` -> p_t = softmax(mean_k z_k / T);
+`per_teacher_kl` -> one view per teacher (the objective sums their teacher terms).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ModelSignal:
+    """Teachers in memory: logits from the cache or run online (eval mode, no grad)."""
+
+    def __init__(self, models: list[nn.Module], data, device, cached: bool):
+        self.models = list(models)
+        self.data = data
+        self.device = device
+        self.cached = cached
+        self.table: Optional[torch.Tensor] = None  # (K, N, C) logits of the train split when cached
+        self.ready = False
+
+    def prepare(self) -> None:
+        if self.ready:
+            return
+        from .engine import predict
+
+        for model in self.models:
+            model.to(self.device).eval()
+        if self.cached:
+            with torch.inference_mode():
+                table = torch.stack([predict(m, self.data, "train") for m in self.models])
+            self.table = table.clone()  # a normal tensor: usable outside inference mode
+        self.ready = True
+
+    def logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if self.table is not None:
+            return self.table[:, idx]
+        with torch.no_grad():
+            return torch.stack([m(x).float() for m in self.models])
+
+
+class FileSignal:
+    """A teacher's predictions read from a file: (1, N, C) logits of the train split."""
+
+    cached = True
+
+    def __init__(self, logits_train: torch.Tensor):
+        self.table = logits_train[None]
+        self.models: list[nn.Module] = []
+
+    def prepare(self) -> None:
+        pass
+
+    def logits(self, x, idx):
+        return self.table[:, idx]
+
+
+def teacher_views(teacher_logits: torch.Tensor, temperature: float, combine: str) -> list[torch.Tensor]:
+    """(K, B, C) teachers' logits -> the (B, C) logits z the loss reads, softmax(z / T) being
+    the teacher distribution: one for mean_probs and mean_logits, one per teacher for
+    per_teacher_kl (whose teacher terms are summed)."""
+    k = teacher_logits.shape[0]
+    if k == 1 or combine == "mean_logits":
+        return [teacher_logits.mean(0)]
+    if combine == "per_teacher_kl":
+        return list(teacher_logits)
+    # mean_probs: log mean_k softmax(z_k / T), times T, so that softmax(. / T) gives the mean
+    log_mean = torch.logsumexp(F.log_softmax(teacher_logits / temperature, dim=-1), dim=0) - math.log(k)
+    return [log_mean * temperature]
+
+
+def cache_decision(method_signal: str, signal_kind: str, data, cache: str = "auto") -> tuple[bool, str]:
+    """(cached?, why) for a teacher signal; cache = auto, cached or online (forced, e.g. benchmarks)."""
+    if signal_kind == "file":
+        why = "predictions file: one fixed output per training example"
+        if data.augment != "none":
+            why += f" (dataset.augment={data.augment}: the teacher does not see the augmented batch)"
+        return True, f"cached ({why})"
+    if method_signal == "features":
+        return False, "online (white-box method: the teacher's features of the student's batch)"
+    if cache in ("cached", "online"):
+        return cache == "cached", f"{cache} (asked for)"
+    if data.augment == "none":
+        return True, (f"cached (dataset.augment=none: teacher logits computed once for the "
+                      f"{data.size('train')} training examples)")
+    return False, f"online (dataset.augment={data.augment}: the teacher sees the student's augmented batch)"

@@ -1,0 +1,127 @@
+"""K models in one engine.fit (stacked parameters) against the plain reference: K fits of one model."""
+
+import pytest
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from distill import engine
+from distill.replicas import can_stack, stacked_mlp_forward
+from distill.config import load_config
+from distill.data import load_data
+from tests.conftest import tiny_overrides
+
+
+def _models(cfg, data, seeds):
+    return [engine.new_model(cfg.model, data, seed) for seed in seeds]
+
+
+@pytest.mark.parametrize("model", [
+    {},  # the MLP: batched matrix products on the stacked weights
+    {"model.name": "cnn1d", "model.width": 8, "model.depth": 2},  # anything else: vmap
+])
+def test_packed_equals_sequential(tmp_path, model):
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 3, "train.grad_clip": 1.0, **model}))
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    seeds = [0, 1, 2]
+    sequential = []
+    for seed, model in zip(seeds, _models(cfg, data, seeds)):
+        sequential.append((engine.fit_one(model, data, cfg.train, seed=seed), model))
+    models = _models(cfg, data, seeds)
+    ok, why = can_stack(models)
+    assert ok, why
+    results = engine.fit(models, data, cfg.train, seeds=seeds, model_dirs=[tmp_path / f"m{s}" for s in seeds])
+    for (ref, ref_model), res, model in zip(sequential, results, models):
+        assert res.selected_epoch == ref.selected_epoch
+        for a, b in zip(ref.history, res.history):
+            assert a["split"] == b["split"] and a["epoch"] == b["epoch"]
+            assert abs(a["loss"] - b["loss"]) < 1e-4
+            assert abs(a["acc"] - b["acc"]) < 1e-6 + 1 / 100  # at most one example flips
+        for p, q in zip(ref_model.state_dict().values(), model.state_dict().values()):
+            torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-4)
+
+
+def test_packed_resume_matches_uninterrupted(tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 4}))
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    seeds = [3, 4]
+    full = engine.fit(_models(cfg, data, seeds), data, cfg.train, seeds=seeds,
+                      model_dirs=[tmp_path / f"a{s}" for s in seeds])
+    # a run stopped after 2 epochs, then started again with the full budget
+    short = load_config(None, tiny_overrides(**{"train.epochs": 4}))
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(report):
+        calls.append(report)
+        if report["epoch"] == 2 and report["model"] == len(seeds) - 1:
+            raise Stop
+
+    try:
+        engine.fit(_models(short, data, seeds), data, short.train, seeds=seeds,
+                   model_dirs=[tmp_path / f"b{s}" for s in seeds], on_epoch=stop_after_two)
+    except Stop:
+        pass
+    resumed = engine.fit(_models(short, data, seeds), data, short.train, seeds=seeds,
+                         model_dirs=[tmp_path / f"b{s}" for s in seeds])
+    assert resumed[0].resumed_from == 2
+    for a, b in zip(full, resumed):
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+        assert strip(a.history) == strip(b.history)
+
+
+def test_can_pack_refuses_batchnorm_and_dropout():
+    cfg = load_config(None, tiny_overrides(**{"model.name": "cnn1d", "model.kwargs": "{norm: batch}"}))
+    data = load_data(cfg.dataset)
+    ok, why = can_stack(_models(cfg, data, [0, 1]))
+    assert not ok and "BatchNorm" in why
+    cfg = load_config(None, tiny_overrides(**{"model.dropout": 0.2}))
+    ok, why = can_stack(_models(cfg, data, [0, 1]))
+    assert not ok and "dropout" in why
+
+
+@pytest.mark.parametrize("kwargs", ["{activation: gelu}", "{}"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_stacked_mlp_forward_equals_vmap(kwargs, depth):
+    cfg = load_config(None, tiny_overrides(**{"model.depth": depth, "model.kwargs": kwargs}))
+    data = load_data(cfg.dataset)
+    models = _models(cfg, data, [0, 1, 2])
+    params, buffers = stack_module_state(models)
+    base = models[0]
+    forward = stacked_mlp_forward(base)
+    assert forward is not None
+    xs = data.x["train"][:30].view(3, 10, *data.input_shape)
+    want = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))(params, buffers, xs)
+    torch.testing.assert_close(forward(params, xs), want, atol=1e-5, rtol=1e-5)
+    one = data.x["val"][:7]
+    torch.testing.assert_close(forward(params, one, shared=True), torch.stack([m(one) for m in models]),
+                               atol=1e-5, rtol=1e-5)
+    cnn = engine.new_model(load_config(None, tiny_overrides(**{"model.name": "cnn1d"})).model, data, 0)
+    assert stacked_mlp_forward(cnn) is None
+
+
+@pytest.mark.parametrize("method", ["kd", "ban", "cwtm"])
+def test_stacked_students_with_their_own_teachers_equal_sequential(method):
+    """Born-again style: student k taught by teacher k (cached logits), stacked vs one at a time."""
+    from distill.config import DistillConfig
+    from distill.objectives import make_objective
+
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 2}))
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    seeds = [0, 1, 2]
+    teachers = _models(cfg, data, [10, 11, 12])
+    distill_cfg = DistillConfig(method=method, temperature=2.0, alpha=0.7)
+
+    def objectives():
+        return [make_objective(distill_cfg, [t], data, torch.device("cpu"), seed=s)[0] for t, s in zip(teachers, seeds)]
+
+    alone = [engine.fit_one(m, data, cfg.train, seed=s, objective=o)
+             for m, s, o in zip(_models(cfg, data, seeds), seeds, objectives())]
+    together = engine.fit(_models(cfg, data, seeds), data, cfg.train, seeds=seeds, objectives=objectives())
+    for a, b in zip(alone, together):
+        for x, y in zip(a.history, b.history):
+            assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["acc"] - y["acc"]) <= 1 / 100 + 1e-9
