@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # the main job: a small end-to-end demo on CPU (a few minutes)
 demo: $(STAMP)
-	$(PY) -m distill.demo
+	$(PY) -m distill.cli demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

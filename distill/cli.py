@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables, plots and a comparison page from run directories")
     p.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
     p.add_argument("--out", default="report", help="folder for the report (default: report)")
+    p.add_argument("--compare", action="store_true", help="put the experiments side by side, paired by seed")
+    p = sub.add_parser("demo", help="every kind of experiment, small, on CPU, then the report (a few minutes)")
+    p.add_argument("--out", default="demo-runs", help="folder for the demo's runs (default: demo-runs)")
     p = sub.add_parser("reproduce", help="run a reproduction preset")
     p.add_argument("preset", nargs="?", help="preset name (see --list) or a YAML file with a preset: section")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, after the quick ones")
@@ -153,7 +156,9 @@ def dispatch(args) -> None:
         import results
         try:
             if args.command == "report":
-                path = results.report(args.runs, args.out)
+                path = results.report(args.runs, args.out, compare=args.compare).with_name("report.html")
+            elif args.command == "demo":
+                path = demo(args.out)
             elif args.list or not args.preset:
                 print("\n".join(preset_lines()))
                 return
@@ -162,6 +167,51 @@ def dispatch(args) -> None:
         except results.NoRuns as err:  # no run folder there, or an unknown preset: bad input
             raise UserError(str(err)) from None
     print(path)
+
+
+DEMO_SMALL = ["seeds=[0,1,2]", "train.epochs=30", "dataset.num_samples=3000"]
+
+
+def demo(out: str):
+    """The main job of `make demo`: every kind of experiment, small, on CPU, then the report.
+
+    Each stage is a real run directory (resumable, read back by `results`): the MNIST-1D MLP
+    from labels (the baseline every student is compared with), Hinton KD from a 1-D CNN
+    teacher into the same MLP, a born-again chain of MLPs (seeds trained stacked), an
+    ensemble of CNNs collapsed into a student, a T x alpha sweep on Ray Tune, and the report.
+    The figures are smaller than the presets' (fewer epochs and examples); the README's
+    numbers come from the full presets. Returns the path of report.html.
+    """
+    import time
+    from pathlib import Path
+
+    import bornagain
+    import ensembles
+    import results
+    import tuning
+    from .config import load_config
+    from .runner import train
+
+    started, out, runs = time.perf_counter(), Path(out), []
+    stages = [
+        ("MLP from labels", train, "mnist1d-mlp", DEMO_SMALL + ["name=demo-mlp"]),
+        ("KD: CNN teacher -> MLP student", train, "mnist1d-kd", DEMO_SMALL + ["name=demo-kd",
+                                                                            "teacher.train.epochs=30"]),
+        ("born-again chain (BAN, 2 generations, seeds stacked)", bornagain.run, "ban-mnist1d",
+         DEMO_SMALL + ["name=demo-ban", "bornagain.generations=2"]),
+        ("ensemble collapse: 3 CNN members -> students", ensembles.run, "ensemble-mnist1d",
+         DEMO_SMALL + ["name=demo-ensemble", "ensemble.members=3"]),
+        ("T x alpha sweep on Ray Tune (KD, 2 x 2 grid, 1 seed)", tuning.run, "tune-mnist1d-kd",
+         ["name=demo-tune", "seeds=[0]", "train.epochs=10", "teacher.train.epochs=10", "dataset.num_samples=2000",
+          "search.distill.temperature={grid: [1, 4]}", "search.distill.alpha={grid: [0.5, 0.9]}"]),
+    ]
+    for i, (title, run, preset, overrides) in enumerate(stages, 1):
+        print(f"\n=== {i}/{len(stages) + 1} {title}", file=sys.stderr, flush=True)
+        runs.append(run(load_config(preset, overrides), out))
+    print(f"\n=== {len(stages) + 1}/{len(stages) + 1} report", file=sys.stderr, flush=True)
+    page = results.report(runs, out / "report").with_name("report.html")
+    print(f"demo done in {time.perf_counter() - started:.0f} s; open the report: {page}", file=sys.stderr)
+    return page
 
 
 def main(argv=None) -> int:
