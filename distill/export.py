@@ -227,7 +227,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def mean_interval(values: list[float]) -> dict:
-    """Mean and two-sided 95% Student-t interval (NaN bounds, as null, with one value)."""
+    """Mean and two-sided 95% Student-t interval (bounds null with one value)."""
     n = len(values)
     mean = sum(values) / n
     if n < 2:
@@ -237,39 +237,6 @@ def mean_interval(values: list[float]) -> dict:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
-
-
-# ---------------------------------------------------------------- int8
-
-
-class Int8Linear(nn.Module):
-    """A Linear layer whose weight is stored as int8 with one float scale per output unit."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
-        self.register_buffer("weight", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-
-    def forward(self, x):
-        return nn.functional.linear(x, self.weight.to(x.dtype) * self.scale[:, None], self.bias)
-
-
-def quantize_int8(model: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of `model` with every nn.Linear weight-only int8: (copy, layers replaced)."""
-    import copy
-
-    quantized = copy.deepcopy(model)
-    names = [name for name, m in quantized.named_modules() if isinstance(m, nn.Linear)]
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = quantized.get_submodule(parent_name) if parent_name else quantized
-        setattr(parent, child, Int8Linear(getattr(parent, child)))
-    if not names:
-        raise UserError("--quantize int8: the model has no Linear layers to quantise")
-    return quantized.eval(), len(names)
 
 
 # ---------------------------------------------------------------- onnx
@@ -290,16 +257,21 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, x: torch.Te
     """Write `path` with torch.onnx (batch size dynamic); check it with onnxruntime when installed."""
     import importlib.util
 
+    from .cost import state_dict_bytes
+
     batch = torch.export.Dim("batch", min=1)
+    one_file = state_dict_bytes(model) < 2**30  # ONNX's protobuf holds up to 2 GiB; larger weights go beside it
     printed = io.StringIO()
     try:
         with quiet(printed):
             torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
-                              input_names=["input"], output_names=["logits"], verbose=False)
+                              input_names=["input"], output_names=["logits"], verbose=False,
+                              external_data=not one_file)
     except Exception as err:  # noqa: BLE001 - the model has an op ONNX cannot express
         raise UserError(f"--onnx: the model cannot be exported to ONNX: {_op_named(err, printed.getvalue())}") \
             from None
-    card = {"file": path.name, "input": "input", "output": "logits"}
+    card = {"file": path.name, "weights": path.name if one_file else f"{path.name}.data", "input": "input",
+            "output": "logits"}
     if importlib.util.find_spec("onnxruntime") is None:
         return {**card, "checked": "no: onnxruntime is not installed"}
     import onnxruntime
@@ -381,6 +353,8 @@ def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quanti
     x, y = data.x["test"], data.y["test"]
     shipped, card_quant = model, None
     if quantize:
+        from .quantize import quantize_int8
+
         shipped, layers = quantize_int8(model)
         card_quant = {"method": "int8 weight-only: each Linear weight as int8 with one scale per output unit "
                                 "(symmetric), dequantised in the forward pass; activations stay float32",

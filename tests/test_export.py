@@ -78,8 +78,7 @@ def exported(run_dir, tmp_path_factory):
     cfg = load_config(run_dir / "config.yaml")
     data = load_data(cfg.dataset)
     model = create_model(cfg.model, data.input_shape, data.num_classes)
-    model.load_state_dict(torch.load(run_dir / "checkpoints/student-s1/best.pt")["model"])
-    torch.save(data.x["test"], out / "x_test.pt")
+    model.load_state_dict(torch.load(run_dir / "checkpoints/student-s1/best.pt", weights_only=False)["model"])
     return {"fp32": fp32, "int8": int8, "model": model.eval(), "data": data, "out": out}
 
 
@@ -96,19 +95,23 @@ FRESH = textwrap.dedent("""
 """)
 
 
-def test_pt2_loads_in_plain_torch_with_the_same_predictions(exported):
-    out = exported["out"]
-    files = [str(exported["fp32"]), str(exported["int8"])]
-    result = subprocess.run([sys.executable, "-I", "-c", FRESH, str(out / "x_test.pt"), *files],
-                            cwd=out, capture_output=True, text=True, timeout=120)
+def fresh_python_logits(x: torch.Tensor, files: list, folder) -> list:
+    """Logits of each .pt2 file on `x`, computed by a new Python process that imports only torch."""
+    torch.save(x, folder / "x.pt")
+    result = subprocess.run([sys.executable, "-I", "-c", FRESH, str(folder / "x.pt"), *map(str, files)],
+                            cwd=folder, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+    return [torch.load(f"{f}.logits") for f in files]
+
+
+def test_pt2_loads_in_plain_torch_with_the_same_predictions(exported):
+    x = exported["data"].x["test"]
+    logits, quantized = fresh_python_logits(x, [exported["fp32"], exported["int8"]], exported["out"])
     with torch.no_grad():
-        expected = exported["model"](exported["data"].x["test"])
-    logits = torch.load(files[0] + ".logits")
+        expected = exported["model"](x)
     assert torch.equal(logits.argmax(-1), expected.argmax(-1))
     torch.testing.assert_close(logits, expected)
-    quantized = torch.load(files[1] + ".logits")
     assert (quantized.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9  # int8 weights: nearly the same
 
 
@@ -157,7 +160,7 @@ def test_onnx_export_matches(run_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     path = ex.export(run_dir, "student:0", tmp_path / "student.pt2", onnx=True)
     card = json.loads(path.with_suffix(".json").read_text())
-    assert (tmp_path / "student.onnx").is_file()
+    assert (tmp_path / "student.onnx").is_file() and not (tmp_path / "student.onnx.data").exists()
     assert card["onnx"]["test_acc"] == pytest.approx(card["accuracy"]["test_acc"], abs=1e-6)
     assert card["onnx"]["max_abs_diff"] < 1e-4
 
@@ -243,4 +246,32 @@ def test_export_of_a_run_trained_by_distill_train(tmp_path):
     card = json.loads(path.with_suffix(".json").read_text())
     row = next(r for r in json.loads((run / "summary.json").read_text())["models"] if r["role"] == "student")
     assert card["accuracy"]["test_acc"] == pytest.approx(row["test_acc"], abs=1e-6)
-    assert card["accuracy"]["max_abs_diff_vs_eager"] < 1e-5
+    data = load_data(cfg.dataset)
+    model = create_model(cfg.model, data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(run / "checkpoints/student-s0/best.pt", weights_only=False)["model"])
+    (logits,) = fresh_python_logits(data.x["test"], [path], tmp_path)
+    with torch.no_grad():
+        expected = model.eval()(data.x["test"])
+    assert torch.equal(logits.argmax(-1), expected.argmax(-1))
+    torch.testing.assert_close(logits, expected)
+
+
+def test_onnx_without_its_packages_is_bad_input(run_dir, tmp_path, capfd):
+    import importlib.util
+
+    if importlib.util.find_spec("onnxscript") is not None and importlib.util.find_spec("onnx") is not None:
+        pytest.skip("the export extra is installed")
+    status, err = cli(capfd, run_dir, "--model", "student", "--out", tmp_path / "m.pt2", "--onnx")
+    assert status == 2 and len(err) == 1 and "pip install -e '.[export]'" in err[0]
+
+
+def test_int8_linear_is_close_and_needs_linear_layers():
+    from distill.quantize import Int8Linear, quantize_int8
+
+    torch.manual_seed(0)
+    linear = nn.Linear(20, 5)
+    x = torch.randn(8, 20)
+    torch.testing.assert_close(Int8Linear(linear)(x), linear(x), atol=0.02, rtol=0.02)
+    assert Int8Linear(linear).weight.dtype == torch.int8
+    with pytest.raises(UserError, match="no Linear layers"):
+        quantize_int8(nn.Sequential(nn.ReLU()))
