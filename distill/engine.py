@@ -30,7 +30,6 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -41,12 +40,9 @@ from torch import nn
 
 from .checkpoints import load_checkpoint, load_state, pack_rows, rng_state, save_atomic, set_rng_state, unpack_rows
 from .config import TrainConfig
-from .metrics import split_metrics
+from .evaluation import SPLITS_EVALUATED, autocast, evaluate, predict, use_channels_last  # noqa: F401 (engine.predict)
 from .objectives import Batch, CrossEntropy, mix
 from .replicas import make_replicas
-
-SPLITS_EVALUATED = ("val", "test")
-
 
 class Diverged(RuntimeError):
     """A model's training loss became NaN or infinite."""
@@ -139,55 +135,6 @@ def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
     if train.optimizer == "adam":
         return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay, fused=True)
     return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=True)
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def use_channels_last(train: TrainConfig, device: torch.device, input_shape) -> bool:
-    if len(input_shape) != 3:  # only images (C, H, W)
-        return False
-    return train.channels_last if train.channels_last is not None else device.type == "cuda"
-
-
-@torch.inference_mode()
-def split_logits(logits_of: Callable, data, splits, batch_size: int, precision: str = "fp32") -> list[torch.Tensor]:
-    """(K, N, C) float32 logits of whole splits, in order, from `logits_of(x) -> (K, B, C)`."""
-    results = []
-    for split in splits:
-        with autocast(data.x[split].device, precision):
-            outputs = [logits_of(x).float() for x, _ in data.eval_batches(split, batch_size)]
-        results.append(torch.cat(outputs, dim=1))
-    return results
-
-
-def predict(model: nn.Module, data, split: str, batch_size: int = 1024, precision: str = "fp32",
-            channels_last: bool = False) -> torch.Tensor:
-    """Logits (N, C) of one model on a whole split (float32, on the data's device), in order."""
-    replicas = make_replicas([model], channels_last=channels_last)
-    was_training = model.training
-    model.eval()
-    try:
-        return split_logits(replicas.eval_logits, data, [split], batch_size, precision)[0][0]
-    finally:
-        model.train(was_training)
-
-
-def evaluate(replicas, data, train: TrainConfig) -> list[dict]:
-    """Every model on validation and test: [{split: {loss, acc, nll, ece}}] per model, one host sync.
-    Chunks of eval_batch_size / K examples: K models' activations of a chunk stay in cache."""
-    replicas.train(False)
-    rows = max(32, train.eval_batch_size // len(replicas.models))
-    logits = split_logits(replicas.eval_logits, data, SPLITS_EVALUATED, rows, train.precision)
-    replicas.train(True)
-    per_model = split_metrics(logits, [data.y[s] for s in SPLITS_EVALUATED])
-    return [dict(zip(SPLITS_EVALUATED, metrics)) for metrics in per_model]
 
 
 # ---------------------------------------------------------------- the loop
@@ -294,6 +241,9 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
             progress = step / total_steps
             with autocast(device, train.precision):
                 logits, features = replicas.forward(xs, layers)
+                # a language model's (K, B, L, V) logits and (K, B, L) next tokens become B * L rows
+                # of (K, B * L, V) and (K, B * L), as a classifier's (distill/lm.py); no-op otherwise
+                logits, ys = logits.flatten(1, -2), ys.flatten(1)
                 losses = torch.stack([
                     mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
                         objectives[k].weights(progress)) for k in range(K)])
@@ -303,14 +253,14 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                 replicas.clip_(train.grad_clip)
             optimizer.step()
             step_losses.append(losses.detach().float() * ys.shape[1])
-            outputs.append(logits.detach())
+            outputs.append(logits.detach().argmax(-1))  # predictions only: an epoch of LM logits is large
             labels.append(ys)
             step += 1
-        correct = (torch.cat(outputs, 1).argmax(-1) == torch.cat(labels, 1)).sum(-1)
+        correct = (torch.cat(outputs, 1) == torch.cat(labels, 1)).sum(-1)
         loss_sums, correct_sums = torch.stack([torch.stack(step_losses).sum(0), correct.float()]).tolist()
         seconds = time.perf_counter() - started
         train_seconds += seconds
-        count = data.size("train")
+        count = data.y["train"].numel()  # rows: examples, or tokens of a language model
         evaluated = evaluate(replicas, data, train)
         for k in range(K):
             if not math.isfinite(loss_sums[k]):
@@ -318,8 +268,8 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                                f"{epoch + 1}; lower train.lr (now {train.lr}) or set train.grad_clip")
             metrics = {"train": {"loss": loss_sums[k] / count, "acc": correct_sums[k] / count, "nll": None,
                                  "ece": None}, **evaluated[k]}
-            rows = [{**tags[k], "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds / K}
-                    for split, values in metrics.items()]
+            rows = [{**tags[k], "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds / K,
+                     **objectives[k].record()} for split, values in metrics.items()]
             histories[k].extend(rows)
             if better(metrics["val"], bests[k]):
                 bests[k] = {"epoch": epoch + 1, "acc": metrics["val"]["acc"], "nll": metrics["val"]["nll"]}

@@ -118,20 +118,15 @@ def checkpoint_key(row: dict) -> str:
     return f"{role}-s{seed}"
 
 
-def architecture(cfg, row: dict):
-    """The ModelConfig a summary row's model was built from."""
-    role = row["role"]
-    if role == "teacher" and cfg.teacher.model is not None:
+def architecture(cfg, row: dict, folder: Path):
+    """The ModelConfig a summary row's model was built from: the `model.json` its checkpoint folder
+    holds (every runner writes one), else the config's teacher or model section."""
+    from .config import ModelConfig, from_dict
+
+    if (folder / "model.json").is_file():
+        return from_dict(ModelConfig, json.loads((folder / "model.json").read_text()), prefix="model.json: ")
+    if row["role"] == "teacher" and cfg.teacher.model is not None:
         return cfg.teacher.model
-    if role == "generation":
-        from bornagain.chain import generation_model_config
-        return generation_model_config(cfg, row["generation"])
-    if role == "member":
-        from ensembles import member_archs
-        return member_archs(cfg)[row["member"]]
-    if role == "student" and row.get("combine") is not None:
-        from ensembles import student_archs
-        return student_archs(cfg)[row.get("student") or 0]
     return cfg.model
 
 
@@ -157,12 +152,13 @@ def load_model(run_dir: Path, cfg, row: dict, data) -> nn.Module:
     """The row's model with its validation-selected weights, in eval mode on the CPU."""
     from .models import create_model
 
-    path = run_dir / "checkpoints" / checkpoint_key(row) / "best.pt"
+    folder = run_dir / "checkpoints" / checkpoint_key(row)
+    path = folder / "best.pt"
     if not path.is_file():
         raise UserError(f"--model {row_spec(row)}: {path} is missing; the run directory is incomplete")
     state = torch.load(path, map_location="cpu", weights_only=False)
     state = state.get("model", state) if isinstance(state, dict) else state
-    model_cfg = architecture(cfg, row)
+    model_cfg = architecture(cfg, row, folder)
     model = create_model(model_cfg, data.input_shape, data.num_classes)
     try:
         model.load_state_dict(state)
@@ -371,7 +367,7 @@ def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quanti
         "run": str(run_dir.resolve()), "model": row_spec(row),
         "checkpoint": f"checkpoints/{checkpoint_key(row)}/best.pt",
         **{k: row.get(k) for k in ("role", "name", "seed", "generation", "member", "selected_epoch")},
-        "architecture": to_dict(architecture(cfg, row)),
+        "architecture": to_dict(architecture(cfg, row, run_dir / "checkpoints" / checkpoint_key(row))),
         "dataset": cfg.dataset.name,
         "classes": class_names(cfg.dataset.name, data.num_classes),
         "input": input_card(cfg, data),

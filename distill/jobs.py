@@ -101,7 +101,7 @@ def _fit(part: list[Job], data, train, run, device, on_epoch, show) -> None:
 
     results = engine.fit([job.model for job in part], data, train, seeds=[job.seed for job in part],
                          objectives=[job.objective for job in part], tags=[job.tags for job in part],
-                         model_dirs=[run.checkpoint_dir(job.key) for job in part], on_epoch=report,
+                         model_dirs=[run.checkpoint_dir(job.key, job.arch) for job in part], on_epoch=report,
                          emit=run.emit, device=device)
     for job, result in zip(part, results):
         job.result = result

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 from . import engine
 from .config import Config
 from .data import load_data
+from .fidelity import fidelity
 from .models import count_params
 from .objectives import CROSS_ENTROPY_INFO, loss_tags
 from .progress import Progress, chain
@@ -35,11 +36,13 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
     run.write_meta(device=str(device))
     show = Progress(progress)
 
-    def fit(model, train_cfg, seed, tags, key, objective=None) -> dict:
+    def fit(model, model_cfg, train_cfg, seed, tags, key, objective=None) -> dict:
         show.start(f"{tags['role']} {tags['name']} seed {seed}", train_cfg.epochs)
+        # each report says which model it is about (a Tune trial reports only its target's epochs)
+        report = on_epoch and (lambda r: on_epoch({**r, "role": tags["role"], "epochs": train_cfg.epochs}))
         result = engine.fit_one(model, data, train_cfg, seed=seed, objective=objective, tags=tags,
-                                checkpoint_dir=run.checkpoint_dir(key), emit=run.emit,
-                                on_epoch=chain(show.epoch, on_epoch), device=device)
+                                checkpoint_dir=run.checkpoint_dir(key, model_cfg), emit=run.emit,
+                                on_epoch=chain(show.epoch, report), device=device)
         row = fit_summary(result, tags, count_params(model))
         show.done(row)
         return row
@@ -52,12 +55,14 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
                 tags = {"role": "teacher", "name": section.model_cfg.name, "seed": seed, "parent": None,
                         **loss_tags(CROSS_ENTROPY_INFO)}
                 engine.seed_everything(seed)
-                rows.append(fit(section.model, section.train, seed, tags, section.key))
+                rows.append(fit(section.model, section.model_cfg, section.train, seed, tags, section.key))
             role = "student" if loss_info.get("teacher") else "model"
             tags = {"role": role, "name": cfg.model.name, "seed": seed, "parent": loss_info.get("teacher"),
                     **loss_tags(loss_info)}
             model = engine.new_model(cfg.model, data, seed)
-            rows.append(fit(model, cfg.train, seed, tags, f"{role}-s{seed}", objective))
+            rows.append(fit(model, cfg.model, cfg.train, seed, tags, f"{role}-s{seed}", objective))
+            if role == "student":  # agreement with (and KL from) its teacher, at the selected epoch
+                rows[-1].update(fidelity(model, objective, data, cfg.train))
             run.write_summary(rows, "running", loss=loss_info)
         return run.write_summary(rows, "done", loss=loss_info)
 

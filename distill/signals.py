@@ -31,22 +31,27 @@ from torch import nn
 class ModelSignal:
     """Teachers in memory: logits from the cache or run online (eval mode, no grad)."""
 
-    def __init__(self, models: list[nn.Module], data, device, cached: bool):
+    def __init__(self, models: list[nn.Module], data, device, cached: bool, top_k: Optional[tuple] = None):
         self.models = list(models)
         self.data = data
         self.device = device
         self.cached = cached
+        self.top_k = top_k  # language models: (k, rest): the cache keeps each position's top k (distill.lm)
         self.table: Optional[torch.Tensor] = None  # (K, N, C) logits of the train split when cached
         self.ready = False
 
     def prepare(self) -> None:
         if self.ready:
             return
-        from .engine import predict
+        from .evaluation import predict
 
         for model in self.models:
             model.to(self.device).eval()
-        if self.cached:
+        if self.cached and self.top_k:
+            from .lm import TopKCache
+
+            self.table = TopKCache(self.models, self.data, *self.top_k)  # table[:, idx]: (K, B * L, V) logits
+        elif self.cached:
             with torch.inference_mode():
                 table = torch.stack([predict(m, self.data, "train") for m in self.models])
             self.table = table.clone()  # a normal tensor: usable outside inference mode
@@ -56,7 +61,7 @@ class ModelSignal:
         if self.table is not None:
             return self.table[:, idx]
         with torch.no_grad():
-            return torch.stack([m(x).float() for m in self.models])
+            return torch.stack([m(x).float() for m in self.models]).flatten(1, -2)  # LMs: (K, B * L, V)
 
 
 class FileSignal:
