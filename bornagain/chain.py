@@ -35,6 +35,7 @@ import torch
 from distill import engine
 from distill.config import Config, ModelConfig
 from distill.data import load_data
+from distill.fidelity import fidelity
 from distill.jobs import Job, fit_jobs
 from distill.metrics import probs_metrics
 from distill.models import create_model
@@ -145,7 +146,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                 if teachers:
                     objective, loss_info = make_objective(
                         cfg.distill, teachers, data, device, seed=generation_seed(seed, g),
-                        student=stand_in_student(cfg, model_cfg, data), description=parent_name(cfg, g))
+                        student=stand_in_student(cfg, model_cfg, data), description=parent_name(cfg, g),
+                        epochs=cfg.train.epochs)
                 jobs.append(Job(key=f"gen{g}-s{seed}", arch=model_cfg, seed=generation_seed(seed, g),
                                 tags={"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
                                       "parent": parent_name(cfg, g)},
@@ -156,6 +158,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             how = "packed" if entry["packed"] else "one after another"
             packing[g] = f"{how}: {entry['why'] if cfg.bornagain.pack else 'pack=false'}"
             for seed, job in zip(seeds, jobs):
+                if job.objective is not None:  # generations >= 1: fidelity to the generation(s) that taught it
+                    job.row.update(fidelity(job.model, job.objective, data, cfg.train))
                 models[seed][g] = job.model.eval()
                 rows.append(job.row)
             val_by_generation[g] = [r["val_acc"] for r in rows if r["generation"] == g and r["role"] == "generation"]

@@ -93,8 +93,8 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    method: str = spec("kd", "loss: kd, ban, ban_l, cwtm, dkpp, tfkd_self, tfkd_reg, label_smoothing, fitnet, "
-                       "attention, rkd (`distill list methods`)")
+    method: str = spec("kd", "loss: kd, ban, ban_l, cwtm, dkpp, tfkd_self, tfkd_reg, label_smoothing, reverse_kl, "
+                       "jsd, skew_kl, tvd, dkd, dist, wttm, ctkd, fitnet, attention, rkd (`distill list methods`)")
     temperature: float = spec(4.0, "softmax temperature T of teacher and student (at the start of training)",
                               gt=0.0)
     temperature_end: Optional[float] = spec(None, "T at the end of training, null = constant T", gt=0.0)
@@ -119,6 +119,26 @@ class DistillConfig:
                             ge=0.0, lt=1.0)
     correct_prob: float = spec(0.9, "tfkd_reg: probability of the true class in the virtual teacher",
                                gt=0.0, lt=1.0)
+    standardize: bool = spec(False, "logit standardisation (Sun et al. 2024): z -> (z - mean) / std per example, "
+                             "student and teacher, before the temperature softmax (any logit method)")
+    dkd_alpha: float = spec(1.0, "dkd: weight of the target-class term TCKD", ge=0.0)
+    dkd_beta: float = spec(8.0, "dkd: weight of the non-target-class term NCKD", ge=0.0)
+    dkd_warmup_epochs: float = spec(20.0, "dkd: the teacher terms' weight grows as min(epoch / this, 1); 0 = off",
+                                    ge=0.0)
+    dist_beta: float = spec(1.0, "dist: weight of the inter-class (per example) correlation term", ge=0.0)
+    dist_gamma: float = spec(1.0, "dist: weight of the intra-class (per class, over the batch) term", ge=0.0)
+    wttm_beta: float = spec(1.0, "wttm: weight of the weighted transformed-teacher term (CE weight 1)", ge=0.0)
+    ctkd_lambda: float = spec(1.0, "ctkd: largest gradient-reversal strength on the learned temperature", ge=0.0)
+    ctkd_loops: float = spec(10.0, "ctkd: epochs over which the reversal strength rises from 0 to ctkd_lambda",
+                             ge=0.0)
+    jsd_beta: float = spec(0.5, "jsd: the mixture weight beta of the generalised Jensen-Shannon divergence",
+                           gt=0.0, lt=1.0)
+    skew: float = spec(0.1, "skew_kl: skew lambda of the mixture (0 = plain KL / reverse KL)", ge=0.0, lt=1.0)
+    skew_reverse: bool = spec(False, "skew_kl: the skew reverse KL (SRKL) instead of the skew KL (SKL)")
+    top_k: int = spec(32, "language models: the teacher's cache keeps the k most likely next tokens per "
+                      "position (memory bounded by k, not the vocabulary)", ge=1)
+    top_k_rest: str = spec("drop", "language models: the mass outside the top k: drop (renormalise the top k) "
+                           "or spread (uniformly over the other tokens)", choices=["drop", "spread"])
 
 
 @dataclass

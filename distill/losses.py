@@ -7,14 +7,19 @@
 
 Every method takes `(student_logits, teacher_logits, targets, *, temperature, **options)` and
 returns a dict of named terms: `teacher` (the term that reads the teacher, or a virtual
-teacher) and `task` (the label term), plus any extra figures. It never mixes them: the
+teacher; DKD and DIST have two such terms, `tckd`/`nckd` and `inter`/`intra`) and `task`
+(the label term, always CE(y, s) on the raw student logits). It never mixes them: the
 objective's one mixer (`distill.objectives.mix`) weighs the terms with alpha, as
 `LOSS_INFO[name]["mix"]` says:
 
-    alpha         loss = alpha * teacher + (1 - alpha) * task      (kd, cwtm, dkpp, tfkd_*, white-box)
+    alpha         loss = alpha * teacher + (1 - alpha) * task      (kd, cwtm, dkpp, tfkd_*, ctkd, reverse_kl,
+                                                                    jsd, skew_kl, tvd, white-box)
     teacher_only  loss = teacher                                   (ban; task is logged only)
     sum           loss = teacher + task                            (ban_l)
     smoothing     loss = eps * teacher + (1 - eps) * task          (label_smoothing, eps = distill.smoothing)
+    dkd           loss = task + w(epoch) * (dkd_alpha * tckd + dkd_beta * nckd)   (w: the warm-up ramp)
+    dist          loss = task + dist_beta * inter + dist_gamma * intra
+    wttm          loss = task + wttm_beta * teacher
 
 `LOSS_INFO[name]` also says how the teacher term reduces over the batch, whether it is
 scaled by T^2 and which teacher signal it reads (`logits`, `features` or `none`); every run
@@ -32,6 +37,7 @@ alpha like kd (alpha = 1 is the paper's control).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -39,7 +45,7 @@ import torch.nn.functional as F
 
 METHODS: dict[str, Callable[..., dict]] = {}
 LOSS_INFO: dict[str, dict] = {}
-MIXES = ("alpha", "teacher_only", "sum", "smoothing")
+MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm")
 
 
 def register(name: str, reduction: str, t2_scaling: bool, *, signal: str = "logits", mix: str = "alpha"):
@@ -173,6 +179,157 @@ def label_smoothing(student_logits, teacher_logits, targets, *, temperature: flo
     """
     log_p = F.log_softmax(student_logits, dim=-1)
     return {"teacher": -log_p.mean(-1).mean(-1), "task": cross_entropy(student_logits, targets)}
+
+
+# ---------------------------------------------------------------- modern logit methods
+
+
+def standardize(logits: torch.Tensor) -> torch.Tensor:
+    """Logit standardisation (Sun et al. 2024): Z(z) = (z - mean_c z) / (std_c z + 1e-7), per example.
+
+    std is the unbiased (n - 1) standard deviation, as in the paper's code; softmax(Z(z) / T)
+    then follows. `distill.standardize: true` applies it to student and teacher logits.
+    """
+    mean = logits.mean(-1, keepdim=True)
+    return (logits - mean) / (logits.std(-1, keepdim=True) + 1e-7)
+
+
+def _kl_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) from log-probabilities, summed over classes, averaged over the batch."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean(-1)
+
+
+def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w a + (1 - w) b) from log a and log b, for 0 <= w <= 1."""
+    log_w = math.log(weight_a) if weight_a > 0 else -math.inf
+    log_1w = math.log(1.0 - weight_a) if weight_a < 1 else -math.inf
+    return torch.logaddexp(log_a + log_w, log_b + log_1w)
+
+
+@register("reverse_kl", reduction="batchmean", t2_scaling=True)
+def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
+    """Reverse KL (mode-seeking): alpha * T^2 * KL(p_s^T || p_t^T) + (1 - alpha) * CE(y, s)."""
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    return {"teacher": _kl_logs(log_q, log_p) * temperature**2, "task": cross_entropy(student_logits, targets)}
+
+
+@register("jsd", reduction="batchmean", t2_scaling=True)
+def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: float = 0.5) -> dict:
+    """Generalised JSD (GKD, Agarwal et al. 2024): alpha * T^2 * JSD(beta)(p_t^T || p_s^T) + (1 - alpha) * CE.
+
+    JSD(beta)(P || Q) = beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q,
+    P the teacher, Q the student (distill.jsd_beta; beta = 0.5 is the symmetric JSD, bounded by
+    log 2). JSD(beta) / beta tends to KL(P || Q) as beta -> 0, and JSD(beta) / (1 - beta) to
+    KL(Q || P) as beta -> 1.
+    """
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_m = _log_mixture(log_p, log_q, beta)
+    divergence = beta * _kl_logs(log_p, log_m) + (1.0 - beta) * _kl_logs(log_q, log_m)
+    return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
+
+
+@register("skew_kl", reduction="batchmean", t2_scaling=True)
+def skew_kl(student_logits, teacher_logits, targets, *, temperature: float, skew: float = 0.1,
+            reverse: bool = False) -> dict:
+    """Skew KL / skew reverse KL (DistiLLM, Ko et al. 2024): alpha * T^2 * D + (1 - alpha) * CE(y, s).
+
+    SKL:  D = KL(p_t || skew p_t + (1 - skew) p_s)          (reverse = false)
+    SRKL: D = KL(p_s || skew p_s + (1 - skew) p_t)          (reverse = true)
+    p = softmax(z / T); skew = distill.skew (the paper's alpha, 0.1); skew = 0 gives KL / reverse KL.
+    """
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    first, second = (log_q, log_p) if reverse else (log_p, log_q)
+    divergence = _kl_logs(first, _log_mixture(first, second, skew))
+    return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
+
+
+@register("tvd", reduction="batchmean", t2_scaling=True)
+def tvd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
+    """Total variation distance: alpha * T^2 * (1/2) sum_c |p_t^T - p_s^T| + (1 - alpha) * CE(y, s), in [0, T^2]."""
+    p = F.softmax(teacher_logits / temperature, dim=-1)
+    q = F.softmax(student_logits / temperature, dim=-1)
+    return {"teacher": 0.5 * (p - q).abs().sum(-1).mean(-1) * temperature**2,
+            "task": cross_entropy(student_logits, targets)}
+
+
+@register("dkd", reduction="batchmean", t2_scaling=True, mix="dkd")
+def dkd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
+    """Decoupled KD (Zhao et al. 2022): CE(y, s) + w(e) * (alpha * TCKD + beta * NCKD).
+
+    TCKD = T^2 KL(b_t || b_s), b = [p_y, 1 - p_y] the binary target/non-target split of p^T;
+    NCKD = T^2 KL(p^_t || p^_s), p^ = softmax(z / T) over the non-target classes only.
+    Defaults (distill.dkd_alpha, dkd_beta, dkd_warmup_epochs): alpha = 1, beta = 8, T = 4, and the
+    warm-up w(e) = min(e / 20, 1) at epoch e = 1, 2, ... (the objective's weights).
+    """
+    target = targets.unsqueeze(-1)
+    mask = torch.zeros_like(student_logits, dtype=torch.bool).scatter(-1, target, True)
+
+    def binary_log(z):  # (log p_y, log (1 - p_y)) without subtracting probabilities
+        log_p = F.log_softmax(z / temperature, dim=-1)
+        return torch.cat([log_p.gather(-1, target), log_p.masked_fill(mask, -math.inf).logsumexp(-1, True)], -1)
+
+    def non_target_log(z):
+        return F.log_softmax((z / temperature).masked_fill(mask, -math.inf), dim=-1)
+
+    tckd = _kl_logs(binary_log(teacher_logits), binary_log(student_logits))
+    log_t, log_s = non_target_log(teacher_logits), non_target_log(student_logits)
+    nckd = (log_t.exp() * (log_t - log_s).masked_fill(mask, 0.0)).sum(-1).mean(-1)
+    return {"tckd": tckd * temperature**2, "nckd": nckd * temperature**2,
+            "task": cross_entropy(student_logits, targets)}
+
+
+def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """1 - Pearson correlation of a and b along `dim` (DIST's d_p), one value per other index."""
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    return 1.0 - (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(1e-8)
+
+
+@register("dist", reduction="mean", t2_scaling=True, mix="dist")
+def dist(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
+    """DIST (Huang et al. 2022): CE(y, s) + beta * inter + gamma * intra.
+
+    inter = T^2 mean_i d_p(p_s,i, p_t,i) (each example's class distribution),
+    intra = T^2 mean_c d_p(p_s,:c, p_t,:c) (each class's column over the batch),
+    d_p = 1 - Pearson correlation, p = softmax(z / T). The paper's defaults are beta = gamma = 1
+    (distill.dist_beta, dist_gamma); its code uses T = 4, beta = gamma = 2 on CIFAR-100.
+    """
+    p_s = F.softmax(student_logits / temperature, dim=-1)
+    p_t = F.softmax(teacher_logits / temperature, dim=-1)
+    return {"inter": pearson_distance(p_s, p_t, -1).mean(-1) * temperature**2,
+            "intra": pearson_distance(p_s, p_t, -2).mean(-1) * temperature**2,
+            "task": cross_entropy(student_logits, targets)}
+
+
+@register("wttm", reduction="weighted_mean", t2_scaling=False, mix="wttm")
+def wttm(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
+    """Weighted transformed teacher matching (Zheng & Yang 2024): CE(y, s) + beta * mean_i U_i KL(p~_t,i || q_i)
+
+    The teacher is power-transformed, p~_t = p_t^gamma / U with U = sum_c p_t,c^gamma and
+    gamma = 1 / T (so p~_t = softmax(t / T)); the student q = softmax(s) has no temperature;
+    U_i (larger for smoother teacher outputs) weighs each example. beta = distill.wttm_beta.
+    """
+    log_p = F.log_softmax(teacher_logits, dim=-1)
+    log_u = (log_p / temperature).logsumexp(-1)   # log sum_c p_c^gamma
+    log_p_tilde = log_p / temperature - log_u.unsqueeze(-1)
+    log_q = F.log_softmax(student_logits, dim=-1)
+    per_example = (log_p_tilde.exp() * (log_p_tilde - log_q)).sum(-1)
+    return {"teacher": (log_u.exp() * per_example).mean(-1), "task": cross_entropy(student_logits, targets)}
+
+
+@register("ctkd", reduction="batchmean", t2_scaling=True)
+def ctkd(student_logits, teacher_logits, targets, *, temperature) -> dict:
+    """Curriculum temperature KD (Li et al. 2023): kd at a learned T, T adversarial to the student.
+
+    min_student max_T alpha * T^2 KL(p_t^T || p_s^T) + (1 - alpha) * CE(y, s); `temperature` is the
+    tensor T = 1 + 20 sigmoid(GRL(theta, lambda)) of the objective's parameter theta (see
+    distill.objectives.ctkd_temperature; GRL: identity forward, gradient times -lambda backward),
+    lambda rising from 0 to distill.ctkd_lambda over distill.ctkd_loops epochs (ctkd_reversal).
+    """
+    return kd(student_logits, teacher_logits, targets, temperature=temperature)
 
 
 # ---------------------------------------------------------------- white-box (feature) methods

@@ -20,6 +20,7 @@ Families (published parameter counts, for 10 classes unless noted):
   cnn1d        Conv1d stack for (C, L) inputs, e.g. MNIST-1D
   cnn2d        small VGG-style CNN for 8x8 .. 32x32 images
   resnet<N>    CIFAR ResNet, He et al. 2016, N = 6n+2 (resnet20: 0.27M, resnet110: 1.7M)
+  resnet8x4, resnet32x4   the 4x-wide CIFAR ResNets of the CRD/mdistiller benchmarks (1.2M, 7.4M, 100 classes)
   wrn_D_K      pre-activation Wide ResNet, Zagoruyko & Komodakis 2016 (wrn_28_10: 36.5M)
   densenet_bc  DenseNet-BC, Huang et al. 2017 (depth 100, k 12: 0.8M)
 """
@@ -269,17 +270,20 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     """conv3x3(16) -> layer1..3 of n BasicBlocks (16, 32, 64 channels; strides 1, 2, 2) -> avgpool -> head.
-    depth = 6n + 2. `width` scales the stage widths (16 in the paper)."""
+    depth = 6n + 2. `width` scales the stage widths (16 in the paper); `stem` is the first conv's
+    width (default: width)."""
 
-    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int = 16, shortcut: str = "A"):
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int = 16, shortcut: str = "A",
+                 stem: int | None = None):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ConfigError(f"model.kwargs.shortcut: {shortcut!r} is not allowed; choose A or B")
         n = (depth - 2) // 6
         widths = [width, 2 * width, 4 * width]
-        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        in_planes = width
+        stem = stem or width
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        in_planes = stem
         for i, (planes, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
             blocks = []
             for j in range(n):
@@ -310,6 +314,23 @@ def cifar_resnet(cfg: ModelConfig, input_shape: tuple, num_classes: int, depth: 
 
 for _depth in (20, 32, 44, 56, 110):
     register(f"resnet{_depth}")(partial(cifar_resnet, depth=_depth))
+
+
+def cifar_resnet_x4(cfg: ModelConfig, input_shape: tuple, num_classes: int, depth: int) -> nn.Module:
+    """resnet8x4 / resnet32x4 of the CRD and mdistiller code (Tian et al. 2020): a 32-channel stem, stages
+    of 64, 128, 256 channels (width, 2 width, 4 width), 1x1-conv shortcuts ("B"); 1.2M / 7.4M parameters
+    for 100 classes."""
+    name = f"resnet{depth}x4"
+    _need_shape(name, input_shape, 3)
+    _no_key(cfg, name, "depth", f"has depth {depth} (pick resnet8x4 or resnet32x4 by name)")
+    width = cfg.width or 64
+    kwargs = {"shortcut": "B", **cfg.kwargs}
+    return _call(CifarResNet, name, kwargs, depth=depth, num_classes=num_classes, in_channels=input_shape[0],
+                 width=width, stem=max(1, width // 2))
+
+
+for _depth in (8, 32):
+    register(f"resnet{_depth}x4")(partial(cifar_resnet_x4, depth=_depth))
 
 
 # ---------------------------------------------------------------- Wide ResNet (Zagoruyko & Komodakis 2016)

@@ -85,6 +85,10 @@ class Objective(nn.Module):
     def weights(self, progress: float) -> dict:
         raise NotImplementedError
 
+    def record(self) -> dict:
+        """Figures of the objective itself, copied into each epoch's history rows (e.g. a learned temperature)."""
+        return {}
+
 
 class CrossEntropy(Objective):
     """Training from labels alone: loss = CE(y, s)."""
@@ -96,15 +100,65 @@ class CrossEntropy(Objective):
         return {"task": 1.0}
 
 
+# ---------------------------------------------------------------- CTKD's learned temperature (Li et al. 2023)
+
+
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, strength):
+        ctx.strength = strength
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.strength * grad, None
+
+
+def grad_reverse(x: torch.Tensor, strength: float) -> torch.Tensor:
+    """The identity forward; the gradient times -strength backward (Ganin & Lempitsky 2015)."""
+    return _GradientReversal.apply(x, strength)
+
+
+#: CTKD's global temperature: T = T_MIN + T_RANGE * sigmoid(theta), theta starting at 1 (the paper's code)
+CTKD_T_MIN, CTKD_T_RANGE, CTKD_THETA0 = 1.0, 20.0, 1.0
+
+
+def ctkd_temperature(theta: torch.Tensor, reversal: float) -> torch.Tensor:
+    """CTKD's learned temperature: T = 1 + 20 sigmoid(GRL(theta, lambda)), GRL = grad_reverse."""
+    return CTKD_T_MIN + CTKD_T_RANGE * torch.sigmoid(grad_reverse(theta, reversal))
+
+
+def ctkd_reversal(epoch: int, loops: float, lambda_max: float, lambda_min: float = 0.0) -> float:
+    """CTKD's curriculum (Li et al. 2023): lambda_n = lambda_min + (lambda_max - lambda_min) *
+    (1 + cos((1 + min(n, E) / E) pi)) / 2 at epoch n = 1, 2, ...: from lambda_min up to lambda_max over E epochs."""
+    if loops <= 0:
+        return lambda_max
+    n = min(epoch, loops)
+    return lambda_min + 0.5 * (lambda_max - lambda_min) * (1.0 + math.cos((1.0 + n / loops) * math.pi))
+
+
+
+#: methods whose teacher is read at T = 1 (the formula transforms it): ensembles are combined at T = 1
+COMBINED_AT_T1 = ("wttm",)
+
+
 class Distill(Objective):
     """A method of `losses` with its teacher signal: the teacher and task terms of `losses.METHODS[method]`.
 
     Teachers are kept out of the module's parameters (the signal is a plain attribute) and never trained.
+    With `distill.standardize`, the student's and each teacher's logits are standardised
+    (`losses.standardize`) before the formula; the task term stays CE on the raw student logits.
+    `epochs` (train.epochs) turns the per-epoch schedules (DKD's warm-up, CTKD's curriculum)
+    into training progress; ctkd's temperature is the parameter `theta` (trained, checkpointed).
     """
 
     def __init__(self, cfg: DistillConfig, signal, combine: str, seed: int = 0,
-                 projections: Optional[nn.ModuleList] = None, teacher_layers: Optional[list[str]] = None):
+                 projections: Optional[nn.ModuleList] = None, teacher_layers: Optional[list[str]] = None,
+                 epochs: Optional[int] = None):
         super().__init__()
+        self.epochs = epochs
+        if cfg.method == "ctkd":
+            self.theta = nn.Parameter(torch.tensor(CTKD_THETA0))
         self.cfg = cfg
         self.info = losses.LOSS_INFO[cfg.method]
         self.formula = losses.METHODS[cfg.method]
@@ -116,19 +170,44 @@ class Distill(Objective):
         self.student_layers = tuple(cfg.layers) if white_box else ()
         self.teacher_layers = list(teacher_layers or cfg.teacher_layers or cfg.layers)
 
-    def temperature(self, progress: float) -> float:
+    def epoch(self, progress: float) -> int:
+        """The epoch (1, 2, ...) that training `progress` falls in."""
+        return int(math.floor(progress * self.epochs + 1e-9)) + 1
+
+    def temperature(self, progress: float):
         c = self.cfg
+        if c.method == "ctkd":  # a tensor: the learned T through the gradient reversal of this epoch
+            return ctkd_temperature(self.theta, ctkd_reversal(self.epoch(progress), c.ctkd_loops,
+                                                                            c.ctkd_lambda))
         return value_at(c.temperature_schedule, c.temperature, c.temperature_end, progress)
 
     def weights(self, progress: float) -> dict:
         c = self.cfg
+        how = self.info["mix"]
+        if how == "dkd":
+            warm = min(self.epoch(progress) / c.dkd_warmup_epochs, 1.0) if c.dkd_warmup_epochs > 0 else 1.0
+            return {"task": 1.0, "tckd": warm * c.dkd_alpha, "nckd": warm * c.dkd_beta}
+        if how == "dist":
+            return {"task": 1.0, "inter": c.dist_beta, "intra": c.dist_gamma}
+        if how == "wttm":
+            return {"task": 1.0, "teacher": c.wttm_beta}
         alpha = value_at(c.alpha_schedule, c.alpha, c.alpha_end, progress)
-        return mix_weights(self.info["mix"], alpha, c.smoothing)
+        return mix_weights(how, alpha, c.smoothing)
+
+    def record(self) -> dict:
+        if self.cfg.method != "ctkd":
+            return {}
+        with torch.no_grad():
+            return {"temperature": float(ctkd_temperature(self.theta, 0.0))}
 
     def _options(self, progress: float, student: torch.Tensor) -> dict:
         method = self.cfg.method
         if method == "tfkd_reg":
             return {"correct_prob": self.cfg.correct_prob}
+        if method == "jsd":
+            return {"beta": self.cfg.jsd_beta}
+        if method == "skew_kl":
+            return {"skew": self.cfg.skew, "reverse": self.cfg.skew_reverse}
         if method == "dkpp":  # deterministic per step and seed, whatever ran before: resumable
             step_seed = (self.seed * 1_000_003 + int(round(progress * 1e9))) % 2**63
             return {"generator": torch.Generator(device=student.device).manual_seed(step_seed)}
@@ -150,12 +229,25 @@ class Distill(Objective):
                 features = [p(f) for p, f in zip(self.projections, features)]
             return self.formula(student, None, batch.y, temperature=temperature, student_features=features,
                                 teacher_features=[f.float() for f in teacher_feats], weight=self.cfg.feature_weight)
-        views = teacher_views(self.signal.logits(batch.x, batch.idx), temperature, self.combine)
+        teacher = self.signal.logits(batch.x, batch.idx)
+        raw = student
+        if self.cfg.standardize:
+            student, teacher = losses.standardize(student), losses.standardize(teacher)
+        combined_at = 1.0 if self.cfg.method in COMBINED_AT_T1 else temperature
+        views = teacher_views(teacher, combined_at, self.combine)
         terms = self.formula(student, views[0], batch.y, temperature=temperature, **options)
-        for z in views[1:]:  # per_teacher_kl: one teacher term per teacher, summed
-            terms["teacher"] = terms["teacher"] + self.formula(student, z, batch.y, temperature=temperature,
-                                                               **options)["teacher"]
+        for z in views[1:]:  # per_teacher_kl: one set of teacher terms per teacher, summed
+            more = self.formula(student, z, batch.y, temperature=temperature, **options)
+            terms.update({name: terms[name] + value for name, value in more.items() if name != "task"})
+        if self.cfg.standardize:
+            terms["task"] = losses.cross_entropy(raw, batch.y)
         return terms
+
+
+#: each method's own config keys, recorded in its loss_info
+METHOD_KEYS = {"dkd": ("dkd_alpha", "dkd_beta", "dkd_warmup_epochs"), "dist": ("dist_beta", "dist_gamma"),
+               "wttm": ("wttm_beta",), "ctkd": ("ctkd_lambda", "ctkd_loops"), "jsd": ("jsd_beta",),
+               "skew_kl": ("skew", "skew_reverse")}
 
 
 def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str], teachers: int,
@@ -171,6 +263,9 @@ def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str]
         info["smoothing"] = cfg.smoothing
     if cfg.method == "tfkd_reg":
         info["correct_prob"] = cfg.correct_prob
+    info.update({key: getattr(cfg, key) for key in METHOD_KEYS.get(cfg.method, ())})
+    if cfg.standardize:
+        info["standardize"] = True
     if info["signal"] == "features":
         info.update(layers=list(cfg.layers), teacher_layers=list(cfg.teacher_layers or cfg.layers),
                     feature_weight=cfg.feature_weight)
@@ -184,13 +279,15 @@ def loss_tags(info: dict) -> dict:
 
 def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, combine: Optional[str] = None, *,
                    file_logits: Optional[torch.Tensor] = None, cache: str = "auto", seed: int = 0,
-                   student: Optional[nn.Module] = None, description: Optional[str] = None):
+                   student: Optional[nn.Module] = None, description: Optional[str] = None,
+                   epochs: Optional[int] = None):
     """(objective, loss_info) for `cfg.method` taught by `teachers` (models in memory, combined by
     `combine`, default cfg.combine) or by `file_logits` (a predictions file's train-split logits).
 
     `cache`: auto, cached or online (see distill.signals). `seed` fixes DKPP's permutations and
     FitNet's projections; `student` (any model of the student's architecture) is needed by the
     white-box methods to check layer names and shapes. `description` names the teacher.
+    `epochs` (the student's train.epochs) is needed by the per-epoch schedules of dkd and ctkd.
     """
     from .errors import UserError
     from .features import white_box_parts
@@ -198,14 +295,25 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
 
     combine = combine or cfg.combine
     kind = losses.LOSS_INFO[cfg.method]["signal"]
+    if cfg.standardize and kind != "logits":
+        raise UserError(f"distill.standardize: logit standardisation applies to methods that read teacher logits; "
+                        f"{cfg.method} reads {'features' if kind == 'features' else 'no teacher'}; "
+                        f"set distill.standardize=false")
+    if cfg.method in ("dkd", "ctkd") and epochs is None:
+        raise ValueError(f"make_objective: {cfg.method}'s per-epoch schedule needs `epochs=` (train.epochs)")
     if kind == "none":
-        return Distill(cfg, ModelSignal([], data, device, cached=False), combine, seed), \
+        return Distill(cfg, ModelSignal([], data, device, cached=False), combine, seed, epochs=epochs), \
             loss_info(cfg, combine, description, 0, None)
     if file_logits is None and not teachers:
         raise ValueError(f"make_objective: method {cfg.method} needs a teacher")
     signal_kind = "file" if file_logits is not None else "models"
     cached, note = cache_decision(kind, signal_kind, data, cache)
-    signal = FileSignal(file_logits) if file_logits is not None else ModelSignal(teachers, data, device, cached)
+    top_k = (cfg.top_k, cfg.top_k_rest) if getattr(data, "text", None) is not None else None  # LMs: distill/lm.py
+    if top_k and cached:
+        note += (f"; the top {cfg.top_k} next tokens per position, the rest "
+                 f"{'dropped (renormalised)' if cfg.top_k_rest == 'drop' else 'spread evenly'}")
+    signal = FileSignal(file_logits) if file_logits is not None else ModelSignal(teachers, data, device, cached,
+                                                                                 top_k)
     projections, teacher_layers = None, None
     if kind == "features":
         if signal_kind != "models" or len(teachers) != 1:
@@ -218,5 +326,5 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
     count = 1 if signal_kind == "file" else len(teachers)
     if description is None:
         description = f"{count} teacher model{'s' if count != 1 else ''} in memory"
-    objective = Distill(cfg, signal, combine, seed, projections, teacher_layers)
+    objective = Distill(cfg, signal, combine, seed, projections, teacher_layers, epochs)
     return objective, loss_info(cfg, combine, description, count, note)

@@ -199,12 +199,12 @@ def teacher_objective(cfg: Config, data, seed: int, device):
         teacher_cfg = cfg.teacher.model or (cfg.model if d.method == "tfkd_self" else None)
         if teacher_cfg is None:
             if signal_kind == "none":
-                return (*make_objective(d, [], data, device, seed=seed), None)
+                return (*make_objective(d, [], data, device, seed=seed, epochs=cfg.train.epochs), None)
             return None, dict(CROSS_ENTROPY_INFO), None
         section = TeacherSection(f"teacher-s{seed}", new_model(teacher_cfg, data, seed), teacher_cfg,
                                  teacher_train_config(cfg))
         objective, info = make_objective(d, [section.model], data, device, seed=seed, student=student,
-                                         description=section.key)
+                                         description=section.key, epochs=cfg.train.epochs)
         return objective, info, section
     if signal_kind == "none":
         raise ConfigError(f"distill.method: {d.method} uses no teacher, but distill.teacher is set; "
@@ -221,8 +221,8 @@ def teacher_objective(cfg: Config, data, seed: int, device):
                             f"a run directory or a checkpoint")
         logits, kind = read_predictions(path, cfg, data)
         return (*make_objective(d, [], data, device, file_logits=logits, seed=seed, student=student,
-                                description=f"{path} ({kind})"), None)
+                                description=f"{path} ({kind})", epochs=cfg.train.epochs), None)
     loaded = [load_teacher(p, cfg, data, seed) for p in paths]
     description = ", ".join(desc for _, desc in loaded)
     return (*make_objective(d, [m for m, _ in loaded], data, device, seed=seed, student=student,
-                            description=description), None)
+                            description=description, epochs=cfg.train.epochs), None)

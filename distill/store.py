@@ -30,7 +30,8 @@ from .config import Config, config_hash, dump_yaml
 from .errors import UserError
 
 RECORD_COLUMNS = ["role", "name", "generation", "member", "seed", "epoch", "split",
-                  "loss", "acc", "nll", "ece", "lr", "seconds", "method", "reduction", "t2_scaling"]
+                  "loss", "acc", "nll", "ece", "lr", "seconds", "method", "reduction", "t2_scaling",
+                  "temperature"]  # temperature: a learned T (ctkd) at the end of the epoch, else empty
 
 SUMMARY_KEYS = ["role", "name", "seed", "generation", "member", "size", "combine", "parent", "selected_epoch",
                 "val_acc", "val_nll", "test_acc", "test_nll", "test_ece", "test_acc_last", "params", "train_seconds"]

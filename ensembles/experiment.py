@@ -45,6 +45,7 @@ from torch import nn
 from distill import engine, losses
 from distill.config import Config, ModelConfig, TrainConfig, from_dict, load_config, to_dict
 from distill.data import load_data
+from distill.fidelity import fidelity
 from distill.errors import ConfigError, UserError
 from distill.checkpoints import load_checkpoint
 from distill.jobs import Job, arch_key, fit_jobs
@@ -170,7 +171,8 @@ def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, com
                        arch: ModelConfig):
     return make_objective(cfg.distill, teachers, data, device, combine=combine, seed=seed,
                           student=stand_in_student(cfg, arch, data),
-                          description=f"ensemble(k={len(teachers)}, combine={combine})")
+                          description=f"ensemble(k={len(teachers)}, combine={combine})",
+                          epochs=cfg.train.epochs)
 
 
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
@@ -267,6 +269,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                                device=device, on_epoch=on_epoch, show=show, say=say)
                 training_log += [{"seed": seed, "role": "student", **entry} for entry in log]
             for job in student_jobs:
+                job.row.update(fidelity(job.model, job.objective, data, cfg.train))  # with the combined ensemble
                 how = job.report["combine"]
                 reference = full[how if how in COMBINES else "mean_probs"]
                 rows.append({**job.row, "combine": how, "student": job.report["student"],

@@ -75,6 +75,19 @@ def test_parameter_counts_near_published(name, fields, expected):
     assert abs(params - expected) / expected < 0.05, params
 
 
+@pytest.mark.parametrize("name,expected", [("resnet8x4", 1.23e6), ("resnet32x4", 7.43e6)])
+def test_x4_resnets_match_the_crd_benchmark(name, expected):
+    """The CRD/mdistiller resnet8x4 and resnet32x4 (100 classes: 1.23M and 7.43M parameters): a 32-channel
+    stem, stages of 64/128/256 channels with 1x1-conv shortcuts."""
+    model = build(name, (3, 32, 32), num_classes=100)
+    assert abs(count_params(model) - expected) / expected < 0.01, count_params(model)
+    assert model.conv1.out_channels == 32 and model.layer3[0].conv1.out_channels == 256
+    assert isinstance(model.layer1[0].shortcut, nn.Sequential)  # 32 -> 64 channels: a 1x1 conv
+    assert forward(model, (3, 32, 32)).shape == (2, 100)
+    with pytest.raises(ConfigError, match="model.depth"):
+        build(name, (3, 32, 32), depth=20)
+
+
 @pytest.mark.parametrize("depth,growth", [(112, 33), (90, 60), (80, 80), (80, 120)])
 def test_born_again_densenets_construct(depth, growth):
     # Build on the meta device: the widest is ~47M parameters, no need to allocate them.

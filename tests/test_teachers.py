@@ -210,7 +210,7 @@ def test_teacher_section_trains_teacher_then_student_and_resumes(tmp_path):
     assert summary["loss"]["method"] == "kd" and summary["loss"]["t2_scaling"] is True
     assert summary["loss"]["reduction"] == "batchmean"
     records = (run_dir / "records.csv").read_text().splitlines()
-    assert "method,reduction,t2_scaling" in records[0] and records[-1].endswith("kd,batchmean,True")
+    assert "method,reduction,t2_scaling" in records[0] and records[-1].endswith("kd,batchmean,True,")
     assert (run_dir / "checkpoints" / "teacher-s0" / "best.pt").exists()
     # the same command again resumes from the finished checkpoints: the same numbers
     again = json.loads((train(cfg, tmp_path, progress=False) / "summary.json").read_text())
