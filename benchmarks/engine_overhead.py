@@ -68,7 +68,7 @@ def engine_epochs(model_cfg, data, train: TrainConfig, seed: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         rows = []
         started = time.perf_counter()
-        engine.fit(model, data, train, seed=seed, checkpoint_dir=Path(folder), emit=rows.extend)
+        engine.fit_one(model, data, train, seed=seed, checkpoint_dir=Path(folder), emit=rows.extend)
         return (time.perf_counter() - started) / train.epochs
 
 

@@ -1,4 +1,4 @@
-"""Training 8 ensemble members packed with torch.func (vmap) against one after another.
+"""Training 8 ensemble members stacked in one engine.fit against one after another.
 
     .venv/bin/python benchmarks/pack_members.py            # 8 MNIST-1D MLPs (40-100-100-10), 10 epochs
     .venv/bin/python benchmarks/pack_members.py --quick    # a smoke test
@@ -7,7 +7,7 @@ Both sides run the ensemble's own member training (`distill.jobs.fit_jobs`, as
 `distill ensemble` does) on the same device-resident MNIST-1D data with the same seeds,
 batches, AdamW one-cycle schedule and step count, including what a run does around the
 steps: validation and test evaluation after every epoch, atomic last/best checkpoints and
-records.csv. Packed: one vmap'd call trains all 8; sequential: `engine.fit` 8 times. One
+records.csv. Packed: one engine.fit trains all 8 stacked; sequential: 8 fits of one. One
 process, interleaved rounds, medians. Figure: `speedup` = sequential / packed wall time
 (also `speedup_steps`, from the summed epoch-loop times without evaluation).
 Writes benchmarks/results/pack_members.json.

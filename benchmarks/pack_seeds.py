@@ -1,18 +1,16 @@
-"""8 seeds of the MNIST-1D MLP trained packed (stacked weights, batched matmuls) against one after another.
+"""8 seeds of the MNIST-1D MLP trained stacked in one engine.fit against one engine.fit per seed.
 
     .venv/bin/python benchmarks/pack_seeds.py            # 8 seeds, 40-100-100-10 MLP, 10 epochs
     .venv/bin/python benchmarks/pack_seeds.py --quick    # a smoke test
 
-This is what `distill bornagain` does with the seeds of one generation: `packed.fit_packed`
-for all seeds at once against `engine.fit` once per seed, with the same seeds, batches,
-AdamW one-cycle schedule and step count, each including evaluation after every epoch and
-atomic checkpoints. One process, interleaved rounds, medians. Figure: `speedup` =
-sequential / packed wall time. Also `matmul_ceiling`: sequential wall time / (steps x the
-time of one packed step's batched matrix products alone, forward and backward): the
-speedup packing could reach if everything else in the packed run were free. And
-`speedup_autograd`: the same with the packed MLPs trained through autograd
-(`packed.WRITTEN_OUT_BACKWARD = False`), which the one-after-another side also uses: what
-packing gives alone, without the packed trainer's written-out backward.
+This is what `distill bornagain` does with the seeds of one generation: `engine.fit` of all
+seeds at once (stacked parameters, batched matrix products) against `engine.fit` once per
+seed, with the same seeds, batches, AdamW one-cycle schedule and step count, each including
+evaluation after every epoch and atomic checkpoints; both through autograd. One process,
+interleaved rounds, medians. Figure: `speedup` = sequential / packed wall time. Also
+`matmul_ceiling`: sequential wall time / (steps x the time of one packed step's batched
+matrix products alone, forward and backward): the speedup stacking could reach if
+everything else in the stacked run were free.
 Writes benchmarks/results/pack_seeds.json.
 """
 
@@ -27,7 +25,7 @@ from pathlib import Path
 import common
 import torch
 
-from distill import engine, packed
+from distill import engine
 from distill.config import load_config
 from distill.data import load_data
 
@@ -39,23 +37,14 @@ def make_models(cfg, data, seeds):
 def sequential(cfg, data, seeds, folder: Path) -> float:
     started = time.perf_counter()
     for seed, model in zip(seeds, make_models(cfg, data, seeds)):
-        engine.fit(model, data, cfg.train, seed=seed, checkpoint_dir=folder / f"s{seed}")
+        engine.fit_one(model, data, cfg.train, seed=seed, checkpoint_dir=folder / f"s{seed}")
     return time.perf_counter() - started
 
 
-def packed_run(cfg, data, seeds, folder: Path, written_out: bool = True) -> float:
-    packed.WRITTEN_OUT_BACKWARD = written_out
-    try:
-        started = time.perf_counter()
-        packed.fit_packed(make_models(cfg, data, seeds), data, cfg.train, seeds=seeds,
-                          checkpoint_dir=folder / "pack", model_dirs=[folder / f"s{s}" for s in seeds])
-        return time.perf_counter() - started
-    finally:
-        packed.WRITTEN_OUT_BACKWARD = True
-
-
-def packed_autograd(cfg, data, seeds, folder: Path) -> float:
-    return packed_run(cfg, data, seeds, folder, written_out=False)
+def packed_run(cfg, data, seeds, folder: Path) -> float:
+    started = time.perf_counter()
+    engine.fit(make_models(cfg, data, seeds), data, cfg.train, seeds=seeds, model_dirs=[folder / f"s{s}" for s in seeds])
+    return time.perf_counter() - started
 
 
 def main(argv=None) -> dict:
@@ -76,8 +65,8 @@ def main(argv=None) -> dict:
     engine.setup_torch(cfg.train)
     data = load_data(cfg.dataset)
     seeds = list(range(args.seeds))
-    times = {"packed": [], "sequential": [], "packed_autograd": []}
-    runners = {"packed": packed_run, "sequential": sequential, "packed_autograd": packed_autograd}
+    times = {"packed": [], "sequential": []}
+    runners = {"packed": packed_run, "sequential": sequential}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in runners.items():  # warm-up
             fn(load_config(None, ["train.epochs=1", "model.name=mlp", "train.device=cpu"]), data, seeds[:2],
@@ -88,16 +77,14 @@ def main(argv=None) -> dict:
     pk, sq = statistics.median(times["packed"]), statistics.median(times["sequential"])
     steps = args.epochs * -(-data.size("train") // cfg.train.batch_size)
     matmuls = common.packed_matmul_seconds(engine.new_model(cfg.model, data, 0), args.seeds, cfg.train.batch_size)
-    pa = statistics.median(times["packed_autograd"])
     figures = {"speedup": round(sq / pk, 3), "packed_seconds": round(pk, 3), "sequential_seconds": round(sq, 3),
-               "speedup_autograd": round(sq / pa, 3), "packed_autograd_seconds": round(pa, 3),
                # the speedup if the packed run cost nothing but its batched matrix products
                "matmul_ceiling": round(sq / (steps * matmuls), 3), "packed_matmul_ms_per_step": round(1e3 * matmuls, 3),
                "seeds": args.seeds, "model": "mlp 40-100-100-10", "epochs": args.epochs, "rounds": args.rounds,
                "threads": torch.get_num_threads()}
     print(common.table([(k, statistics.median(v), min(v), max(v)) for k, v in times.items()],
                        ("seeds", "median s", "min s", "max s")))
-    print(f"speedup (sequential / packed): {figures['speedup']}x; through autograd: {figures['speedup_autograd']}x; "
+    print(f"speedup (sequential / packed): {figures['speedup']}x; "
           f"ceiling set by the packed step's batched matrix "
           f"products alone ({figures['packed_matmul_ms_per_step']} ms per step): {figures['matmul_ceiling']}x")
     print(f"wrote {common.write_result(__file__, figures, args.out)}")
