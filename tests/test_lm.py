@@ -235,3 +235,16 @@ def test_a_stopped_text_run_resumes_to_the_same_numbers(tmp_path):
     a = json.loads((whole / "summary.json").read_text())["models"]
     b = json.loads((resumed / "summary.json").read_text())["models"]
     assert [key(m) for m in a] == [key(m) for m in b]
+
+
+def test_a_hugging_face_causal_lm_from_a_local_folder(tmp_path, data):
+    """Optional extra: a tiny GPT-2 built from a config in a folder (no download), as teacher and student."""
+    transformers = pytest.importorskip("transformers")
+    transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=256, n_positions=16).save_pretrained(tmp_path)
+    model = create_model(ModelConfig(name="hf_causal_lm", kwargs={"path": str(tmp_path)}), (16,), 256).eval()
+    x = data.x["train"][:3]
+    assert model(x).shape == (3, 16, 256)
+    cache = TopKCache([model], data, k=4)
+    assert cache[:, torch.tensor([0])].shape == (1, 16, 256)
+    with pytest.raises(Exception, match="no Hugging Face folder"):
+        create_model(ModelConfig(name="hf_causal_lm", kwargs={"path": str(tmp_path / "none")}), (16,), 256)
