@@ -37,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import DatasetConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: config imports this module (for its names), never the reverse
+    from .config import DatasetConfig
 from .errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -109,6 +112,7 @@ class Data:
     shift: int
     mean: tuple[float, ...] = field(default=())  # per-channel statistics of the train split (before normalising)
     std: tuple[float, ...] = field(default=())
+    text: Optional[object] = None  # text corpora: tokenizer and documents (distill.text.TextInfo); x, y: token ids
 
     def to(self, device) -> "Data":
         move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
@@ -209,6 +213,8 @@ def load_data(cfg: DatasetConfig) -> Data:
     if cfg.name not in DATASETS:
         raise UserError(f"dataset.name: unknown dataset {cfg.name!r}; choose one of {', '.join(DATASETS)}")
     raw = DATASETS[cfg.name](cfg)
+    if isinstance(raw, Data):  # a text corpus comes tokenised and split by document (distill/text.py)
+        return raw
     input_shape = tuple(raw.x_train.shape[1:])
     augment = resolve_augment(cfg)
     if augment in ("crop_flip", "crop") and len(input_shape) != 3:
@@ -311,6 +317,15 @@ def _load_mnist1d(cfg: DatasetConfig) -> RawData:
     as_x = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).unsqueeze(1)  # noqa: E731
     as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
     return RawData(as_x(x), as_y(y), as_x(x_test), as_y(y_test), 10)
+
+
+@register("pydoc")
+@register("text")
+def _load_text(cfg: DatasetConfig) -> Data:
+    """Token blocks of a text corpus: Python's own documentation (pydoc) or dataset.text.files."""
+    from .text import load_text
+
+    return Data(**load_text(cfg))
 
 
 @register("fake")

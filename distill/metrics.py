@@ -7,6 +7,7 @@ models at once). The per-call helpers below are thin views of it.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -44,6 +45,10 @@ def split_metrics(scores: Sequence[torch.Tensor], targets: Sequence[torch.Tensor
     a handful of classes: about 100 us for 1400 x 10), and as few ops as the figures allow:
     after every epoch this runs on the validation and test splits together.
     """
+    # a language model's (M, N, L, V) scores and (N, L) next tokens: N * L rows (distill/lm.py),
+    # and its perplexity exp(nll) per token as well
+    tokens = targets[0].dim() > 1
+    scores, targets = [s.flatten(1, -2) for s in scores], [t.flatten() for t in targets]
     sizes = tuple(int(t.numel()) for t in targets)
     x = torch.cat(list(scores), dim=1) if len(scores) > 1 else scores[0]
     x = x.float()                                                          # (M, N, C)
@@ -63,7 +68,8 @@ def split_metrics(scores: Sequence[torch.Tensor], targets: Sequence[torch.Tensor
     totals = sums[..., :2].sum(dim=2)                                     # (M, S, 2)
     gaps = sums[..., 2].abs().sum(dim=2)                                  # (M, S)
     table = torch.cat([totals, gaps.unsqueeze(2)], dim=2).tolist()
-    return [[{"loss": nll_s / n, "acc": correct_s / n, "nll": nll_s / n, "ece": gap / n}
+    return [[{"loss": nll_s / n, "acc": correct_s / n, "nll": nll_s / n, "ece": gap / n,
+              **({"ppl": math.exp(nll_s / n)} if tokens else {})}
              for (correct_s, nll_s, gap), n in zip(per_model, sizes)] for per_model in table]
 
 

@@ -37,10 +37,13 @@ import torch
 import torchvision
 from torch import nn
 
-from .config import ModelConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: config imports this module (for its names), never the reverse
+    from .config import ModelConfig
 from .errors import ConfigError
 
-Builder = Callable[[ModelConfig, tuple, int], nn.Module]
+Builder = Callable[["ModelConfig", tuple, int], nn.Module]
 
 MODELS: dict[str, Builder] = {}
 
@@ -316,7 +319,7 @@ for _depth in (20, 32, 44, 56, 110):
     register(f"resnet{_depth}")(partial(cifar_resnet, depth=_depth))
 
 
-def cifar_resnet_x4(cfg: ModelConfig, input_shape: tuple, num_classes: int, depth: int) -> nn.Module:
+def cifar_resnet_x4(cfg: "ModelConfig", input_shape: tuple, num_classes: int, depth: int) -> nn.Module:
     """resnet8x4 / resnet32x4 of the CRD and mdistiller code (Tian et al. 2020): a 32-channel stem, stages
     of 64, 128, 256 channels (width, 2 width, 4 width), 1x1-conv shortcuts ("B"); 1.2M / 7.4M parameters
     for 100 classes."""
@@ -497,6 +500,41 @@ def densenet_bc(cfg: ModelConfig, input_shape: tuple, num_classes: int) -> nn.Mo
     _no_key(cfg, "densenet_bc", "width", "sets its width with model.growth_rate")
     return _call(DenseNetBC, "densenet_bc", cfg.kwargs, depth=depth, growth=cfg.growth_rate,
                  num_classes=num_classes, in_channels=input_shape[0], dropout=cfg.dropout)
+
+
+# ---------------------------------------------------------------- language models (distill/gpt.py, distill/hf.py)
+
+
+def _need_tokens(name: str, input_shape: tuple) -> None:
+    if len(input_shape) != 1:
+        raise ConfigError(f"model.name: {name} is a language model and needs token blocks (dataset.name=pydoc or "
+                          f"text), but the data's examples have shape {input_shape}")
+
+
+@register("gpt")
+def gpt(cfg: ModelConfig, input_shape: tuple, num_classes: int) -> nn.Module:
+    """Causal transformer: width = embedding size, depth = blocks, kwargs heads (4) and context (the block)."""
+    from .gpt import GPT
+
+    _need_tokens("gpt", input_shape)
+    kwargs = {"context": input_shape[0], **cfg.kwargs}
+    if kwargs["context"] < input_shape[0]:
+        raise ConfigError(f"model.kwargs.context: {kwargs['context']} is shorter than the data's blocks of "
+                          f"{input_shape[0]} tokens; raise it or lower dataset.text.block")
+    return _call(GPT, "gpt", kwargs, vocab=num_classes, width=cfg.width or 128, depth=cfg.depth or 4,
+                 dropout=cfg.dropout)
+
+
+@register("hf_causal_lm")
+def hf_causal_lm(cfg: ModelConfig, input_shape: tuple, num_classes: int) -> nn.Module:
+    """Any AutoModelForCausalLM from a local folder: model.kwargs.path (needs transformers)."""
+    from .hf import HFCausalLM
+
+    _need_tokens("hf_causal_lm", input_shape)
+    if "path" not in cfg.kwargs:
+        raise ConfigError("model.kwargs.path: hf_causal_lm needs the folder of a Hugging Face model "
+                          "(config.json, weights optional), e.g. model.kwargs={path: models/tiny-gpt2}")
+    return _call(HFCausalLM, "hf_causal_lm", cfg.kwargs, vocab=num_classes)
 
 
 # ---------------------------------------------------------------- name patterns and torchvision

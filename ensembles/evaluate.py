@@ -86,7 +86,7 @@ def size_curve(logits: dict[str, Tensor], targets: dict[str, Tensor], combines=C
     """
     count = logits["test"].shape[0]
     member_acc = {split: (logits[split].argmax(-1) == targets[split]).float().mean(-1) for split in logits}
-    test_preds = logits["test"].argmax(-1)
+    test_preds = logits["test"].argmax(-1).flatten(1)  # (K, n), or (K, n * L) tokens of an LM
     rows = []
     for size in range(1, count + 1):
         chosen = subsets(count, size, limit)

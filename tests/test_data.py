@@ -119,7 +119,7 @@ def denormalise(data, split):
 
 def test_registry_names_every_dataset():
     assert set(list_datasets()) == {"digits", "mnist1d", "fake", "mnist", "fashion_mnist", "cifar10", "cifar100",
-                                    "svhn"}
+                                    "svhn", "pydoc", "text"}
     assert list_datasets() == list(DATASETS)
 
 
