@@ -16,34 +16,31 @@ import json
 import os
 import pickle
 import random
+import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
+from .atomic import write_bytes_atomic
 from .errors import UserError
 
 
 def save_atomic(obj, path: Path, keep_previous: bool = False) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: never a half-written file.
+    """torch.save to a temp file in the same folder (fsync'd), then os.replace: never a half-written
+    file, no .tmp left behind on a full disk, SIGINT/SIGTERM held until the file is in place.
     With keep_previous, the file it replaces stays as <name>.prev.pt (a fallback if the new one
     is ever found damaged)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     buffer = io.BytesIO()  # serialised in memory, written in one call
     torch.save(obj, buffer)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no partial temp file behind
-        raise
-    if keep_previous and path.exists():
-        os.replace(path, previous_path(path))
-    os.replace(tmp, path)
+
+    def keep():
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
+
+    write_bytes_atomic(path, buffer.getbuffer(), before_replace=keep)
 
 
 def previous_path(path: Path) -> Path:
@@ -55,26 +52,47 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
-                        f"delete it to train that model again from its previous checkpoint") from None
+        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {_first_line(err)}); "
+                        f"{_remedy(path)}") from None
     if not isinstance(state, dict):
-        raise UserError(f"checkpoint {path} holds no training state; delete it to train that model again")
+        raise UserError(f"checkpoint {path} holds no training state; {_remedy(path)}")
     return state
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:120] if lines else "no message"
+
+
+def _remedy(path: Path) -> str:
+    if path.name == "best.pt":  # the validation-best weights of the epochs trained so far are gone
+        return f"delete the folder {path.parent} to train that model again from the start"
+    return f"delete {path.parent / (path.stem + '*')} to train that model again from the start"
 
 
 def load_state(path: Path, device="cpu") -> Optional[dict]:
     """The newest readable training state: `path`, else its .prev file (a damaged last.pt costs
-    the epochs since the one before, never the run), else None."""
-    problem = None
-    for candidate in (path, previous_path(path)):
-        if candidate.exists():
-            try:
-                return load_checkpoint(candidate, device)
-            except UserError as err:
-                problem = problem or err
-    if problem is not None and not previous_path(path).exists():
-        raise problem
-    return None
+    the epochs since the one before, never the run; the damaged file is renamed <name>.damaged
+    and named in one line on stderr), else None when neither exists. A damaged file with no
+    readable fallback raises the one-line UserError naming it."""
+    previous = previous_path(path)
+    if not path.exists():
+        return load_checkpoint(previous, device) if previous.exists() else None
+    try:
+        return load_checkpoint(path, device)
+    except UserError as err:
+        if not previous.exists():
+            raise
+        problem = err
+    try:
+        state = load_checkpoint(previous, device)
+    except UserError:
+        raise problem from None
+    damaged = path.with_name(path.name + ".damaged")
+    os.replace(path, damaged)  # else the next save would push it over the good .prev file
+    print(f"distill: warning: checkpoint {path} cannot be read (kept as {damaged.name}); resuming from "
+          f"{previous.name} at epoch {state.get('epoch')}", file=sys.stderr, flush=True)
+    return state
 
 
 def pack_rows(rows: list[dict]) -> str:

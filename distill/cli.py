@@ -11,7 +11,10 @@ error.txt say why).
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
+import threading
 import traceback
 from .errors import UserError
 
@@ -214,7 +217,21 @@ def demo(out: str):
     return page
 
 
+SIGNAL_COMMANDS = ("train", "bornagain", "ensemble", "demo")  # `tune` handles its signals itself (tuning/)
+
+
+def _stop_on_sigterm(signum, frame):
+    """SIGTERM (SLURM, Kubernetes, kill) -> an exception where the program is, as Ctrl-C raises
+    KeyboardInterrupt: the run is marked in meta.json, the command exits 143. A second SIGTERM
+    kills at once."""
+    from .errors import Interrupted
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Interrupted("SIGTERM")
+
+
 def main(argv=None) -> int:
+    previous = None
     try:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
@@ -225,18 +242,36 @@ def main(argv=None) -> int:
             rest = [r for r in rest if r not in late]
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command in SIGNAL_COMMANDS and threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
         dispatch(args)
     except UserError as err:
         print(f"distill: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("distill: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as errors.Interrupted
+        name = getattr(err, "signal_name", "SIGINT")
+        what = "terminated by SIGTERM" if name == "SIGTERM" else "interrupted"
+        how = getattr(err, "how_to_resume", "run the same command again to resume from the last checkpoint")
+        print(f"distill: {what}; {how}", file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
+    except OSError as err:  # a full disk, a vanished folder: the run's error.txt has the traceback if writable
+        fix = "free some space" if err.errno == errno.ENOSPC else "fix that"
+        print(f"distill: run failed: {_first_line(err)}; {fix}, then run the same command again to resume",
+              file=sys.stderr)
+        return 1
     except Exception as err:  # a failed run: show where, then one line saying what
         traceback.print_exc()
         print(f"distill: run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else 'no message'}"
 
 
 if __name__ == "__main__":

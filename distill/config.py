@@ -32,7 +32,7 @@ from typing import Optional
 import yaml
 
 from .errors import ConfigError
-from .schema import _yaml_key, _yaml_reason, from_dict, parse_override, set_dotted, spec, to_dict  # noqa: F401
+from .schema import _yaml_key, _yaml_reason, from_dict, load_yaml, parse_override, set_dotted, spec, to_dict  # noqa: F401
 
 
 @dataclass
@@ -358,7 +358,7 @@ def read_yaml(path) -> dict:
     """The mapping in a YAML file, given as a path or a preset name (see `resolve_config_path`)."""
     path = resolve_config_path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_reason(err)}") from None
     if data is None:

@@ -14,3 +14,17 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config key is unknown, has the wrong type, or is out of range."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the process to stop (SIGTERM from a scheduler, or SIGINT): raised where the
+    program is, so that the run is marked in meta.json and the command exits 143 / 130.
+    A KeyboardInterrupt, so that no `except Exception` swallows it."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+    @property
+    def exit_status(self) -> int:
+        return 143 if self.signal_name == "SIGTERM" else 130

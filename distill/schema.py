@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import field
@@ -20,6 +21,27 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers the YAML 1.2 way: `1e-3` and `3e-4` are floats
+    (YAML 1.1, PyYAML's default, wants a dot and a signed exponent and reads them as strings)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """YAML text -> Python values, numbers read as YAML 1.2 does (see `YamlLoader`)."""
+    return yaml.load(text, Loader=YamlLoader)
+
 
 def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None, join=None):
     """A config field: default, meaning, and the allowed values checked on load. `join`: a string
@@ -78,6 +100,8 @@ def _coerce(value, tp, key: str):
     }[tp]
     if not ok:
         raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value} is not allowed; give a finite number")
     return float(value) if tp is float else value
 
 
@@ -144,7 +168,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like train.epochs")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({_yaml_reason(err)})") from None
     return key.split("."), value

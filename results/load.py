@@ -8,11 +8,18 @@ A run directory is any folder holding a `summary.json` (DESIGN.md, "Run director
 folders are searched recursively, so a Ray Tune experiment folder with its trial folders
 works as well as a single run. Only files are read: this module never imports torch or
 the `distill` engine.
+
+A run that cannot be read (summary.json damaged or of the wrong shape, no evaluated model
+yet) is never dropped silently: it is named with the reason in a warning line on stderr and
+in `frame.attrs["left_out"]` (the report's "Runs left out" section); when no run at all can
+be read, `NoRuns` says why.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Iterable, Union
 
@@ -135,6 +142,42 @@ def _run_columns(run: Path, summary: dict) -> dict:
     return shared
 
 
+NUMBER_KEYS = ("seed", "generation", "member", "size", "selected_epoch", "val_acc", "val_nll", "test_acc",
+               "test_nll", "test_ece", "test_acc_last", "params", "train_seconds")
+
+
+def read_summary(run: Path) -> tuple[dict, str | None]:
+    """(summary.json of `run`, None), or ({}, the reason it cannot be used)."""
+    path = run / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        return {}, f"summary.json cannot be read ({type(err).__name__}: {err})"
+    except ValueError as err:
+        return {}, f"summary.json is not valid JSON ({str(err).splitlines()[0][:100]})"
+    if not isinstance(summary, dict) or not isinstance(summary.get("models", []), list):
+        return {}, "summary.json is not a mapping with a list of model rows under `models`"
+    for i, row in enumerate(summary.get("models") or []):
+        if not isinstance(row, dict):
+            return {}, f"summary.json: model row {i} is not a mapping of keys"
+        for key in NUMBER_KEYS:
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                return {}, f"summary.json: model row {i} has {key} = {value!r}, not a number"
+        if not isinstance(row.get("role"), str):
+            return {}, f"summary.json: model row {i} has no role"
+    if not summary.get("models"):
+        status = summary.get("status") or _read_json(run / "meta.json").get("status") or "unknown"
+        return {}, f"no evaluated model yet (status {status})"
+    return summary, None
+
+
+def warn_left_out(left_out: list[dict]) -> None:
+    for item in left_out:
+        print(f"results: warning: left out {item['run']}: {item['reason']}", file=sys.stderr, flush=True)
+
+
 def load(paths: Union[PathLike, Iterable[PathLike]]) -> pd.DataFrame:
     """One row per summary.json model row of every run under `paths`.
 
@@ -144,24 +187,34 @@ def load(paths: Union[PathLike, Iterable[PathLike]]) -> pd.DataFrame:
     `sweep` (folder holding sweep.json, for Tune trials), the loss info flattened
     (`loss_method`, `loss_reduction`, `loss_t2_scaling`, `temperature`, `alpha`, ...),
     and every leaf of config.yaml as `cfg.<dotted key>` (lists as JSON text).
-    Accuracies stay fractions in [0, 1]. Raises `NoRuns` if a path holds no run.
+    Accuracies stay fractions in [0, 1]. Runs that cannot be read are warned about on stderr
+    and listed in `frame.attrs["left_out"]` ([{"run", "reason"}]). Raises `NoRuns` if a path
+    holds no run, or if no run can be read.
     """
-    rows = []
+    rows, left_out = [], []
     for run in find_runs(paths):
-        summary = _read_json(run / "summary.json")
+        summary, problem = read_summary(run)
+        if problem is not None:
+            left_out.append({"run": str(run), "reason": problem})
+            continue
         shared = _run_columns(run, summary)
-        for model in summary.get("models") or []:
+        for model in summary["models"]:
             row = {key: None for key in SUMMARY_KEYS}
             row.update({k: _cell(v) for k, v in model.items()})
             # a model row's own key wins over a run-level column of the same name
             row.update({k: v for k, v in shared.items() if k not in model})
             rows.append(row)
+    warn_left_out(left_out)
     if not rows:
-        raise NoRuns(f"no evaluated models in {', '.join(str(p) for p in _as_list(paths))} "
-                     f"(summary.json has no model rows yet)")
+        bad = left_out[0]
+        more = f" (and {len(left_out) - 1} more run(s) left out)" if len(left_out) > 1 else ""
+        raise NoRuns(f"no readable run in {', '.join(str(p) for p in _as_list(paths))}: "
+                     f"{bad['run']}: {bad['reason']}{more}")
     frame = pd.DataFrame(rows)
     first = SUMMARY_KEYS + [c for c in frame.columns if c not in SUMMARY_KEYS and not c.startswith("cfg.")]
-    return frame[first + [c for c in frame.columns if c.startswith("cfg.")]]
+    frame = frame[first + [c for c in frame.columns if c.startswith("cfg.")]]
+    frame.attrs["left_out"] = left_out
+    return frame
 
 
 def load_records(paths: Union[PathLike, Iterable[PathLike]]) -> pd.DataFrame:
@@ -175,7 +228,12 @@ def load_records(paths: Union[PathLike, Iterable[PathLike]]) -> pd.DataFrame:
         path = run / "records.csv"
         if not path.exists() or path.stat().st_size == 0:
             continue
-        records = pd.read_csv(path)
+        try:
+            records = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError, OSError) as err:  # pandas' parser errors are ValueErrors
+            warn_left_out([{"run": str(run), "reason": f"records.csv cannot be read ({type(err).__name__}: "
+                                                       f"{str(err).strip().splitlines()[0][:100]})"}])
+            continue
         if records.empty:
             continue
         records.insert(0, "run", str(run))

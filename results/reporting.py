@@ -49,6 +49,7 @@ def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report",
 
     out = Path(out)
     df = load(paths)
+    left_out = df.attrs.get("left_out", [])  # runs that could not be read: named in the report too
     records = load_records(paths)
     out.mkdir(parents=True, exist_ok=True)
     found = ex.split(df)
@@ -61,7 +62,7 @@ def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report",
     if not records.empty:
         records.to_csv(out / "records.csv", index=False)
 
-    blocks = index_blocks(df, found)
+    blocks = index_blocks(df, found) + left_out_blocks(left_out)
     for e in found:
         figures, source = ex.paper_figures(e, paper, paper_source)
         context = Context(out, df, figures, source, plots)
@@ -98,6 +99,15 @@ def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
         blocks.append(Para(f"**Warning:** {len(unfinished)} run(s) not finished (status not `done`): "
                            + ", ".join(f"`{r}`" for r in unfinished)))
     return blocks
+
+
+def left_out_blocks(left_out: list[dict]) -> list:
+    """The "Runs left out" section: each run folder that could not be read, with the reason."""
+    if not left_out:
+        return []
+    return [Heading("Runs left out", 2, "runs-left-out"),
+            Para(f"{len(left_out)} run folder(s) could not be read and are in no table or plot: "
+                 + "; ".join(f"`{item['run']}`: {item['reason']}" for item in left_out))]
 
 
 def _setup(e: ex.Experiment) -> str:
