@@ -277,3 +277,33 @@ def test_full_disk_fails_the_run_with_one_line_and_it_resumes(tmp_path, uninterr
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)  # space is back: the same command resumes
     assert done.returncode == 0, done.stderr
     assert _summary(run_dir) == uninterrupted
+
+
+# ---------------------------------------------------------------- reports and damaged run folders
+
+
+def test_reports_name_every_run_they_leave_out(tmp_path, capsys):
+    import results
+    from report_runs import kd_run
+
+    good = kd_run(tmp_path / "runs")
+    garbage = kd_run(tmp_path / "runs", run_id="garbage")
+    (garbage / "summary.json").write_text('{"status": "done", "models": [{"role": "stu')
+    shape = kd_run(tmp_path / "runs", run_id="shape")
+    (shape / "summary.json").write_text(json.dumps({"status": "done", "models": [{"role": "student",
+                                                                                  "test_acc": "high"}]}))
+    df = results.load(tmp_path / "runs")
+    assert set(df["run"]) == {str(good)}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "Traceback" not in "".join(err)
+    assert any(str(garbage) in line and "not valid JSON" in line for line in err)
+    assert any(str(shape) in line and "test_acc = 'high'" in line for line in err)
+    assert [item["run"] for item in df.attrs["left_out"]] == [str(garbage), str(shape)]
+
+    assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "Runs left out" in page and str(garbage) in page and str(shape) in page
+    capsys.readouterr()
+
+    assert cli.main(["report", str(garbage), str(shape), "--out", str(tmp_path / "none")]) == 2
+    assert "no readable run" in capsys.readouterr().err.strip().splitlines()[-1]
