@@ -259,8 +259,9 @@ def main(argv=None) -> int:
         print(f"distill: run failed: {_first_line(err)}; {fix}, then run the same command again to resume",
               file=sys.stderr)
         return 1
-    except Exception as err:  # a failed run: show where, then one line saying what
-        traceback.print_exc()
+    except Exception as err:  # a failed run: show where (but not for a diverged loss), then one line saying what
+        if type(err).__name__ != "Diverged":  # engine.Diverged: the message says it all; error.txt has the rest
+            traceback.print_exc()
         print(f"distill: run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     finally:
