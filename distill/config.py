@@ -36,8 +36,34 @@ from .schema import _yaml_key, _yaml_reason, from_dict, load_yaml, parse_overrid
 
 
 @dataclass
+class TextConfig:
+    """dataset.name=pydoc or text: a corpus split by document into fixed-length token blocks (distill/text.py)."""
+
+    files: list[str] = spec([], "text: .txt files (one document each), .jsonl files (one document per line) or "
+                            "folders of them")
+    json_field: str = spec("text", "text: the field of a .jsonl line that holds the document")
+    tokenizer: str = spec("byte", "byte (UTF-8 bytes, 256 tokens), char (the corpus's characters) or a folder "
+                          "holding a Hugging Face tokenizer (needs transformers)")
+    block: int = spec(64, "tokens per training block (the model's context)", ge=2)
+    documents: Optional[int] = spec(None, "keep only the first this many documents, null = all", ge=3)
+    test_fraction: float = spec(0.1, "share of the documents held out for test (val: dataset.val_fraction)",
+                                gt=0.0, lt=1.0)
+    seqkd_teacher: Optional[str] = spec(None, "sequence-level KD: a teacher checkpoint (best.pt) or run directory "
+                                        "whose generations replace the training blocks; null = the text itself")
+    seqkd_decode: str = spec("sample", "how the teacher generates: greedy, sample or beam",
+                             choices=["greedy", "sample", "beam"])
+    seqkd_temperature: float = spec(1.0, "sample: softmax temperature of the teacher's generation", gt=0.0)
+    seqkd_top_k: int = spec(0, "sample: draw from the k most likely tokens only, 0 = all", ge=0)
+    seqkd_beams: int = spec(4, "beam: beam width", ge=1)
+    seqkd_prompt: int = spec(16, "tokens of each training block kept as the prompt; the teacher writes the rest",
+                             ge=1)
+    seqkd_seed: int = spec(0, "seed of the teacher's sampling", ge=0)
+
+
+@dataclass
 class DatasetConfig:
-    name: str = spec("mnist1d", "dataset: digits, mnist1d, fake, mnist, fashion_mnist, cifar10, cifar100, svhn")
+    name: str = spec("mnist1d", "dataset: digits, mnist1d, fake, mnist, fashion_mnist, cifar10, cifar100, svhn, "
+                     "pydoc (English text shipped with Python), text (dataset.text.files)")
     root: str = spec("data", "folder holding a torchvision dataset (never downloaded unless download=true)")
     download: bool = spec(False, "let torchvision download the dataset into root")
     val_fraction: float = spec(0.1, "share of the training set held out for model selection", gt=0.0, lt=1.0)
@@ -50,6 +76,7 @@ class DatasetConfig:
     shift: int = spec(4, "augment=shift: largest shift in samples", ge=0)
     fake_shape: list[int] = spec([3, 32, 32], "fake: shape of one example (C, H, W)")
     fake_classes: int = spec(10, "fake: number of classes", ge=2)
+    text: TextConfig = field(default_factory=lambda: TextConfig())  # pydoc, text: token blocks (distill/text.py)
 
 
 @dataclass
@@ -204,6 +231,10 @@ class EnsembleConfig:
 @dataclass
 class TuneConfig:
     kind: str = spec("train", "what one trial runs", choices=["train", "bornagain", "ensemble"])
+    target: str = spec("auto", "the one model whose validation figures reach Tune: auto (train: the student; "
+                       "bornagain: last; ensemble: student, or the ensemble without students), last, "
+                       "best_generation, best_ensemble (bornagain), student, ensemble (ensemble)",
+                       choices=["auto", "last", "best_generation", "best_ensemble", "student", "ensemble"])
     scheduler: str = spec("fifo", "trial scheduler", choices=["fifo", "asha", "pbt"])
     num_samples: int = spec(1, "samples drawn from the random dimensions (grids are crossed with each)", ge=1)
     metric: str = spec("val_acc", "metric reported to Tune (validation only)", choices=["val_acc", "val_nll"])
