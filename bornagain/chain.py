@@ -91,7 +91,7 @@ def should_stop(cfg: Config, val_by_generation: dict[int, list[float]], generati
 @torch.inference_mode()
 def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: int) -> list[dict]:
     """Ens x k rows: mean probabilities of generations 1..k and of 0..k, on validation and test."""
-    probs = {split: {g: engine.predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision).softmax(1)
+    probs = {split: {g: engine.predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision).softmax(-1)
                      for g, m in models.items()} for split in ("val", "test")}
     rows = []
     last = max(models)
@@ -115,9 +115,9 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
         on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
     """Train the chain for every seed; returns the run directory (see the module docstring).
 
-    `on_epoch` receives each epoch's report (train and validation figures) with `generation`
-    and `seed` added; generations come one after another, so a Tune trial sees the chain's
-    epochs in order.
+    `on_epoch` receives each epoch's report (train and validation figures) with `role`,
+    `generation`, `seed` and `epochs` (the generation's epoch count) added; generations come
+    one after another, so a Tune trial sees the chain's epochs in order.
     """
     engine.setup_torch(cfg.train)
     device = engine.resolve_device(cfg.train.device)
@@ -151,7 +151,9 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                 jobs.append(Job(key=f"gen{g}-s{seed}", arch=model_cfg, seed=generation_seed(seed, g),
                                 tags={"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
                                       "parent": parent_name(cfg, g)},
-                                label=f"generation {g} seed {seed}", report={"generation": g, "seed": seed},
+                                label=f"generation {g} seed {seed}",
+                                report={"role": "generation", "generation": g, "seed": seed,
+                                        "epochs": cfg.train.epochs},
                                 objective=objective))
             (entry,) = fit_jobs(jobs, data, cfg.train, run, pack=cfg.bornagain.pack, device=device,
                                 on_epoch=on_epoch, show=show, say=say)

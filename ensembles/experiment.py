@@ -27,9 +27,9 @@ validation accuracy). Gap recovered = (student - mean member) / (ensemble - mean
 where "ensemble" is the full ensemble under the student's combination; for per_teacher_kl
 it is mean_probs, the distribution that minimises the sum of the per-teacher KLs.
 
-`on_epoch` (Tune) receives the students' epoch reports, or the members' when there are no
-students (`ensemble.combine=[]`); each report carries `role`, `seed` and `member` or
-`student`/`combine`, and reports continue in sequence over several students and seeds.
+`on_epoch` (Tune) receives every model's epoch reports, members' and students'; each report
+says which model it is about (`role`, `seed`, `member` or `student`/`combine`) and its
+epoch count (`epochs`); a Tune trial forwards only its target model's (see `tuning.target`).
 """
 
 from __future__ import annotations
@@ -204,7 +204,6 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     run_.write_meta(device=str(device), reused_from=str(earlier.path) if earlier else None)
     show = Progress(progress)
     say = stderr_line(progress)
-    members_report = on_epoch if not cfg.ensemble.combine else None
     def body() -> dict:
         rows: list[dict] = []
         training_log: list[dict] = []
@@ -217,10 +216,10 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                         **loss_tags(CROSS_ENTROPY_INFO)}
                 jobs.append(Job(key=f"member{m}-s{seed}", arch=arch, seed=member_seed(seed, m), tags=tags,
                                 label=f"member {m} {arch.name} seed {seed}",
-                                report={"role": "member", "member": m, "seed": seed}))
+                                report={"role": "member", "member": m, "seed": seed, "epochs": train_m.epochs}))
             if earlier is None:
                 log = fit_jobs(jobs, data, train_m, run_, pack=cfg.ensemble.pack, device=device,
-                               on_epoch=members_report, show=show, say=say)
+                               on_epoch=on_epoch, show=show, say=say)
                 training_log += [{"seed": seed, "role": "member", **entry} for entry in log]
             else:
                 for m, job in enumerate(jobs):  # finished checkpoints: engine.fit returns at once, trains nothing
@@ -262,7 +261,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                     student_jobs.append(Job(
                         key=f"student{j}-{how}-s{seed}", arch=arch, seed=seed, tags=tags, objective=objective,
                         label=f"student {arch.name} ({how}) seed {seed}",
-                        report={"role": "student", "student": j, "combine": how, "seed": seed}))
+                        report={"role": "student", "student": j, "combine": how, "seed": seed,
+                                "epochs": cfg.train.epochs}))
             if student_jobs:
                 white_box = losses.LOSS_INFO[cfg.distill.method]["signal"] == "features"
                 log = fit_jobs(student_jobs, data, cfg.train, run_, pack=cfg.ensemble.pack and not white_box,

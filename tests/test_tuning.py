@@ -277,13 +277,15 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
 
 
 def test_best_config_is_the_best_mean_over_seeds():
-    from tuning.sweep import best_config
+    from tuning.choose import best_config
     trials = [  # T=1 has the single best trial, T=4 the best mean over its two seeds
         {"trial": "a", "params": {"distill.temperature": 1, "seeds": [0]}, "best_val_acc": 0.90},
         {"trial": "b", "params": {"distill.temperature": 1, "seeds": [1]}, "best_val_acc": 0.60},
         {"trial": "c", "params": {"distill.temperature": 4, "seeds": [0]}, "best_val_acc": 0.80},
         {"trial": "d", "params": {"distill.temperature": 4, "seeds": [1]}, "best_val_acc": 0.79},
     ]
+    for trial in trials:
+        trial.update(status="done", seed=trial["params"]["seeds"][0])
     best = best_config(trials, "val_acc", "max")
     assert best["params"] == {"distill.temperature": 4} and best["seeds"] == 2
     assert best["mean_best_val_acc"] == pytest.approx(0.795) and best["trials"] == ["c", "d"]
@@ -327,4 +329,5 @@ def test_bornagain_trials(tmp_path):
     for trial in sweep["trials"]:
         rows = json.loads((Path(trial["run_dir"]) / "summary.json").read_text())["models"]
         assert sorted(r["generation"] for r in rows if r["role"] == "generation") == [0, 1]
-        assert trial["epochs"] >= 2
+        assert trial["epochs"] == 2 and trial["target_model"] == "generation 1"  # the last generation's epochs
+        assert set(trial["others"]) == {"generation 0", "ens_0..1"}

@@ -247,13 +247,3 @@ def trial_dirname(trial_id: str, params: dict) -> str:
                    if key != "__trial_index__")
     tag = re.sub(r"[^\w.-]+", "", tag)[:80]
     return f"{trial_id}_{tag}" if tag else trial_id
-
-
-def reports_per_run(kind: str, epochs: int, generations: int, members: int) -> int:
-    """Epochs one trial reports to Tune: every epoch of every model it trains (a born-again
-    chain's G + 1 generations; an ensemble run's members and one student)."""
-    if kind == "bornagain":
-        return epochs * (generations + 1)
-    if kind == "ensemble":
-        return epochs * (members + 1)
-    return epochs

@@ -10,27 +10,40 @@ Where things go: `<storage>/<sweep-id>/`, where storage is `tune.storage_path` o
 `OUT/<name>` and the sweep id is `run_id` or a hash of the resolved config (so the same
 command with `--resume` finds the same folder). Each trial folder inside is a run
 directory (config.yaml, meta.json, records.csv, summary.json, checkpoints/) beside Ray's
-files; `sweep.json` lists the trials, their sampled values, status, run directories and
-the best trial by the validation metric.
+files; `sweep.json` (`tuning.summary`) lists the trials, their sampled values, status,
+run directories, the target model's figures, the other models' figures, and the best
+configuration (`tuning.choose`). What reaches Tune is the target model's validation
+figures only (`tuning.target`); ASHA's `grace_period`/`max_t` count its epochs.
+
+SIGINT (Ctrl-C) or SIGTERM: Tune stops the trials and saves its state; unfinished trials
+are `interrupted` (never `stopped` or `done`), sweep.json says `interrupted` with the
+signal, `best_config` (from finished configurations only) is marked provisional, and
+`SweepInterrupted` is raised: the command prints one line saying how to resume and exits
+130 (SIGINT) or 143 (SIGTERM). The same command with `--resume` continues.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from distill.config import Config, config_hash
-from distill.errors import UserError
+from distill.errors import Interrupted, UserError
 from ray import tune
 
 from . import space
+from . import target as targets
+from .choose import print_table
+from .summary import mode_of, write_interrupted, write_sweep
 from .trainable import kind_runner, run_trial
+
+__all__ = ["SweepInterrupted", "TrialsFailed", "experiment_dir", "mode_of", "run", "write_sweep"]
 
 
 class TrialsFailed(Exception):
@@ -43,29 +56,81 @@ class TrialsFailed(Exception):
                          f"see {path / 'sweep.json'}")
 
 
-def mode_of(metric: str) -> str:
-    return "max" if metric.endswith("acc") else "min"
+class SweepInterrupted(Interrupted):
+    """SIGINT or SIGTERM stopped the sweep; sweep.json says so. `exit_status` is 130 or 143;
+    `how_to_resume` is what the command prints after "interrupted"."""
+
+    def __init__(self, path: Path, signal_name: str):
+        super().__init__(signal_name)
+        self.path = path
+        self.how_to_resume = f"the sweep's state is saved in {path}; continue it with the same command and --resume"
+
+
+class _Signals:
+    """SIGTERM does what Ctrl-C does (Tune's graceful stop inside `Tuner.fit`, else KeyboardInterrupt);
+    remembers which signal came first."""
+
+    def __init__(self):
+        self.name = None
+        self.old = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig, handler in ((signal.SIGINT, self._on_int), (signal.SIGTERM, self._on_term)):
+            self.old.setdefault(sig, signal.getsignal(sig))
+            signal.signal(sig, handler)
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+    def _on_int(self, sig, frame):
+        self.name = self.name or "SIGINT"
+        raise KeyboardInterrupt
+
+    def _on_term(self, sig, frame):
+        self.name = self.name or "SIGTERM"
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler != self._on_int:
+            handler(signal.SIGINT, frame)  # Tune's own: stop the trials, save the experiment state
+        else:
+            raise KeyboardInterrupt
 
 
 def epochs_per_trial(cfg: Config, dims: list[space.Dimension]) -> int:
-    """Longest trial in reported epochs (the top of ASHA's rungs)."""
-    def top(key, default):
-        for dim in dims:
-            if dim.key == key:
-                numbers = [v for v in dim.values if isinstance(v, (int, float))]
-                return max(numbers) if numbers else default
-        return default
+    """The target's epochs in the longest trial (the top of ASHA's rungs): every live target
+    (student, generation, ensemble student) trains `train.epochs`."""
+    for dim in dims:
+        if dim.key == "train.epochs":
+            numbers = [v for v in dim.values if isinstance(v, (int, float))]
+            if numbers:
+                return int(max(numbers))
+    return cfg.train.epochs
 
-    return space.reports_per_run(cfg.tune.kind, int(top("train.epochs", cfg.train.epochs)),
-                                 int(top("bornagain.generations", cfg.bornagain.generations)),
-                                 int(top("ensemble.members", cfg.ensemble.members)))
+
+_CURRENT: list = []  # the TrialLines of the sweep this process runs now
+
+
+def _current_lines() -> "TrialLines":
+    return _CURRENT[0] if _CURRENT else TrialLines()
 
 
 class TrialLines(tune.Callback):
-    """Progress: one line per trial state change (start, retry, done, stopped, failed)."""
+    """Progress: one line per trial state change (start, retry, done, stopped, failed); also
+    remembers each trial's best and Tune's view of its status for sweep.json.
 
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
+    `Tuner.restore` unpickles the callbacks of the first session; this one unpickles as the
+    current process's instance, so `--resume` reads the statuses of the session it runs."""
+
+    def __init__(self, enabled: bool = True, metric: str = "val_acc"):
+        self.enabled, self.metric = enabled, metric
+        self.best: dict[str, float] = {}
+        self.status: dict[str, str] = {}  # trial id -> Tune's status when the loop last stepped
+        _CURRENT[:] = [self]
+
+    def __reduce__(self):
+        return _current_lines, ()
 
     def _say(self, trials, trial, text: str, ending: bool = False) -> None:
         if not self.enabled:
@@ -74,17 +139,39 @@ class TrialLines(tune.Callback):
         stamp = time.strftime("%H:%M:%S")
         print(f"[{stamp}] trial {trial.trial_id} {text} ({ended}/{len(trials)} ended)", file=sys.stderr, flush=True)
 
+    def on_step_end(self, iteration, trials, **info):
+        for trial in trials:  # a trial ended (complete, error) stays so; live ones are followed
+            if self.status.get(trial.trial_id) not in ("TERMINATED", "ERROR"):
+                self.status[trial.trial_id] = trial.status
+
+    def status_of(self, result) -> str | None:
+        """Tune's status of the trial of a Result (its folder is named `<trial id>_<values>`)."""
+        name = Path(result.path).name
+        return next((s for tid, s in self.status.items() if name == tid or name.startswith(tid + "_")), None)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if value is not None:
+            old = self.best.get(trial.trial_id)
+            if old is None or (value > old if mode_of(self.metric) == "max" else value < old):
+                self.best[trial.trial_id] = value
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._say(trials, trial, f"started: {space.describe(trial.config) or 'base config'}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.status[trial.trial_id] = "TERMINATED"
         result = trial.last_result or {}
         epochs = result.get("training_iteration", 0)
-        metric = " ".join(f"{k} {result[k]:.4f}" for k in ("val_acc", "val_nll") if k in result)
+        m = self.metric
+        figures = (f"{m} last {result[m]:.4f} (target epoch {result.get('epoch', epochs)}), best "
+                   f"{self.best.get(trial.trial_id, result[m]):.4f}") if m in result else "no figures"
         ended = "done" if result.get("done") else "stopped early by the scheduler"
-        self._say(trials, trial, f"{ended} after {epochs} epochs: {metric}", ending=True)
+        self._say(trials, trial, f"{ended} after {epochs} target epochs ({result.get('target_model', 'target')}): "
+                                 f"{figures}", ending=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.status[trial.trial_id] = "ERROR"
         self._say(trials, trial, f"FAILED: {_reason(trial.error_file)}", ending=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -211,19 +298,19 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
     return str(train(build_config(data), path, run_dir=run_dir, progress=progress))
 
 
+
 def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, resume: bool = False,
         progress: bool = True) -> Path:
     """Run the sweep of `cfg.search` x seeds as Tune trials; returns the experiment folder.
 
-    Raises `TrialsFailed` (after every other trial finished and sweep.json is written)
-    when any trial failed.
+    Raises `TrialsFailed` (after every other trial finished and sweep.json is written) when
+    any trial failed, `SweepInterrupted` (after sweep.json is written) on SIGINT or SIGTERM.
     """
     dims = space.parse_search(cfg)  # everything about the input is checked before Ray starts
+    targets.check(cfg)
     kind_runner(cfg.tune.kind)
-    metric, mode = cfg.tune.metric, mode_of(cfg.tune.metric)
     path = experiment_dir(cfg, out)
-    optuna = cfg.tune.search_alg == "optuna"
-    searcher = _searcher(cfg, metric, mode)
+    _searcher(cfg, cfg.tune.metric, mode_of(cfg.tune.metric))  # optuna installed?
     restorable = tune.Tuner.can_restore(str(path)) if path.exists() else False
     if restorable and not resume:
         raise UserError(f"{path} holds this sweep already; add --resume to continue it (finished trials are "
@@ -236,17 +323,69 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
     base["train"]["checkpoint_seconds"] = 0.0  # each epoch's Tune report carries that epoch's checkpoint
     if cfg.tune.gpus_per_trial == 0 and cfg.train.device == "auto":
         base["train"]["device"] = "cpu"  # a trial without a GPU never touches one
-    teacher = shared_teacher(cfg, dims, path, progress)
-    if teacher is not None:
-        base["distill"]["teacher"], base["teacher"] = teacher, {"model": None, "train": {}}
-    started = _init_ray(address)
+    signals = _Signals()
+    signals.install()
+    started, interrupted = False, None
     try:
+        teacher = shared_teacher(cfg, dims, path, progress)
+        if teacher is not None:
+            base["distill"]["teacher"], base["teacher"] = teacher, {"model": None, "train": {}}
+        started = _init_ray(address)
+        signals.install()  # ray.init sets a SIGTERM handler of its own
         _check_resources(cfg)
-        seeds = list(cfg.seeds) if cfg.seeds is not None else None
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, base=base, experiment_dir=str(path),
-                                 kind=cfg.tune.kind, seeds=seeds if optuna else None),
-            {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+        lines = TrialLines(progress, cfg.tune.metric)
+        grid = _fit(cfg, dims, base, path, restorable, lines, progress)
+        interrupted = signals.name or ("SIGINT" if _unfinished(grid, lines) else None)
+        summary = write_sweep(path, cfg, grid, tune_status={Path(r.path).name: lines.status_of(r) for r in grid},
+                              interrupted=interrupted)
+    except KeyboardInterrupt:
+        name = signals.name or "SIGINT"
+        if not (path / "sweep.json").exists() or _read_status(path) != "interrupted":
+            write_interrupted(path, cfg, name, "before Tune could list the trials")
+        raise SweepInterrupted(path, name) from None
+    finally:
+        signals.restore()
+        if started:
+            import ray
+
+            ray.shutdown()
+    if progress:
+        print_table(summary)
+    if interrupted:
+        raise SweepInterrupted(path, interrupted)
+    failed = {t["trial"]: t["reason"] for t in summary["trials"] if t["status"] == "failed"}
+    if failed:
+        raise TrialsFailed(path, failed, len(summary["trials"]))
+    return path
+
+
+def _read_status(path: Path):
+    import json
+
+    try:
+        return json.loads((path / "sweep.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def _unfinished(grid, lines: TrialLines) -> bool:
+    """Whether Tune's loop ended with trials still live: it was interrupted (Ctrl-C)."""
+    return any(lines.status_of(r) not in ("TERMINATED", "ERROR") and r.error is None
+               for r in grid)
+
+
+def _fit(cfg: Config, dims, base: dict, path: Path, restorable: bool, lines: TrialLines, progress: bool):
+    """Tuner.fit of a new or restored sweep; returns Tune's ResultGrid."""
+    metric, mode = cfg.tune.metric, mode_of(cfg.tune.metric)
+    optuna = cfg.tune.search_alg == "optuna"
+    seeds = list(cfg.seeds) if cfg.seeds is not None else None
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base, experiment_dir=str(path),
+                             kind=cfg.tune.kind, seeds=seeds if optuna else None),
+        {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+    quiet = logging.getLogger("ray.tune.tune")  # its "interrupted ... Tuner.restore(...)" lines: we say it once
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
         if restorable:
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         else:
@@ -256,8 +395,8 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
                 trainable,
                 param_space=space.param_space(dims, seeds, grid_as_choice=optuna),
                 tune_config=tune.TuneConfig(
-                    metric=metric, mode=mode, scheduler=_scheduler(cfg, dims, max_t), search_alg=searcher,
-                    num_samples=cfg.tune.num_samples * repeats,
+                    metric=metric, mode=mode, scheduler=_scheduler(cfg, dims, max_t),
+                    search_alg=_searcher(cfg, metric, mode), num_samples=cfg.tune.num_samples * repeats,
                     max_concurrent_trials=cfg.tune.max_concurrent_trials or None,
                     reuse_actors=cfg.tune.reuse_actors,
                     trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),
@@ -267,11 +406,11 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
                     # is never paused to exploit another trial after it has finished training (the
                     # trainable sends that last report only once its run directory is complete)
                     stop={"training_iteration": max_t} if cfg.tune.scheduler == "pbt" else None,
-                    callbacks=[TrialLines(progress)],
+                    callbacks=[lines],
                     failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=_checkpoints_kept(cfg))))
         grid = tuner.fit()
-        if restorable and _lost_checkpoints(grid):
+        if restorable and _lost_checkpoints(grid) and not _unfinished(grid, lines):
             # the driver died between Ray deleting a trial's old checkpoint (num_to_keep) and the
             # snapshot naming its newer one: that trial's snapshot points at a deleted folder and
             # Ray cannot restore it; restart it (and any other failed trial) from scratch
@@ -286,22 +425,9 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
             # run that no result names any more, which reports would otherwise read
             for folder in errored - {Path(result.path) for result in grid}:
                 shutil.rmtree(folder, ignore_errors=True)
-        summary = write_sweep(path, cfg, grid, metric, mode)
     finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    if progress:
-        print_table(summary)
-    failed = {t["trial"]: t["reason"] for t in summary["trials"] if t["status"] == "failed"}
-    if failed:
-        raise TrialsFailed(path, failed, len(summary["trials"]))
-    return path
-
-
-def _clean(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+        quiet.setLevel(level)
+    return grid
 
 
 def _lost_checkpoints(grid) -> bool:
@@ -320,96 +446,3 @@ def _checkpoints_kept(cfg: Config) -> int | None:
     #8441 are older forms of the same race). Each checkpoint is one run's small `checkpoints/`
     tree, so keeping them all costs little."""
     return None if cfg.tune.scheduler == "pbt" else 2
-
-
-def write_sweep(path: Path, cfg: Config, grid, metric: str, mode: str) -> dict:
-    """sweep.json: every trial (sampled values, status, run directory, figures) and the best one."""
-    from distill.store import write_json_atomic
-
-    trials = []
-    for result in grid:
-        run_dir = Path(result.path)
-        meta = _read(run_dir / "meta.json")
-        info = _read(run_dir / "trial.json")
-        last = result.metrics or {}
-        history = result.metrics_dataframe
-        bests = {}  # the best of each validation figure over the trial's epochs
-        for name in ("val_acc", "val_nll"):
-            if history is not None and name in history and history[name].notna().any():
-                bests[name] = float(history[name].max() if mode_of(name) == "max" else history[name].min())
-        if result.error is not None:
-            status = "failed"
-            reason = meta.get("reason") if meta.get("status") == "failed" else None
-            reason = reason or str(result.error).strip().splitlines()[-1]
-        else:
-            status = meta.get("status", "done")
-            if status == "running":  # the scheduler stopped it before the trial could note it
-                status = "stopped"
-            reason = meta.get("reason")
-        trials.append({
-            "trial": run_dir.name, "trial_id": last.get("trial_id") or info.get("trial_id"),
-            "params": {k: v for k, v in (result.config or {}).items() if k != "__trial_index__"},
-            "status": status, "reason": reason, "run_dir": str(run_dir),
-            "epochs": last.get("training_iteration", 0),
-            **{f"best_{name}": _clean(bests.get(name)) for name in ("val_acc", "val_nll")},
-            "last": {k: _clean(last.get(k)) for k in ("val_acc", "val_nll", "train_loss")},
-            "seconds": last.get("time_total_s"),
-            "nodes": sorted({a["node_id"] for a in info.get("attempts", []) if a.get("node_id")}),
-            "attempts": len(info.get("attempts", [])),
-        })
-    trials.sort(key=lambda t: t["trial"])
-    scored = [t for t in trials if t[f"best_{metric}"] is not None and t["status"] != "failed"]
-    best = (max if mode == "max" else min)(scored, key=lambda t: t[f"best_{metric}"]) if scored else None
-    summary = {
-        "best_config": best_config(scored, metric, mode),
-        "name": cfg.name, "sweep": path.name, "path": str(path), "kind": cfg.tune.kind,
-        "scheduler": cfg.tune.scheduler, "metric": metric, "mode": mode,
-        "status": "failed" if any(t["status"] == "failed" for t in trials) else "done",
-        "counts": {s: sum(t["status"] == s for t in trials) for s in ("done", "stopped", "failed")},
-        "epochs": sum(t["epochs"] for t in trials), "best": best, "trials": trials,
-    }
-    write_json_atomic(path / "sweep.json", summary)
-    return summary
-
-
-def best_config(scored: list[dict], metric: str, mode: str) -> dict | None:
-    """The configuration (sampled values without the seed) whose mean over seeds is best.
-
-    A single trial's best is one seed's luck; a configuration's mean over its seeds is what
-    a user should pick. Trials stopped early by ASHA count with the figure they reached.
-    """
-    groups: dict[str, list[dict]] = {}
-    for trial in scored:
-        params = {k: v for k, v in trial["params"].items() if k != "seeds"}
-        groups.setdefault(json.dumps(params, sort_keys=True, default=str), []).append(trial)
-    if not groups:
-        return None
-    means = {key: sum(t[f"best_{metric}"] for t in ts) / len(ts) for key, ts in groups.items()}
-    key = (max if mode == "max" else min)(means, key=means.get)
-    return {"params": json.loads(key), f"mean_best_{metric}": means[key], "seeds": len(groups[key]),
-            "trials": [t["trial"] for t in groups[key]]}
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def print_table(summary: dict, top: int = 10) -> None:
-    """The best trials, one line each, then the counts."""
-    key = f"best_{summary['metric']}"
-    ranked = sorted((t for t in summary["trials"] if t[key] is not None),
-                    key=lambda t: t[key], reverse=summary["mode"] == "max")
-    print(f"{'trial':<52} {'status':<8} {'epochs':>6} {key:>13}", file=sys.stderr)
-    for t in ranked[:top]:
-        print(f"{t['trial'][:52]:<52} {t['status']:<8} {t['epochs']:>6} {t[key]:>13.4f}", file=sys.stderr)
-    chosen = summary.get("best_config")
-    if chosen:
-        values = ", ".join(f"{k}={v}" for k, v in chosen["params"].items())
-        print(f"best configuration (mean over {chosen['seeds']} seed(s)): {values or 'the base config'}: "
-              f"{key} {chosen['mean_' + key]:.4f}", file=sys.stderr)
-    counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
-    print(f"{len(summary['trials'])} trials ({counts}), {summary['epochs']} epochs in all; "
-          f"sweep.json in {summary['path']}", file=sys.stderr, flush=True)

@@ -1,13 +1,18 @@
-"""One Tune trial: build its config, run `tune.kind`, report every epoch with a checkpoint.
+"""One Tune trial: build its config, run `tune.kind`, report its target model's epochs.
 
 The trial writes the run directory of DESIGN.md straight into its trial folder on the
 experiment's storage (`<storage_path>/<sweep-id>/<trial folder>/`), next to Ray's own
-files (params.json, result.json, progress.csv, checkpoint_NNNNNN/). After each epoch it
-reports the validation figures (never test) with a Tune checkpoint holding the run's
-`checkpoints/` tree. On a restart (retry after a failure, `--resume`, a PBT exploit) it
-puts the tree of `tune.get_checkpoint()` back in place and the runner resumes from it, so
-Tune's iteration count and the epochs trained always agree; without a Tune checkpoint it
-starts from scratch.
+files (params.json, result.json, progress.csv, checkpoint_NNNNNN/). Only the target
+model's validation figures (never test; see `tuning.target`) reach Tune, each with a Tune
+checkpoint holding the run's `checkpoints/` tree. Which reports were received and which
+sent is kept in that tree (`checkpoints/tune.json`), so the counts come from what the
+runner said, never from a formula, and travel with each Tune checkpoint.
+
+On a restart (retry after a failure, `--resume`, a PBT exploit) the trial puts the tree of
+`tune.get_checkpoint()` back in place and the runner resumes from it, so Tune's iteration
+count and the target's epochs always agree. Without a Tune checkpoint, a tree from which
+no report was sent yet (e.g. a teacher half trained) is kept and resumed; otherwise the
+trial starts from scratch.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ import os
 import platform
 import shutil
 from pathlib import Path
+from typing import Optional
 
-from .space import reports_per_run, trial_config, trial_dirname
-
-# reported every epoch, when the runner has them (validation only: Tune never sees test figures)
-REPORTED = ("epoch", "lr", "seconds", "train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "val_ece")
+from . import target as targets
+from .space import trial_config, trial_dirname
+from .target import REPORTED  # noqa: F401 - re-exported
 
 
 class TrialDiverged(RuntimeError):
@@ -78,8 +83,11 @@ def node_id() -> str | None:
 
 
 def restore_checkpoints(run_dir: Path, checkpoint) -> str | None:
-    """Make `run_dir/checkpoints` exactly the reported Tune checkpoint (or empty without one)."""
+    """Make `run_dir/checkpoints` exactly the reported Tune checkpoint; without one, keep a tree
+    from which nothing was reported yet, else empty it."""
     target = run_dir / "checkpoints"
+    if checkpoint is None and Book(target).sent == 0:
+        return None
     if target.exists():
         shutil.rmtree(target)
     if checkpoint is None:
@@ -89,51 +97,55 @@ def restore_checkpoints(run_dir: Path, checkpoint) -> str | None:
     return checkpoint.path
 
 
-def mark_stopped(run_dir: Path, epochs: int, attempt: int) -> None:
-    """The scheduler stopped the trial: its run directory says so instead of `running`.
+def mark_ended(run_dir: Path, status: str, reason: str, attempt: Optional[int] = None) -> None:
+    """Write `status` (stopped, interrupted) into an unfinished run's meta.json and summary.json.
 
-    Only while this attempt (index into trial.json's attempts) is the trial's newest and the
-    run is not done: a PBT exploit pauses a trial and restarts it with another's checkpoint,
-    and with actor reuse the stopped attempt's thread can unwind after the new attempt began
-    (or even finished); it must not overwrite that attempt's status."""
-    if len(_read_json(run_dir / "trial.json").get("attempts", [])) != attempt + 1:
+    With `attempt` (the trial's own thread), only while that attempt (index into trial.json's
+    attempts) is the trial's newest: a PBT exploit pauses a trial and restarts it with
+    another's checkpoint, and with actor reuse the old attempt's thread can unwind after the
+    new attempt began (or even finished); it must not overwrite that attempt's status."""
+    if attempt is not None and len(_read_json(run_dir / "trial.json").get("attempts", [])) != attempt + 1:
         return
-    if _read_json(run_dir / "meta.json").get("status") == "done":
+    if _read_json(run_dir / "meta.json").get("status") in (None, "done", "failed"):
         return
-    reason = f"stopped early by the trial scheduler after {epochs} reported epochs"
     for name in ("meta.json", "summary.json"):
         data = _read_json(run_dir / name)
         if data:
-            data["status"] = "stopped"
+            data["status"] = status
             if name == "meta.json":
                 data.update(reason=reason, finished=_now())
             _write_json(run_dir / name, data)
 
 
-def _epochs_done(root: Path) -> int:
-    """Epochs recorded in the `last.pt` files under a checkpoints tree."""
-    from distill.checkpoints import load_checkpoint
+class Book:
+    """`checkpoints/tune.json`: the target's reports received from the runner and how many were sent.
 
-    return sum(load_checkpoint(p)["epoch"] for p in root.glob("*/last.pt")) if root.is_dir() else 0
+    Written before each Tune report, inside the tree that report checkpoints, so a restored
+    Tune checkpoint says exactly which of the target's epochs Tune has."""
 
+    def __init__(self, root: Path):
+        self.path = root / "tune.json"
+        data = _read_json(self.path)
+        self.received: list[dict] = data.get("received", [])
+        self.sent: int = data.get("sent", 0)
 
-def _last_reports(run_dir: Path, count: int) -> list[dict]:
-    """The per-epoch reports of the last `count` epochs in records.csv (train and val rows)."""
-    import csv
+    def save(self) -> None:
+        if self.path.parent.is_dir():
+            _write_json(self.path, {"received": self.received, "sent": self.sent})
 
-    epochs: dict[tuple, dict] = {}
-    with open(run_dir / "records.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["split"] not in ("train", "val"):
-                continue
-            key = (row["role"], row["name"], row["generation"], row["member"], row["seed"], row["epoch"])
-            report = epochs.setdefault(key, {"epoch": int(row["epoch"]), "lr": float(row["lr"]),
-                                             "seconds": float(row["seconds"])})
-            for name in ("loss", "acc", "nll", "ece"):
-                if row.get(name) not in (None, ""):
-                    report[f"{row['split']}_{name}"] = float(row[name])
-    reports = [{k: v for k, v in r.items() if k in REPORTED} for r in epochs.values()]
-    return reports[len(reports) - count:] if count > 0 else []
+    def receive(self, report: dict) -> None:
+        self.received.append(report)
+        self.save()
+
+    def send_rest(self, run_dir: Path, where: dict, upto: Optional[int] = None) -> None:
+        """Send the received reports not sent yet (up to `upto`), each with the checkpoints tree."""
+        from ray import tune
+
+        while self.sent < min(len(self.received), len(self.received) if upto is None else upto):
+            report = self.received[self.sent]
+            self.sent += 1
+            self.save()
+            tune.report({**report, **where}, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoints")))
 
 
 def _finished(run_dir: Path, cfg) -> bool:
@@ -142,6 +154,15 @@ def _finished(run_dir: Path, cfg) -> bool:
     config_path = run_dir / "config.yaml"
     return (_read_json(run_dir / "meta.json").get("status") == "done" and config_path.exists()
             and config_path.read_text() == dump_yaml(cfg))
+
+
+def _ending_reports(book: Book, target: targets.Target, run_dir: Path, metric: str) -> None:
+    """Once the run is done: a target known only now (or `last` of a chain that stopped early)
+    gets its reports from the run directory."""
+    if not target.live or not book.received:
+        book.received = targets.final_reports(target, run_dir, metric)
+        book.sent = min(book.sent, len(book.received))
+        book.save()
 
 
 def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds=None) -> None:
@@ -154,17 +175,20 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
     run_dir = Path(experiment_dir) / (context.get_trial_name() or trial_dirname(context.get_trial_id(), params))
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = trial_config(base, params, seeds=seeds, run_id=run_dir.name)
+    target = targets.resolve(cfg)
     checkpoint = tune.get_checkpoint()
+    where = {"node_id": node_id()}
     if _finished(run_dir, cfg):
         # finished, but Tune's snapshot did not know yet (the driver died): never train it again,
-        # only tell Tune the epochs its snapshot missed
-        missing = _epochs_done(run_dir / "checkpoints")
+        # only send Tune the reports its checkpoint does not hold
+        book = Book(run_dir / "checkpoints")
         if checkpoint is not None:
             with checkpoint.as_directory() as source:
-                missing -= _epochs_done(Path(source))
-        for report in _last_reports(run_dir, missing):
-            tune.report({**report, "node_id": node_id()},
-                        checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoints")))
+                book.sent = Book(Path(source)).sent
+        else:
+            book.sent = 0
+        _ending_reports(book, target, run_dir, cfg.tune.metric)
+        book.send_rest(run_dir, where)
         return
     restored_from = restore_checkpoints(run_dir, checkpoint)
     config_path = run_dir / "config.yaml"
@@ -175,37 +199,39 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
             config_path.unlink()
 
     info = _read_json(run_dir / "trial.json") or {"trial_id": context.get_trial_id(), "params": params,
-                                                  "attempts": []}
-    info["attempts"].append({"node_id": node_id(), "hostname": platform.node(), "pid": os.getpid(),
+                                                  "seed": target.seed, "attempts": []}
+    info["attempts"].append({"node_id": where["node_id"], "hostname": platform.node(), "pid": os.getpid(),
                              "started": _now(), "restored_from": restored_from})
     _write_json(run_dir / "trial.json", info)
     attempt = len(info["attempts"]) - 1
-    where = {"node_id": info["attempts"][-1]["node_id"]}
-    reported = [0]
-    # The trial's last report waits until the runner has written the whole run directory: a
-    # scheduler that stops a trial at its last epoch (ASHA at max_t, PBT's stop criterion) stops
-    # it inside that report, and it must not cut the summary short.
-    expected = reports_per_run(kind, cfg.train.epochs, cfg.bornagain.generations, cfg.ensemble.members)
-    done_before = _epochs_done(run_dir / "checkpoints")
-    last = []
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    book = Book(run_dir / "checkpoints")
+    label = target.label()
 
     def on_epoch(report: dict) -> None:
         loss = report.get("train_loss")
         if loss is None or not math.isfinite(loss):
             raise TrialDiverged(f"train_loss is {loss} at epoch {report.get('epoch')}")
-        metrics = {key: report[key] for key in REPORTED if key in report}
-        reported[0] += 1
-        if done_before + reported[0] == expected:
-            last.append(metrics)
-            return
-        tune.report({**metrics, **where},
-                    checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoints")))
+        if not target.matches(report):
+            return  # another model's epoch: kept in the run directory, never in the metric
+        book.receive({**{key: report[key] for key in REPORTED if key in report}, "target_model": label})
+        # the target's last report waits until the runner has written the whole run directory: a
+        # scheduler that stops a trial at its last epoch (ASHA at max_t, PBT's stop criterion) stops
+        # it inside that report, and it must not cut the summary short
+        final = report.get("epoch") == report.get("epochs", cfg.train.epochs)
+        book.send_rest(run_dir, where, upto=len(book.received) - 1 if final else None)
 
     runner = kind_runner(kind)
     try:
         runner(cfg, str(run_dir.parent), run_dir=run_dir, on_epoch=on_epoch, progress=False)
-        if last:
-            tune.report({**last[0], **where}, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoints")))
+        _ending_reports(book, target, run_dir, cfg.tune.metric)
+        book.send_rest(run_dir, where)
     except SystemExit:  # how Tune stops a function trial from inside `tune.report`
-        mark_stopped(run_dir, reported[0], attempt)
+        # under FIFO nothing but the sweep's end stops a trial; ASHA/PBT may (the driver has the last word)
+        scheduled = cfg.tune.scheduler != "fifo"
+        mark_ended(run_dir, "stopped" if scheduled else "interrupted",
+                   (f"stopped by Tune after {book.sent} reported epochs of the target ({label}): the "
+                    f"{cfg.tune.scheduler} scheduler, or the sweep ending") if scheduled else
+                   f"the sweep stopped after {book.sent} reported epochs of the target ({label}); "
+                   f"`distill tune CONFIG --resume` continues it", attempt)
         raise
