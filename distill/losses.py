@@ -3,7 +3,7 @@
     from distill.losses import METHODS
     terms = METHODS["kd"](student_logits, teacher_logits, targets, temperature=4.0)
     # terms = {"teacher": T^2 KL(p_t^T || p_s^T), "task": CE(y, s)}
-    python -m distill.cli list methods
+    python -m distill.cli list methods       # each method: its paper, what it matches, its keys
 
 Every method takes `(student_logits, teacher_logits, targets, *, temperature, **options)` and
 returns a dict of named terms: `teacher` (the term that reads the teacher, or a virtual
@@ -20,19 +20,18 @@ objective's one mixer (`distill.objectives.mix`) weighs the terms with alpha, as
     dkd           loss = task + w(epoch) * (dkd_alpha * tckd + dkd_beta * nckd)   (w: the warm-up ramp)
     dist          loss = task + dist_beta * inter + dist_gamma * intra
     wttm          loss = task + wttm_beta * teacher
+    labels        loss = task                                      (labels: the teacher read for fidelity only)
 
-`LOSS_INFO[name]` also says how the teacher term reduces over the batch, whether it is
-scaled by T^2 and which teacher signal it reads (`logits`, `features` or `none`); every run
-records it, so that numbers from different code can be compared.
+`LOSS_INFO[name]` also says how the teacher term reduces, whether it is scaled by T^2 and which
+signal it reads (`logits`, `features`, `none`); `ABOUT[name]` what it matches, its keys, its paper.
 
 Notation: p^T = softmax(z / T); KL(p || q) = sum_c p_c (log p_c - log q_c), averaged over the
 batch ("batchmean"); CE(y, s) = -log softmax(s)_y averaged over the batch. Reductions are
 over the last two dimensions (batch, class), so the same formula serves any leading shape.
 
-Choices (the born-again paper, Furlanello et al. 2018, uses T = 1 throughout): `ban` is the
-teacher term alone (KL rather than CE to the teacher: the same gradient, zero at a perfect
-match); `ban_l` is BAN+L, the unweighted sum; `cwtm` and `dkpp` mix with the label loss by
-alpha like kd (alpha = 1 is the paper's control).
+Choices (the born-again paper uses T = 1 throughout): `ban` is the teacher term alone (KL rather
+than CE to the teacher: the same gradient, zero at a perfect match); `ban_l` is BAN+L, the
+unweighted sum; `cwtm` and `dkpp` mix with the label loss by alpha like kd (alpha = 1: the paper's).
 """
 
 from __future__ import annotations
@@ -43,24 +42,42 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .loss_parts import (angles, attention_map, kl_logs, log_mixture, pairwise_distances,  # noqa: F401 (re-exported)
+                         pearson_distance, permute_non_argmax, virtual_teacher_log_probs)
+
 METHODS: dict[str, Callable[..., dict]] = {}
 LOSS_INFO: dict[str, dict] = {}
-MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm")
+#: per method, for `distill list methods`: what it matches, the distill.* keys it reads, its paper
+ABOUT: dict[str, dict] = {}
+MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm", "labels")
+#: keys every run records in its loss_info whatever the method (the rest of a method's keys are its own)
+COMMON_KEYS = ("temperature", "alpha", "layers", "teacher_layers", "feature_weight")
 
 
-def register(name: str, reduction: str, t2_scaling: bool, *, signal: str = "logits", mix: str = "alpha"):
+def register(name: str, reduction: str, t2_scaling: bool, *, signal: str = "logits", mix: str = "alpha",
+             matches: str, keys: tuple, paper: str):
+    """Add a method: its formula, how it reduces and mixes, and (for the listing) what it matches,
+    the distill.* keys it reads and its paper."""
     assert mix in MIXES, mix
 
     def add(fn):
         METHODS[name] = fn
         LOSS_INFO[name] = {"method": name, "reduction": reduction, "t2_scaling": t2_scaling,
                               "signal": signal, "mix": mix}
+        ABOUT[name] = {"matches": matches, "keys": tuple(keys), "paper": paper}
         return fn
     return add
 
 
+def own_keys(name: str) -> tuple:
+    """The distill.* keys only `name` reads (recorded in its loss_info next to the common ones)."""
+    return tuple(key for key in ABOUT[name]["keys"] if key not in COMMON_KEYS)
+
+
 def list_methods() -> list[str]:
-    return [f"{name}: {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in METHODS.items()]
+    """One line per method: `name: paper. Matches ...; keys: ...`."""
+    return [f"{name}: {a['paper']}. Matches {a['matches']}; keys (distill.*): {', '.join(a['keys']) or 'none'}"
+            for name, a in ABOUT.items()]
 
 
 # ---------------------------------------------------------------- building blocks
@@ -88,26 +105,33 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 # ---------------------------------------------------------------- black-box (logits) methods
 
 
-@register("kd", reduction="batchmean", t2_scaling=True)
+@register("kd", reduction="batchmean", t2_scaling=True, keys=("temperature", "alpha"), paper="Hinton et al. 2015",
+          matches="the teacher's softened probabilities, forward KL(p_t^T || p_s^T), mixed with the labels")
 def kd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Hinton et al. 2015: alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(y, s)."""
     return {"teacher": soft_kl(student_logits, teacher_logits, temperature) * temperature**2,
             "task": cross_entropy(student_logits, targets)}
 
 
-@register("ban", reduction="batchmean", t2_scaling=True, mix="teacher_only")
+@register("ban", reduction="batchmean", t2_scaling=True, mix="teacher_only",
+          matches="the previous generation's softened probabilities alone, KL(p_t^T || p_s^T) (alpha ignored)",
+          keys=("temperature",), paper="Furlanello et al. 2018 (born-again networks)")
 def ban(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Born-again networks (Furlanello et al. 2018), teacher term only: T^2 * KL(p_t^T || p_s^T); alpha ignored."""
     return kd(student_logits, teacher_logits, targets, temperature=temperature)
 
 
-@register("ban_l", reduction="batchmean", t2_scaling=True, mix="sum")
+@register("ban_l", reduction="batchmean", t2_scaling=True, mix="sum",
+          matches="the previous generation's softened probabilities plus the labels, unweighted",
+          keys=("temperature",), paper="Furlanello et al. 2018 (BAN+L)")
 def ban_l(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """BAN+L: T^2 * KL(p_t^T || p_s^T) + CE(y, s), the unweighted sum; alpha ignored."""
     return kd(student_logits, teacher_logits, targets, temperature=temperature)
 
 
-@register("cwtm", reduction="weighted_sum", t2_scaling=False)
+@register("cwtm", reduction="weighted_sum", t2_scaling=False,
+          matches="the teacher's argmax class, examples weighted by its confidence",
+          keys=("temperature", "alpha"), paper="Furlanello et al. 2018 (CWTM)")
 def cwtm(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Confidence-weighted by teacher max: alpha * sum_i w_i CE(argmax t_i, s_i) + (1 - alpha) * CE(y, s).
 
@@ -121,18 +145,9 @@ def cwtm(student_logits, teacher_logits, targets, *, temperature: float) -> dict
     return {"teacher": (weights * per_example).sum(-1), "task": cross_entropy(student_logits, targets)}
 
 
-def permute_non_argmax(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Each row's probabilities with the non-argmax entries randomly permuted (argmax stays put)."""
-    device = probs.device if generator is None else generator.device
-    keys = torch.rand(probs.shape, generator=generator, device=device).to(probs.device)
-    top = probs.argmax(dim=1, keepdim=True)
-    keys.scatter_(1, top, -1.0)  # the argmax sorts first, the rest in random order
-    order = keys.argsort(dim=1)  # order[:, 0] = argmax; order[:, 1:] = a random arrangement of the others
-    ranked = probs.sort(dim=1, descending=True).values  # ranked[:, 0] = the max
-    return torch.zeros_like(probs).scatter(1, order, ranked)
-
-
-@register("dkpp", reduction="batchmean", t2_scaling=True)
+@register("dkpp", reduction="batchmean", t2_scaling=True,
+          matches="the teacher's probabilities with the non-argmax classes permuted",
+          keys=("temperature", "alpha"), paper="Furlanello et al. 2018 (DKPP)")
 def dkpp(student_logits, teacher_logits, targets, *, temperature: float,
          generator: Optional[torch.Generator] = None) -> dict:
     """Dark knowledge with permuted predictions: alpha * T^2 * KL(perm(p_t^T) || p_s^T) + (1 - alpha) * CE(y, s).
@@ -146,21 +161,17 @@ def dkpp(student_logits, teacher_logits, targets, *, temperature: float,
             "task": cross_entropy(student_logits, targets)}
 
 
-@register("tfkd_self", reduction="batchmean", t2_scaling=True)
+@register("tfkd_self", reduction="batchmean", t2_scaling=True,
+          matches="a pre-trained copy of the student (self-training)",
+          keys=("temperature", "alpha"), paper="Yuan et al. 2020 (teacher-free KD)")
 def tfkd_self(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Teacher-free KD, self-training (Yuan et al. 2020): kd with a pre-trained copy of the student as teacher."""
     return kd(student_logits, teacher_logits, targets, temperature=temperature)
 
 
-def virtual_teacher_log_probs(targets: torch.Tensor, num_classes: int, correct_prob: float) -> torch.Tensor:
-    """log p_v: correct_prob on the true class, (1 - correct_prob) / (C - 1) on each other class."""
-    other = (1.0 - correct_prob) / (num_classes - 1)
-    probs = torch.full((*targets.shape, num_classes), other, device=targets.device)
-    probs.scatter_(-1, targets.unsqueeze(-1), correct_prob)
-    return probs.log()
-
-
-@register("tfkd_reg", reduction="batchmean", t2_scaling=True, signal="none")
+@register("tfkd_reg", reduction="batchmean", t2_scaling=True, signal="none",
+          matches="a hand-made virtual teacher (correct_prob on the true class), no teacher model",
+          keys=("temperature", "alpha", "correct_prob"), paper="Yuan et al. 2020 (teacher-free KD)")
 def tfkd_reg(student_logits, teacher_logits, targets, *, temperature: float, correct_prob: float = 0.9) -> dict:
     """Teacher-free KD, virtual teacher (Yuan et al. 2020): alpha * T^2 * KL(p_v^T || p_s^T) + (1 - alpha) * CE(y, s).
 
@@ -171,7 +182,9 @@ def tfkd_reg(student_logits, teacher_logits, targets, *, temperature: float, cor
     return kd(student_logits, virtual, targets, temperature=temperature)
 
 
-@register("label_smoothing", reduction="mean", t2_scaling=False, signal="none", mix="smoothing")
+@register("label_smoothing", reduction="mean", t2_scaling=False, signal="none", mix="smoothing",
+          matches="the labels smoothed towards the uniform distribution, no teacher",
+          keys=("smoothing",), paper="Szegedy et al. 2016")
 def label_smoothing(student_logits, teacher_logits, targets, *, temperature: float = 1.0) -> dict:
     """Label smoothing (Szegedy et al. 2016): (1 - eps) * CE(y, s) + eps * CE(uniform, s); T ignored.
 
@@ -179,6 +192,17 @@ def label_smoothing(student_logits, teacher_logits, targets, *, temperature: flo
     """
     log_p = F.log_softmax(student_logits, dim=-1)
     return {"teacher": -log_p.mean(-1).mean(-1), "task": cross_entropy(student_logits, targets)}
+
+
+@register("labels", reduction="mean", t2_scaling=False, mix="labels", keys=(), paper="the from-labels baseline",
+          matches="the labels only (CE); a teacher, when the run has one, is read for the fidelity figures alone")
+def labels(student_logits, teacher_logits, targets, *, temperature: float = 1.0) -> dict:
+    """Training from labels next to a teacher: CE(y, s); the teacher and T are not in the loss.
+
+    The run still loads its teacher, so the model's row gets the same fidelity figures
+    (agreement, KL) as a distilled student's, the baseline that KD's fidelity gain is read from.
+    """
+    return {"task": cross_entropy(student_logits, targets)}
 
 
 # ---------------------------------------------------------------- modern logit methods
@@ -194,27 +218,19 @@ def standardize(logits: torch.Tensor) -> torch.Tensor:
     return (logits - mean) / (logits.std(-1, keepdim=True) + 1e-7)
 
 
-def _kl_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) from log-probabilities, summed over classes, averaged over the batch."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean(-1)
-
-
-def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
-    """log(w a + (1 - w) b) from log a and log b, for 0 <= w <= 1."""
-    log_w = math.log(weight_a) if weight_a > 0 else -math.inf
-    log_1w = math.log(1.0 - weight_a) if weight_a < 1 else -math.inf
-    return torch.logaddexp(log_a + log_w, log_b + log_1w)
-
-
-@register("reverse_kl", reduction="batchmean", t2_scaling=True)
+@register("reverse_kl", reduction="batchmean", t2_scaling=True,
+          matches="the teacher's softened probabilities, reverse KL(p_s^T || p_t^T) (mode-seeking)",
+          keys=("temperature", "alpha"), paper="Gu et al. 2024 (MiniLLM), compared in GKD")
 def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Reverse KL (mode-seeking): alpha * T^2 * KL(p_s^T || p_t^T) + (1 - alpha) * CE(y, s)."""
     log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
     log_q = F.log_softmax(student_logits / temperature, dim=-1)
-    return {"teacher": _kl_logs(log_q, log_p) * temperature**2, "task": cross_entropy(student_logits, targets)}
+    return {"teacher": kl_logs(log_q, log_p) * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
-@register("jsd", reduction="batchmean", t2_scaling=True)
+@register("jsd", reduction="batchmean", t2_scaling=True,
+          matches="the teacher's softened probabilities, generalised Jensen-Shannon divergence",
+          keys=("temperature", "alpha", "jsd_beta"), paper="Agarwal et al. 2024 (GKD)")
 def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: float = 0.5) -> dict:
     """Generalised JSD (GKD, Agarwal et al. 2024): alpha * T^2 * JSD(beta)(p_t^T || p_s^T) + (1 - alpha) * CE.
 
@@ -225,12 +241,14 @@ def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: fl
     """
     log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
     log_q = F.log_softmax(student_logits / temperature, dim=-1)
-    log_m = _log_mixture(log_p, log_q, beta)
-    divergence = beta * _kl_logs(log_p, log_m) + (1.0 - beta) * _kl_logs(log_q, log_m)
+    log_m = log_mixture(log_p, log_q, beta)
+    divergence = beta * kl_logs(log_p, log_m) + (1.0 - beta) * kl_logs(log_q, log_m)
     return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
-@register("skew_kl", reduction="batchmean", t2_scaling=True)
+@register("skew_kl", reduction="batchmean", t2_scaling=True,
+          matches="the teacher's softened probabilities, skew KL to a teacher-student mixture",
+          keys=("temperature", "alpha", "skew", "skew_reverse"), paper="Ko et al. 2024 (DistiLLM)")
 def skew_kl(student_logits, teacher_logits, targets, *, temperature: float, skew: float = 0.1,
             reverse: bool = False) -> dict:
     """Skew KL / skew reverse KL (DistiLLM, Ko et al. 2024): alpha * T^2 * D + (1 - alpha) * CE(y, s).
@@ -242,11 +260,13 @@ def skew_kl(student_logits, teacher_logits, targets, *, temperature: float, skew
     log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
     log_q = F.log_softmax(student_logits / temperature, dim=-1)
     first, second = (log_q, log_p) if reverse else (log_p, log_q)
-    divergence = _kl_logs(first, _log_mixture(first, second, skew))
+    divergence = kl_logs(first, log_mixture(first, second, skew))
     return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
-@register("tvd", reduction="batchmean", t2_scaling=True)
+@register("tvd", reduction="batchmean", t2_scaling=True,
+          matches="the teacher's softened probabilities, total variation distance",
+          keys=("temperature", "alpha"), paper="total variation distance as in Wen et al. 2023 (f-divergence KD)")
 def tvd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Total variation distance: alpha * T^2 * (1/2) sum_c |p_t^T - p_s^T| + (1 - alpha) * CE(y, s), in [0, T^2]."""
     p = F.softmax(teacher_logits / temperature, dim=-1)
@@ -255,7 +275,9 @@ def tvd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
             "task": cross_entropy(student_logits, targets)}
 
 
-@register("dkd", reduction="batchmean", t2_scaling=True, mix="dkd")
+@register("dkd", reduction="batchmean", t2_scaling=True, mix="dkd",
+          matches="the teacher's target-class and non-target-class probabilities, as two weighted terms",
+          keys=("temperature", "dkd_alpha", "dkd_beta", "dkd_warmup_epochs"), paper="Zhao et al. 2022 (decoupled KD)")
 def dkd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Decoupled KD (Zhao et al. 2022): CE(y, s) + w(e) * (alpha * TCKD + beta * NCKD).
 
@@ -274,21 +296,16 @@ def dkd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     def non_target_log(z):
         return F.log_softmax((z / temperature).masked_fill(mask, -math.inf), dim=-1)
 
-    tckd = _kl_logs(binary_log(teacher_logits), binary_log(student_logits))
+    tckd = kl_logs(binary_log(teacher_logits), binary_log(student_logits))
     log_t, log_s = non_target_log(teacher_logits), non_target_log(student_logits)
     nckd = (log_t.exp() * (log_t - log_s).masked_fill(mask, 0.0)).sum(-1).mean(-1)
     return {"tckd": tckd * temperature**2, "nckd": nckd * temperature**2,
             "task": cross_entropy(student_logits, targets)}
 
 
-def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """1 - Pearson correlation of a and b along `dim` (DIST's d_p), one value per other index."""
-    a = a - a.mean(dim, keepdim=True)
-    b = b - b.mean(dim, keepdim=True)
-    return 1.0 - (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(1e-8)
-
-
-@register("dist", reduction="mean", t2_scaling=True, mix="dist")
+@register("dist", reduction="mean", t2_scaling=True, mix="dist",
+          matches="the teacher's per-example and per-class probability correlations (Pearson)",
+          keys=("temperature", "dist_beta", "dist_gamma"), paper="Huang et al. 2022 (DIST)")
 def dist(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """DIST (Huang et al. 2022): CE(y, s) + beta * inter + gamma * intra.
 
@@ -304,7 +321,9 @@ def dist(student_logits, teacher_logits, targets, *, temperature: float) -> dict
             "task": cross_entropy(student_logits, targets)}
 
 
-@register("wttm", reduction="weighted_mean", t2_scaling=False, mix="wttm")
+@register("wttm", reduction="weighted_mean", t2_scaling=False, mix="wttm",
+          matches="the power-transformed teacher by the untempered student, examples weighted",
+          keys=("temperature", "wttm_beta"), paper="Zheng & Yang 2024 (WTTM)")
 def wttm(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Weighted transformed teacher matching (Zheng & Yang 2024): CE(y, s) + beta * mean_i U_i KL(p~_t,i || q_i)
 
@@ -320,7 +339,9 @@ def wttm(student_logits, teacher_logits, targets, *, temperature: float) -> dict
     return {"teacher": (log_u.exp() * per_example).mean(-1), "task": cross_entropy(student_logits, targets)}
 
 
-@register("ctkd", reduction="batchmean", t2_scaling=True)
+@register("ctkd", reduction="batchmean", t2_scaling=True,
+          matches="the teacher's softened probabilities at a learned, adversarial temperature",
+          keys=("alpha", "ctkd_lambda", "ctkd_loops"), paper="Li et al. 2023 (curriculum temperature KD)")
 def ctkd(student_logits, teacher_logits, targets, *, temperature) -> dict:
     """Curriculum temperature KD (Li et al. 2023): kd at a learned T, T adversarial to the student.
 
@@ -335,7 +356,9 @@ def ctkd(student_logits, teacher_logits, targets, *, temperature) -> dict:
 # ---------------------------------------------------------------- white-box (feature) methods
 
 
-@register("fitnet", reduction="mean", t2_scaling=False, signal="features")
+@register("fitnet", reduction="mean", t2_scaling=False, signal="features",
+          matches="the teacher's intermediate features through learned projections (MSE)",
+          keys=("alpha", "layers", "teacher_layers", "feature_weight"), paper="Romero et al. 2015 (FitNets)")
 def fitnet(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
            student_features: list, teacher_features: list, weight: float = 1.0) -> dict:
     """FitNets hints (Romero et al. 2015): alpha * w * sum_l mean((r_l(f_s,l) - f_t,l)^2) + (1 - alpha) * CE(y, s).
@@ -347,14 +370,9 @@ def fitnet(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
     return {"teacher": hint * weight, "task": cross_entropy(student_logits, targets)}
 
 
-def attention_map(features: torch.Tensor) -> torch.Tensor:
-    """Zagoruyko & Komodakis 2017: a = mean_c f_c^2 over channels, flattened, L2-normalised per example."""
-    if features.dim() < 3:
-        features = features.unsqueeze(-1)  # (B, C) -> one position per channel
-    return F.normalize(features.pow(2).mean(dim=1).flatten(1), dim=1)
-
-
-@register("attention", reduction="mean", t2_scaling=False, signal="features")
+@register("attention", reduction="mean", t2_scaling=False, signal="features",
+          matches="the teacher's spatial attention maps of the given layers",
+          keys=("alpha", "layers", "teacher_layers", "feature_weight"), paper="Zagoruyko & Komodakis 2017 (AT)")
 def attention(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
               student_features: list, teacher_features: list, weight: float = 1.0) -> dict:
     """Attention transfer: alpha * w * sum_l mean_(b, j) (a_s,l - a_t,l)^2 + (1 - alpha) * CE(y, s), a = attention_map."""
@@ -363,21 +381,9 @@ def attention(student_logits, teacher_logits, targets, *, temperature: float = 1
     return {"teacher": transfer * weight, "task": cross_entropy(student_logits, targets)}
 
 
-def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
-    """||e_i - e_j|| for all pairs, normalised by their mean over i != j (Park et al. 2019, psi_D)."""
-    d = (e[:, None, :] - e[None, :, :]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
-    off = ~torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
-    d = d * off  # the diagonal (clamped) is exactly zero
-    return d / d[off].mean().clamp_min(1e-12)
-
-
-def _angles(e: torch.Tensor) -> torch.Tensor:
-    """cos of the angle at j between e_i - e_j and e_k - e_j, for all (i, j, k) (psi_A)."""
-    diff = F.normalize(e[None, :, :] - e[:, None, :], dim=2)  # diff[j, i] = unit(e_i - e_j)
-    return torch.bmm(diff, diff.transpose(1, 2)).flatten()
-
-
-@register("rkd", reduction="mean", t2_scaling=False, signal="features")
+@register("rkd", reduction="mean", t2_scaling=False, signal="features",
+          matches="the distances and angles between examples in the teacher's feature space",
+          keys=("alpha", "layers", "teacher_layers", "feature_weight"), paper="Park et al. 2019 (relational KD)")
 def rkd(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
         student_features: list, teacher_features: list, weight: float = 1.0) -> dict:
     """Relational KD (Park et al. 2019): alpha * w * sum_l [huber(psi_D) + 2 huber(psi_A)] + (1 - alpha) * CE(y, s).
@@ -389,6 +395,6 @@ def rkd(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
     relational = 0.0
     for s, t in zip(student_features, teacher_features):
         s, t = s.flatten(1), t.flatten(1)
-        relational = relational + F.smooth_l1_loss(_pairwise_distances(s), _pairwise_distances(t))
-        relational = relational + 2.0 * F.smooth_l1_loss(_angles(s), _angles(t))
+        relational = relational + F.smooth_l1_loss(pairwise_distances(s), pairwise_distances(t))
+        relational = relational + 2.0 * F.smooth_l1_loss(angles(s), angles(t))
     return {"teacher": relational * weight, "task": cross_entropy(student_logits, targets)}

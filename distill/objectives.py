@@ -71,6 +71,8 @@ def mix_weights(how: str, alpha: float, smoothing: float = 0.0) -> dict:
         return {"teacher": 1.0, "task": 1.0}
     if how == "smoothing":
         return {"teacher": smoothing, "task": 1.0 - smoothing}
+    if how == "labels":
+        return {"task": 1.0}
     return {"teacher": alpha, "task": 1.0 - alpha}
 
 
@@ -214,9 +216,11 @@ class Distill(Objective):
         return {}
 
     def terms(self, batch, logits, features, progress):
+        student = logits.float()
+        if self.info["mix"] == "labels":  # from labels: the teacher is there for the fidelity figures only
+            return self.formula(student, None, batch.y)
         self.signal.prepare()
         temperature = self.temperature(progress)
-        student = logits.float()
         options = self._options(progress, student)
         kind = self.info["signal"]
         if kind == "none":
@@ -244,12 +248,6 @@ class Distill(Objective):
         return terms
 
 
-#: each method's own config keys, recorded in its loss_info
-METHOD_KEYS = {"dkd": ("dkd_alpha", "dkd_beta", "dkd_warmup_epochs"), "dist": ("dist_beta", "dist_gamma"),
-               "wttm": ("wttm_beta",), "ctkd": ("ctkd_lambda", "ctkd_loops"), "jsd": ("jsd_beta",),
-               "skew_kl": ("skew", "skew_reverse")}
-
-
 def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str], teachers: int,
               cache: Optional[str]) -> dict:
     """What a student was taught with, as recorded in summary.json and records.csv."""
@@ -259,11 +257,7 @@ def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str]
                 alpha=cfg.alpha, alpha_end=cfg.alpha_end,
                 alpha_schedule=cfg.alpha_schedule if cfg.alpha_end is not None else "constant",
                 combine=combine if teachers > 1 else None, teacher=teacher, teachers=teachers, cache=cache)
-    if cfg.method == "label_smoothing":
-        info["smoothing"] = cfg.smoothing
-    if cfg.method == "tfkd_reg":
-        info["correct_prob"] = cfg.correct_prob
-    info.update({key: getattr(cfg, key) for key in METHOD_KEYS.get(cfg.method, ())})
+    info.update({key: getattr(cfg, key) for key in losses.own_keys(cfg.method)})  # e.g. dkd_beta, smoothing
     if cfg.standardize:
         info["standardize"] = True
     if info["signal"] == "features":
@@ -308,6 +302,8 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
         raise ValueError(f"make_objective: method {cfg.method} needs a teacher")
     signal_kind = "file" if file_logits is not None else "models"
     cached, note = cache_decision(kind, signal_kind, data, cache)
+    if losses.LOSS_INFO[cfg.method]["mix"] == "labels":
+        note = "not read in training: the teacher gives the fidelity figures only"
     top_k = (cfg.top_k, cfg.top_k_rest) if getattr(data, "text", None) is not None else None  # LMs: distill/lm.py
     if top_k and cached:
         note += (f"; the top {cfg.top_k} next tokens per position, the rest "

@@ -233,3 +233,19 @@ def accuracy_vs_flops(costs: pd.DataFrame, out) -> Path:
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, which="both")
     return _save(fig, out)
+
+
+def accuracy_vs_agreement(rows: pd.DataFrame, out) -> Path:
+    """Test accuracy (%) against test top-1 agreement with the teacher (%), one point per row (a model
+    and seed), coloured by the rows' `colour` column (method or model kind)."""
+    points = rows.assign(agreement=pd.to_numeric(rows["test_agreement"], errors="coerce") * 100,
+                         accuracy=pd.to_numeric(rows["test_acc"], errors="coerce") * 100)
+    points = points.dropna(subset=["agreement", "accuracy"]).sort_values("colour", kind="stable")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.scatterplot(data=points, x="agreement", y="accuracy", hue="colour", style="colour", s=50, ax=ax)
+    ax.set_xlabel("test agreement with the teacher (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy against fidelity (one point per model and seed)")
+    ax.legend(fontsize="small", title=None)
+    ax.grid(alpha=0.3)
+    return _save(fig, out)

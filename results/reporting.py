@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import experiments as ex
 from .comparing import compare_blocks
+from .fidelity import fidelity_view
 from .load import PathLike, load, load_records
 from .page import Figure, Heading, Para, Table, markdown, to_html, write_csvs
 from .sweeps import sweep_view
@@ -126,6 +127,7 @@ def _setup(e: ex.Experiment) -> str:
 def experiment_blocks(e: ex.Experiment, context: Context, records: pd.DataFrame) -> list:
     blocks = [Heading(e.title, 2, e.slug), Para(_setup(e))]
     blocks += VIEWS[e.kind](e, context)
+    blocks += fidelity_view(e, context)
     blocks += cost_view(e, context)
     mine = records[records["run"].isin(e.runs)] if not records.empty else records
     curves = _curves(e, mine, context)

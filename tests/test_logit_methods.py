@@ -211,3 +211,33 @@ def test_leading_dimensions_are_kept(batch):
         single = METHODS[method](s, t, y, temperature=2.0)
         for name, value in single.items():
             torch.testing.assert_close(stacked[name][0], value)
+
+
+def test_labels_is_cross_entropy_and_ignores_the_teacher(batch):
+    s, t, y = batch
+    out = METHODS["labels"](s, t, y, temperature=4.0)
+    assert set(out) == {"task"}
+    close(out["task"], ce(s, y))
+    close(METHODS["labels"](s, None, y)["task"], ce(s, y))
+
+
+def test_every_method_lists_what_it_matches_its_keys_and_its_paper(capsys):
+    from distill.cli import main
+    from distill.config import DistillConfig
+    from distill.objectives import loss_info
+
+    fields = set(DistillConfig.__dataclass_fields__)
+    assert set(losses.ABOUT) == set(METHODS)
+    for name, about in losses.ABOUT.items():
+        assert about["matches"] and about["paper"], name
+        assert set(about["keys"]) <= fields, (name, set(about["keys"]) - fields)
+        info = loss_info(DistillConfig(method=name), None, None, 1, None)  # a method's own keys are recorded
+        assert set(losses.own_keys(name)) <= set(info), name
+    assert losses.own_keys("dkd") == ("dkd_alpha", "dkd_beta", "dkd_warmup_epochs")
+    assert "temperature" not in losses.ABOUT["ctkd"]["keys"]  # its T is learned
+    assert main(["list", "methods"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(METHODS)
+    dkd = next(line for line in lines if line.startswith("dkd: "))
+    assert "Zhao et al. 2022" in dkd and "non-target" in dkd and "dkd_beta" in dkd
+    assert all(line.count("Matches") == 1 and "keys (distill.*):" in line for line in lines)

@@ -185,3 +185,23 @@ def test_student_rows_carry_fidelity_equal_to_the_saved_weights(tmp_path, method
     for key in ("val_agreement", "test_agreement", "test_teacher_kl"):
         assert student[key] == pytest.approx(again[key], rel=1e-5, abs=1e-7)
     assert 0 <= student["test_agreement"] <= 1 and student["test_teacher_kl"] >= 0
+
+
+def test_a_model_from_labels_gets_fidelity_against_the_runs_teacher(tmp_path):
+    """distill.method=labels next to a teacher section: the same weights as training from labels
+    alone (no teacher in the loss), and the fidelity figures of a student."""
+    teacher = {"teacher.model.name": "mlp", "teacher.model.width": 16}
+    with_teacher = train(load_config(None, tiny_overrides(**{"distill.method": "labels", **teacher})),
+                         tmp_path / "a", progress=False)
+    alone = train(load_config(None, tiny_overrides()), tmp_path / "b", progress=False)
+    summary = json.loads((with_teacher / "summary.json").read_text())
+    model = next(r for r in summary["models"] if r["role"] != "teacher")
+    assert summary["loss"]["method"] == "labels" and summary["loss"]["teacher"] == "teacher-s0"
+    assert 0 <= model["test_agreement"] <= 1 and model["test_teacher_kl"] > 0
+    plain = next(r for r in json.loads((alone / "summary.json").read_text())["models"])
+    assert plain["role"] == "model" and "test_agreement" not in plain  # no teacher in the run: no figures
+    assert model["test_acc"] == plain["test_acc"] and model["val_nll"] == pytest.approx(plain["val_nll"], rel=1e-6)
+    a, b = (torch.load(d / "checkpoints" / k / "best.pt", weights_only=False)["model"]
+            for d, k in ((with_teacher, "student-s0"), (alone, "model-s0")))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
