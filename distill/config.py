@@ -115,6 +115,9 @@ class TrainConfig:
     threads: int = spec(0, "torch CPU threads, 0 = all CPUs this process may use", ge=0)
     deterministic: bool = spec(True, "deterministic algorithms: the same command gives the same numbers on CPU")
     eval_batch_size: int = spec(1024, "examples per evaluation batch", ge=1)
+    select: str = spec("acc", "model selection: the epoch of the best validation accuracy, ties by lower NLL "
+                       "(acc), or of the lowest validation NLL per example or token, ties by higher accuracy "
+                       "(nll: language models, where perplexity is the figure)", choices=["acc", "nll"])
     checkpoint_seconds: float = spec(5.0, "write last.pt at most this often (and at the last epoch); "
                                      "0 = every epoch. A killed run resumes from it and replays exactly", ge=0.0)
 

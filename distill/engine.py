@@ -143,16 +143,22 @@ def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
 @dataclass
 class FitResult:
     history: list[dict]          # one row per (epoch, split), as written to records.csv
-    selected_epoch: int          # best validation accuracy (ties: lower val nll, then earlier)
+    selected_epoch: int          # best validation epoch by train.select (see `better`), earliest of ties
     selected: dict               # split -> metrics at the selected epoch
     last: dict                   # split -> metrics at the last epoch
     train_seconds: float         # summed epoch times (a K-model fit: each model's share)
     resumed_from: int = 0        # epochs already done when this call started
 
 
-def better(candidate: dict, best: Optional[dict]) -> bool:
+def better(candidate: dict, best: Optional[dict], select: str = "acc") -> bool:
+    """Is this epoch's validation `candidate` better than `best` (`train.select`): acc = higher
+    accuracy, ties by lower NLL; nll = lower NLL, ties by higher accuracy. Full ties keep the earlier."""
     if best is None:
         return True
+    if select == "nll":
+        if candidate["nll"] != best["nll"]:
+            return candidate["nll"] < best["nll"]
+        return candidate["acc"] > best["acc"]
     if candidate["acc"] != best["acc"]:
         return candidate["acc"] > best["acc"]
     return candidate["nll"] < best["nll"]
@@ -271,7 +277,7 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
             rows = [{**tags[k], "epoch": epoch + 1, "split": split, **values, "lr": lr, "seconds": seconds / K,
                      **objectives[k].record()} for split, values in metrics.items()]
             histories[k].extend(rows)
-            if better(metrics["val"], bests[k]):
+            if better(metrics["val"], bests[k], train.select):
                 bests[k] = {"epoch": epoch + 1, "acc": metrics["val"]["acc"], "nll": metrics["val"]["nll"]}
                 best_states[k], unsaved[k] = replicas.state_dict(k), True
             if emit:

@@ -248,3 +248,96 @@ def test_a_hugging_face_causal_lm_from_a_local_folder(tmp_path, data):
     assert cache[:, torch.tensor([0])].shape == (1, 16, 256)
     with pytest.raises(Exception, match="no Hugging Face folder"):
         create_model(ModelConfig(name="hf_causal_lm", kwargs={"path": str(tmp_path / "none")}), (16,), 256)
+
+
+# ---------------------------------------------------------------- model selection (train.select)
+
+# 16 training blocks, a constant learning rate: validation NLL is lowest early (then the model
+# overfits), validation accuracy highest late, so the two rules pick different epochs
+OVERFIT = TINY + ["train.epochs=12", "train.lr=0.01", "model.width=64", "train.schedule=constant",
+                  "train.weight_decay=0", "dataset.train_subset=16", "train.batch_size=8"]
+
+
+def test_better_orders_by_the_selection_key():
+    low_nll, high_acc = {"acc": 0.2, "nll": 2.0}, {"acc": 0.3, "nll": 2.5}
+    assert engine.better(high_acc, low_nll) and not engine.better(low_nll, high_acc)          # default: acc
+    assert engine.better(low_nll, high_acc, "nll") and not engine.better(high_acc, low_nll, "nll")
+    assert engine.better({"acc": 0.3, "nll": 2.0}, high_acc, "acc")                           # acc ties: nll
+    assert engine.better({"acc": 0.3, "nll": 2.0}, {"acc": 0.2, "nll": 2.0}, "nll")          # nll ties: acc
+    assert not engine.better(dict(low_nll), low_nll, "nll") and not engine.better(dict(low_nll), low_nll)
+
+
+def test_model_selection_follows_train_select(tmp_path):
+    """Each rule selects its own epoch of the same history; best.pt and the returned weights are that epoch's."""
+    picked = {}
+    rules = {"acc": lambda r: (-r["acc"], r["nll"]), "nll": lambda r: (r["nll"], -r["acc"])}
+    for select, rule in rules.items():
+        cfg = load_config(None, OVERFIT + [f"train.select={select}"])
+        data = load_data(cfg.dataset)
+        model = engine.new_model(cfg.model, data, 0)
+        result = engine.fit_one(model, data, cfg.train, seed=0, checkpoint_dir=tmp_path / select)
+        val = [row for row in result.history if row["split"] == "val"]
+        chosen = min(val, key=rule)                                    # min keeps the earliest of ties
+        assert result.selected_epoch == chosen["epoch"]
+        assert torch.load(tmp_path / select / "best.pt", weights_only=False)["epoch"] == chosen["epoch"]
+        logits = engine.predict(model, data, "val")
+        nll = F.cross_entropy(logits.flatten(0, -2), data.y["val"].flatten()).item()
+        assert nll == pytest.approx(chosen["nll"], rel=1e-4)          # the weights handed back
+        picked[select] = (result.selected_epoch, [(r["acc"], r["nll"]) for r in val])
+    assert picked["acc"][1] == picked["nll"][1]                       # the same training either way
+    assert picked["acc"][0] != picked["nll"][0]                       # and yet another epoch selected
+
+
+def test_train_select_refuses_other_rules():
+    with pytest.raises(Exception, match="train.select"):
+        load_config(None, ["train.select=loss"])
+
+
+# ---------------------------------------------------------------- Hugging Face tokenizer folders
+
+
+def test_a_tokenizer_path_that_is_no_hugging_face_folder_is_refused(tmp_path):
+    cfg = load_config(None, TINY + [f"dataset.text.tokenizer={tmp_path}"])
+    with pytest.raises(Exception, match="no Hugging Face folder"):
+        load_data(cfg.dataset)
+
+
+def test_a_hugging_face_tokenizer_folder_loads(tmp_path):
+    """A byte-level BPE tokenizer trained here on 10 pydoc sections (no download), saved with
+    save_pretrained: the data's vocabulary is the tokenizer's and the blocks decode to the text."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    docs = pydoc_documents()[:10]
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    bpe.train_from_iterator(docs, tokenizers.trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    folder = tmp_path / "tok"
+    transformers.PreTrainedTokenizerFast(tokenizer_object=bpe).save_pretrained(str(folder))
+    cfg = load_config(None, TINY + [f"dataset.text.tokenizer={folder}"])
+    data = load_data(cfg.dataset)
+    tokenizer = data.text.tokenizer
+    assert data.num_classes == tokenizer.vocab == bpe.get_vocab_size() and 256 < tokenizer.vocab <= 400
+    joined = "\n\n".join(docs[i] for i in data.text.documents["train"])
+    ids = bpe.encode(joined).ids
+    tokens = data.x["train"].flatten().tolist()
+    assert tokens == ids[:len(tokens)]                                 # the tokenizer's own ids, in order
+    assert tokenizer.decode(data.x["train"][0]) == bpe.decode(ids[:16])
+    assert joined.startswith(tokenizer.decode(tokens[:200]))           # a byte-level BPE decodes exactly
+    model = create_model(cfg.model, data.input_shape, data.num_classes)
+    assert model(data.x["train"][:2]).shape == (2, 16, tokenizer.vocab)
+
+
+def test_the_seqkd_preset_runs_as_its_two_commands(tmp_path):
+    """lm-pydoc-seqkd (quick size): step 1 trains the teacher; step 2 trains the student on its generations."""
+    from distill.runner import train
+
+    quick = load_config("lm-pydoc-seqkd").preset.quick + ["train.device=cpu", "train.threads=1"]
+    first = train(load_config("lm-pydoc-seqkd", quick), tmp_path / "runs", progress=False)
+    assert (first / "checkpoints" / "teacher-s0" / "best.pt").is_file()
+    step2 = quick + ["teacher.model=null", f"dataset.text.seqkd_teacher={first}"]
+    second = train(load_config("lm-pydoc-seqkd", step2), tmp_path / "runs", progress=False)
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["status"] == "done" and [m["role"] for m in summary["models"]] == ["model"]
+    assert len(list((first / "checkpoints" / "teacher-s0" / "generations").glob("*.pt"))) == 1
