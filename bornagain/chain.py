@@ -16,7 +16,8 @@ dropout, a logit-only loss) and `bornagain.pack` is true; otherwise one after an
 is logged and written into the summary.
 
 Evaluated: every generation on validation and test, and the born-again ensembles Ens x k
-(mean probabilities of generations 1..k, and of 0..k) as `ensemble` rows. With
+(mean probabilities of generations 1..k, and of 0..k) as `ensemble` rows, whose cost figures
+are the sums of their generations' (`distill.cost.ensemble_row_cost`). With
 `bornagain.stop`, the chain ends early when the newest generation is not better on
 validation than the one before; the summary says why it stopped.
 
@@ -34,12 +35,13 @@ import torch
 
 from distill import engine
 from distill.config import Config, ModelConfig
+from distill.cost import ensemble_row_cost
 from distill.data import load_data
 from distill.fidelity import fidelity
 from distill.jobs import Job, fit_jobs
 from distill.metrics import probs_metrics
 from distill.models import create_model
-from distill.objectives import make_objective
+from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
 from distill.progress import Progress, stderr_line
 from distill.sources import stand_in_student
 from distill.store import Run, run_guarded, summary_row
@@ -89,8 +91,10 @@ def should_stop(cfg: Config, val_by_generation: dict[int, list[float]], generati
 
 
 @torch.inference_mode()
-def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: int) -> list[dict]:
-    """Ens x k rows: mean probabilities of generations 1..k and of 0..k, on validation and test."""
+def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: int,
+                  costs: dict[int, dict] | None = None) -> list[dict]:
+    """Ens x k rows: mean probabilities of generations 1..k and of 0..k, on validation and test;
+    with `costs` (generation -> its summary row), each row's cost is the sum of its generations'."""
     probs = {split: {g: engine.predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision).softmax(-1)
                      for g, m in models.items()} for split in ("val", "test")}
     rows = []
@@ -107,7 +111,7 @@ def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: i
                 combine="mean_probs", parent=f"generations {first}..{k}",
                 val_acc=metrics["val"]["acc"], val_nll=metrics["val"]["nll"], test_acc=metrics["test"]["acc"],
                 test_nll=metrics["test"]["nll"], test_ece=metrics["test"]["ece"],
-                test_acc_last=None))
+                test_acc_last=None, **ensemble_row_cost([costs[g] for g in gens] if costs else [])))
     return rows
 
 
@@ -142,15 +146,16 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             jobs = []
             for seed in seeds:
                 teachers = [models[seed][t] for t in teacher_generations(cfg, g)]
-                objective = None
+                objective, info = None, CROSS_ENTROPY_INFO
                 if teachers:
                     objective, loss_info = make_objective(
                         cfg.distill, teachers, data, device, seed=generation_seed(seed, g),
                         student=stand_in_student(cfg, model_cfg, data), description=parent_name(cfg, g),
                         epochs=cfg.train.epochs)
+                    info = loss_info
                 jobs.append(Job(key=f"gen{g}-s{seed}", arch=model_cfg, seed=generation_seed(seed, g),
                                 tags={"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
-                                      "parent": parent_name(cfg, g)},
+                                      "parent": parent_name(cfg, g), **loss_tags(info)},
                                 label=f"generation {g} seed {seed}",
                                 report={"role": "generation", "generation": g, "seed": seed,
                                         "epochs": cfg.train.epochs},
@@ -171,7 +176,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                 say(f"stopping the chain: {stopped}")
                 break
         for seed in seeds:
-            rows.extend(ensemble_rows(cfg, data, models[seed], seed))
+            generation_rows = {r["generation"]: r for r in rows if r["role"] == "generation" and r["seed"] == seed}
+            rows.extend(ensemble_rows(cfg, data, models[seed], seed, generation_rows))
         last = max(val_by_generation)
         return run.write_summary(rows, "done", loss=loss_info or None, packing=packing,
                                  generations_trained=last,

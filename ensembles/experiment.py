@@ -21,7 +21,8 @@ For each seed s (each a full repeat):
 
 `summary.json` rows: role `member` (one per member), `ensemble` (one per size and
 combination; `member` and `selected_epoch` null; extra keys `subsets`, `disagreement`,
-`gain_over_mean_member`), `student` (parent "ensemble(k=N, combine=...)", extra keys
+`gain_over_mean_member`; its cost figures are those of its members summed, averaged over the
+subsets), `student` (parent "ensemble(k=N, combine=...)", extra keys
 `combine`, `student`, `gap_recovered` on test accuracy and `gap_recovered_val` on
 validation accuracy). Gap recovered = (student - mean member) / (ensemble - mean member),
 where "ensemble" is the full ensemble under the student's combination; for per_teacher_kl
@@ -44,6 +45,7 @@ from torch import nn
 
 from distill import engine, losses
 from distill.config import Config, ModelConfig, TrainConfig, from_dict, load_config, to_dict
+from distill.cost import ensemble_row_cost, row_cost
 from distill.data import load_data
 from distill.fidelity import fidelity
 from distill.errors import ConfigError, UserError
@@ -55,7 +57,7 @@ from distill.progress import Progress, stderr_line
 from distill.sources import stand_in_student
 from distill.store import Run, fit_summary, run_guarded, summary_row
 
-from .evaluate import COMBINES, gap_recovered, size_curve
+from .evaluate import COMBINES, gap_recovered, size_curve, subsets
 
 KIND = "ensemble"
 
@@ -86,6 +88,13 @@ def member_train(cfg: Config) -> TrainConfig:
 
 def member_seed(seed: int, member: int) -> int:
     return seed * 1000 + member
+
+
+def arch_text(arch: ModelConfig) -> str:
+    """A model section in a few words, e.g. 'cnn1d w32 d3': what tells two students of one name apart."""
+    parts = [arch.name] + [f"{key[0]}{value}" for key, value in (("width", arch.width), ("depth", arch.depth))
+                           if value is not None]
+    return " ".join(parts)
 
 
 def _names(archs: list[ModelConfig]) -> str:
@@ -167,6 +176,15 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
 # ---------------------------------------------------------------- the run
 
 
+def size_cost(member_rows: list[dict], size: int) -> dict:
+    """The cost figures of an ensemble of `size` members: the sum of a subset's members
+    (`ensemble_row_cost`), averaged over the subsets that `size_curve` averages."""
+    costs = [ensemble_row_cost([member_rows[i] for i in subset]) for subset in subsets(len(member_rows), size)]
+    keys = [key for key in costs[0] if all(key in c for c in costs)]
+    means = {key: sum(c[key] for c in costs) / len(costs) for key in keys}
+    return {key: round(value) if isinstance(costs[0][key], int) else value for key, value in means.items()}
+
+
 def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, combine: str, seed: int,
                        arch: ModelConfig):
     return make_objective(cfg.distill, teachers, data, device, combine=combine, seed=seed,
@@ -227,7 +245,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                     job.result = engine.fit_one(job.model, data, earlier.train, seed=job.seed, tags=job.tags,
                                                 checkpoint_dir=earlier.dirs[(seed, m)], emit=run_.emit,
                                                 device=device)
-                    job.row = fit_summary(job.result, job.tags, count_params(job.model))
+                    job.row = fit_summary(job.result, job.tags, count_params(job.model),
+                                          **row_cost(job.model, data, train_m, device))
                     say(f"{job.label}: reused from {earlier.dirs[(seed, m)]}")
             member_rows = [job.row for job in jobs]
             rows += member_rows
@@ -241,7 +260,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             curve = size_curve(logits, data.y, COMBINES, params=[count_params(m) for m in members])
             name = _names(archs)
             for point in curve:
-                rows.append(summary_row(role="ensemble", name=name, seed=seed, **point))
+                rows.append(summary_row(role="ensemble", name=name, seed=seed,
+                                        **{**point, **size_cost(member_rows, point["size"])}))
             full = {p["combine"]: p for p in curve if p["size"] == len(members)}
             for how in COMBINES:
                 say(f"ensemble of {len(members)} {name} seed {seed} ({how}): val_acc {full[how]['val_acc']:.4f} "
@@ -272,7 +292,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                 job.row.update(fidelity(job.model, job.objective, data, cfg.train))  # with the combined ensemble
                 how = job.report["combine"]
                 reference = full[how if how in COMBINES else "mean_probs"]
-                rows.append({**job.row, "combine": how, "student": job.report["student"],
+                rows.append({**job.row, "combine": how, "student": job.report["student"], "arch": arch_text(job.arch),
                              "gap_recovered": gap_recovered(job.row["test_acc"], mean_member["test"],
                                                             reference["test_acc"]),
                              "gap_recovered_val": gap_recovered(job.row["val_acc"], mean_member["val"],

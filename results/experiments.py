@@ -163,6 +163,8 @@ def label(row) -> str:
     if role == "member":
         return f"member {name}" if _present(name) else "member"
     text = f"{role} {name}" if _present(name) else role
+    if role == "student" and _present(row.get("arch")):  # an ensemble run's students: name, width, depth
+        text = f"student {row['arch']}"
     if role == "student" and _present(row.get("combine")):
         text += f" ({row['combine']})"
     return text
