@@ -120,6 +120,9 @@ class TrainConfig:
                        "(nll: language models, where perplexity is the figure)", choices=["acc", "nll"])
     checkpoint_seconds: float = spec(5.0, "write last.pt at most this often (and at the last epoch); "
                                      "0 = every epoch. A killed run resumes from it and replays exactly", ge=0.0)
+    cost_budget: float = spec(0.05, "seconds of timed calls per figure when each trained model's cost (FLOPs, "
+                              "latency, throughput, size) is measured once after training for summary.json; "
+                              "0 = not measured", ge=0.0)
 
 
 @dataclass
@@ -256,6 +259,18 @@ class TuneConfig:
                                        "several machines); null = OUT/<name>")
 
 @dataclass
+class LogConfig:
+    """Mirrors of the run directory in TensorBoard and MLflow (distill/tracking.py); not part of the run id."""
+
+    tensorboard: bool = spec(False, "also write TensorBoard event files to <run dir>/tensorboard/<model>/ "
+                             "(pip install 'distill-runner[track]')")
+    mlflow: bool = spec(False, "also log config, per-epoch figures and summary to an MLflow run "
+                        "(pip install 'distill-runner[track]')")
+    mlflow_uri: Optional[str] = spec(None, "MLflow tracking URI, null = sqlite:///<run dir>/mlflow.db")
+    mlflow_experiment: Optional[str] = spec(None, "MLflow experiment name, null = the config's name")
+
+
+@dataclass
 class Config:
     name: str = spec("run", "experiment name: runs go to OUT/<name>/<run-id>/")
     run_id: Optional[str] = spec(None, "run folder name, null = a hash of the resolved config (so that the "
@@ -269,6 +284,7 @@ class Config:
     bornagain: BornAgainConfig = field(default_factory=BornAgainConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    log: LogConfig = field(default_factory=LogConfig)  # tracking mirrors (distill/tracking.py)
     search: dict = spec({}, "Tune search space: config key -> {grid|choice|uniform|loguniform|randint: ...}")
     preset: Optional[PresetConfig] = spec(None, "how `distill reproduce` runs this file: command, description, "
                                           "quick, needs.device, needs.data, cost.epochs, cost.examples; "
@@ -355,8 +371,9 @@ def validate(cfg: Config) -> None:
 
 def config_hash(cfg: Config) -> str:
     """Stable short hash of the resolved config: the default run id. The preset's description
-    (`preset`, `paper`) is left out: editing it does not move a run to a new folder."""
-    data = {k: v for k, v in to_dict(cfg).items() if k not in ("preset", "paper")}
+    (`preset`, `paper`) and the tracking mirrors (`log`) are left out: editing them does not move a
+    run to a new folder."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in ("preset", "paper", "log")}
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 

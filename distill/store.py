@@ -7,6 +7,8 @@
       summary.json  {"status": ..., "models": [row, ...]}: one flat row per evaluated model
       checkpoints/  <model key>/last.pt and best.pt, written atomically
       .lock         held (flock) by the process writing the run: "pid N on HOST"
+      tensorboard/, mlflow.db, mlartifacts/, tracking.json   mirrors, only with log.tensorboard /
+                    log.mlflow (distill/tracking.py; rebuilt each session, never read back)
 
 The run id defaults to a hash of the resolved config, so the same command finds the same
 folder and resumes from its checkpoints. Every file is written to a temp file, fsync'd and
@@ -33,6 +35,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import tracking
 from .atomic import write_bytes_atomic
 from .config import Config, config_hash, dump_yaml, to_dict
 from .errors import UserError
@@ -161,6 +164,7 @@ class Run:
         self.cfg = cfg
         self.kind = kind
         self.meta: dict = {}
+        self.tracker: Optional[tracking.Tracker] = None  # log.tensorboard / log.mlflow mirrors
 
     @classmethod
     def open(cls, cfg: Config, kind: str, out: str | Path = "runs", run_dir: str | Path | None = None) -> "Run":
@@ -169,7 +173,7 @@ class Run:
         run = cls(path, cfg, kind)
         config_text = dump_yaml(cfg)
         config_path = path / "config.yaml"
-        if config_path.exists() and config_path.read_text() != config_text:
+        if config_path.exists() and not tracking.same_run_config(config_path.read_text(), config_text):
             raise UserError(f"{path} holds a run with a different config; pick another run_id=... or --out, "
                             f"or delete that folder")
         path.mkdir(parents=True, exist_ok=True)
@@ -191,6 +195,7 @@ class Run:
         run.write_meta()
         with open(path / "records.csv", "w", newline="") as f:  # rebuilt from checkpoints as models resume
             csv.writer(f).writerow(RECORD_COLUMNS)
+        run.tracker = tracking.start(path, cfg, kind, config_text)
         return run
 
     def checkpoint_dir(self, key: str, model_cfg=None) -> Path:
@@ -211,14 +216,21 @@ class Run:
         with open(self.path / "records.csv", "a", newline="") as f:
             writer = csv.DictWriter(f, RECORD_COLUMNS, extrasaction="ignore")
             writer.writerows(rows)
+        if self.tracker:
+            self.tracker.rows(rows)
 
     def write_summary(self, models: list[dict], status: str, **extra) -> dict:
         summary = {"status": status, **extra, "models": models}
         write_json_atomic(self.path / "summary.json", summary)
+        if self.tracker:
+            self.tracker.summary(models)
         return summary
 
     def finish(self, status: str, reason: Optional[str] = None, **extra) -> None:
         self.write_meta(status=status, reason=reason, finished=_now(), **extra)
+        if self.tracker:  # the mirrors end with the run's status (never raises)
+            self.tracker, tracker = None, self.tracker
+            tracker.finish(status, reason)
 
     def fail(self, reason: str, details: Optional[str] = None, **extra) -> None:
         """Mark the run failed with `reason` (and error.txt), as far as the disk still allows."""
