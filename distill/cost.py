@@ -20,6 +20,12 @@ Figures (one dict, JSON-ready):
 - with `device` a CUDA device, also `latency_ms_gpu` and `throughput_gpu`, timed with
   `torch.cuda.synchronize()` around every call.
 
+Inputs are random normal examples, or zeros for integer inputs (token ids of a language model:
+`dtype=torch.long`). Experiments measure each trained model once, after training, with
+`row_cost(model, data, train_cfg, device)` (budget `train.cost_budget`, 0 = not measured): the
+figures of ROW_KEYS that go into its summary.json row; an ensemble row gets `ensemble_row_cost`
+of its members' rows.
+
 Timings are capped by time (`budget_s` per figure, at least `MIN_REPEATS` timed calls), so a
 small MLP is measured in well under a second. The model is copied for the measurement: the
 caller's model keeps its device and its train/eval mode. Nothing here trains.
@@ -40,6 +46,9 @@ MIN_REPEATS = 3    # timed calls per figure, whatever the budget
 MAX_REPEATS = 50   # timed calls per figure at most
 WARMUP = 2         # untimed calls before each figure
 COST_KEYS = ("params", "size_bytes", "flops", "latency_ms", "throughput")
+GPU_KEYS = ("latency_ms_gpu", "throughput_gpu")
+ROW_KEYS = ("size_bytes", "flops", "latency_ms", "throughput", *GPU_KEYS)  # a summary row's (params: already there)
+TIMING_KEYS = ("latency_ms", "throughput", *GPU_KEYS)  # differ from one measurement to the next
 
 
 def count_params(model: nn.Module) -> int:
@@ -53,11 +62,20 @@ def state_dict_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...], device="cpu") -> int:
+def example_inputs(shape: tuple[int, ...], device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Random normal inputs of `shape`, or zeros (valid token ids) when `dtype` is not a float type.
+    Drawn from a generator of their own: measuring a model leaves torch's global RNG as it was."""
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
+    return torch.zeros(shape, device=device, dtype=dtype)
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...], device="cpu",
+                dtype: torch.dtype = torch.float32) -> int:
     """Forward FLOPs of one example (batch size 1), by `torch.utils.flop_counter.FlopCounterMode`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros((1, *input_shape), device=device)
+    x = torch.zeros((1, *input_shape), device=device, dtype=dtype)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x)
     return int(counter.get_total_flops())
@@ -82,12 +100,12 @@ def median_seconds(call: Callable[[], object], budget_s: float, sync: Callable[[
 
 
 def time_model(model: nn.Module, input_shape: tuple[int, ...], device, batch_size: int = 256,
-               budget_s: float = 0.1) -> dict:
+               budget_s: float = 0.1, dtype: torch.dtype = torch.float32) -> dict:
     """{"latency_ms": batch 1, "throughput": examples/s at `batch_size`} of `model` on `device`."""
     device = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    one = torch.randn((1, *input_shape), device=device)
-    many = torch.randn((batch_size, *input_shape), device=device)
+    one = example_inputs((1, *input_shape), device, dtype)
+    many = example_inputs((batch_size, *input_shape), device, dtype)
     with torch.inference_mode():
         latency = median_seconds(lambda: model(one), budget_s, sync)
         big = median_seconds(lambda: model(many), budget_s, sync, warmup=1)
@@ -95,19 +113,20 @@ def time_model(model: nn.Module, input_shape: tuple[int, ...], device, batch_siz
 
 
 def model_cost(model: nn.Module, input_shape: tuple[int, ...], device="cpu", *, batch_size: int = 256,
-               budget_s: float = 0.1) -> dict:
+               budget_s: float = 0.1, dtype: torch.dtype = torch.float32) -> dict:
     """The cost figures of `model` for examples of shape `input_shape` (see the module docstring).
 
     Measured on a copy in eval mode: on the CPU always, and on `device` too when it is CUDA
-    (keys `latency_ms_gpu`, `throughput_gpu`). `budget_s` caps the timed calls of each figure.
+    (keys `latency_ms_gpu`, `throughput_gpu`). `budget_s` caps the timed calls of each figure;
+    `dtype` is the inputs' (torch.long for token ids).
     """
     input_shape = tuple(input_shape)
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     cost = {
         "params": count_params(cpu_model),
         "size_bytes": state_dict_bytes(cpu_model),
-        "flops": count_flops(cpu_model, input_shape),
-        **time_model(cpu_model, input_shape, "cpu", batch_size, budget_s),
+        "flops": count_flops(cpu_model, input_shape, dtype=dtype),
+        **time_model(cpu_model, input_shape, "cpu", batch_size, budget_s, dtype),
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
     }
@@ -115,7 +134,7 @@ def model_cost(model: nn.Module, input_shape: tuple[int, ...], device="cpu", *, 
     device = torch.device(device)
     if device.type == "cuda":
         gpu_model = copy.deepcopy(model).to(device).eval()
-        gpu = time_model(gpu_model, input_shape, device, batch_size, budget_s)
+        gpu = time_model(gpu_model, input_shape, device, batch_size, budget_s, dtype)
         cost.update(latency_ms_gpu=gpu["latency_ms"], throughput_gpu=gpu["throughput"],
                     gpu=torch.cuda.get_device_name(device))
     return cost
@@ -141,3 +160,21 @@ def ensemble_cost(costs: list[dict]) -> dict:
         if costs[0].get(key) is not None:
             total[key] = costs[0][key]
     return total
+
+
+def row_cost(model: nn.Module, data, train, device="cpu") -> dict:
+    """The cost figures (ROW_KEYS) of a trained `model` for its summary row, measured once with
+    budget `train.cost_budget` for examples like `data`'s; {} when `train.cost_budget` is 0."""
+    if not train.cost_budget:
+        return {}
+    cost = model_cost(model, data.input_shape, device, budget_s=train.cost_budget, dtype=data.x["test"].dtype)
+    return {key: cost[key] for key in ROW_KEYS if key in cost}
+
+
+def ensemble_row_cost(rows: list[dict]) -> dict:
+    """The cost figures of an ensemble's summary row from its members' rows (`ensemble_cost`):
+    params and ROW_KEYS, or {} when the members carry no cost figures."""
+    if not rows or any(row.get("flops") is None for row in rows):
+        return {}
+    total = ensemble_cost(rows)
+    return {key: total[key] for key in ("params", *ROW_KEYS) if key in total}

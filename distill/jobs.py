@@ -6,6 +6,9 @@ generation (`bornagain`).
     jobs = [Job(key="member0-s0", arch=ModelConfig(name="mlp"), seed=0, tags={...}), ...]
     fit_jobs(jobs, data, train_cfg, run, pack=True, device=device)   # fills job.model, job.result, job.row
 
+Each job's summary row carries its model's cost (`distill.cost.row_cost`), measured once after
+its training ends.
+
 Jobs of one architecture (equal model sections) form a group; a group of two or more is
 trained in one `engine.fit` with stacked parameters when `pack` is on and
 `replicas.can_stack` agrees (no BatchNorm, no active dropout, objectives that need only
@@ -28,6 +31,7 @@ from torch import nn
 
 from . import engine
 from .config import ModelConfig, TrainConfig, to_dict
+from .cost import row_cost
 from .models import count_params
 from .progress import Progress, chain
 from .replicas import can_stack
@@ -105,6 +109,7 @@ def _fit(part: list[Job], data, train, run, device, on_epoch, show) -> None:
                          emit=run.emit, device=device)
     for job, result in zip(part, results):
         job.result = result
-        job.row = fit_summary(result, job.tags, count_params(job.model))
+        job.row = fit_summary(result, job.tags, count_params(job.model),
+                              **row_cost(job.model, data, train, device))  # once, after training
         show.label = job.label
         show.done(job.row)

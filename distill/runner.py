@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from . import engine
 from .config import Config
+from .cost import row_cost
 from .data import load_data
 from .fidelity import fidelity
 from .models import count_params
@@ -43,7 +44,7 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
         result = engine.fit_one(model, data, train_cfg, seed=seed, objective=objective, tags=tags,
                                 checkpoint_dir=run.checkpoint_dir(key, model_cfg), emit=run.emit,
                                 on_epoch=chain(show.epoch, report), device=device)
-        row = fit_summary(result, tags, count_params(model))
+        row = fit_summary(result, tags, count_params(model), **row_cost(model, data, train_cfg, device))
         show.done(row)
         return row
 

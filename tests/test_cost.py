@@ -1,14 +1,26 @@
-"""distill.cost: parameters, bytes, FLOPs by hand, timings that are short, ensembles as sums."""
+"""distill.cost: parameters, bytes, FLOPs by hand, timings that are short, ensembles as sums;
+the cost figures of every summary row of train, bornagain and ensemble runs, and in the report."""
 
+import json
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from distill.config import ModelConfig
-from distill.cost import COST_KEYS, count_flops, ensemble_cost, model_cost, state_dict_bytes
+import bornagain
+import ensembles
+import results
+from distill.config import ModelConfig, load_config
+from distill.cost import (COST_KEYS, ROW_KEYS, count_flops, ensemble_cost, ensemble_row_cost, model_cost, row_cost,
+                          state_dict_bytes)
 from distill.models import create_model
+from distill.runner import train
+from ensembles.experiment import size_cost
+from tests.conftest import tiny_overrides
+
+MEASURED = ("params", "size_bytes", "flops", "latency_ms", "throughput")  # in every row of a finished run
 
 
 def mlp(sizes):
@@ -90,3 +102,88 @@ def test_ensemble_of_measured_members():
 def test_gpu_figures():
     cost = model_cost(mlp([40, 100, 10]), (1, 40), device="cuda")
     assert cost["latency_ms_gpu"] > 0 and cost["throughput_gpu"] > 0 and cost["gpu"]
+
+
+# ---------------------------------------------------------------- summary rows
+
+
+def test_row_cost_from_the_train_section_leaves_the_rng_alone():
+    data = SimpleNamespace(input_shape=(1, 40), x={"test": torch.zeros(3, 1, 40)})
+    model = mlp([40, 16, 10])
+    assert row_cost(model, data, SimpleNamespace(cost_budget=0.0)) == {}  # 0: not measured
+    rng = torch.get_rng_state()
+    cost = row_cost(model, data, SimpleNamespace(cost_budget=0.01))
+    assert torch.equal(torch.get_rng_state(), rng)  # the next model's training draws what it would have drawn
+    assert set(cost) == {"size_bytes", "flops", "latency_ms", "throughput"} <= set(ROW_KEYS)
+    assert cost["flops"] == 2 * (40 * 16 + 16 * 10) and "params" not in cost  # fit_summary has params
+
+
+def test_token_inputs_of_a_language_model():
+    model = nn.Sequential(nn.Embedding(50, 8), nn.Flatten(), nn.Linear(12 * 8, 5))
+    data = SimpleNamespace(input_shape=(12,), x={"test": torch.zeros(3, 12, dtype=torch.long)})
+    assert row_cost(model, data, SimpleNamespace(cost_budget=0.01))["flops"] == 2 * 12 * 8 * 5
+
+
+def test_ensemble_rows_sum_their_members_averaged_over_subsets():
+    rows = [{"params": p, "size_bytes": 4 * p, "flops": 10 * p, "latency_ms": 1.0, "throughput": 100.0}
+            for p in (1, 2, 3)]
+    assert ensemble_row_cost(rows) == {"params": 6, "size_bytes": 24, "flops": 60, "latency_ms": 3.0,
+                                       "throughput": pytest.approx(100 / 3)}
+    assert ensemble_row_cost(rows[:2] + [{"params": 3, "flops": None}]) == {}  # a member without figures
+    pair = size_cost(rows, 2)  # subsets {0,1}, {0,2}, {1,2}: flops 30, 40, 50
+    assert pair["flops"] == 40 and pair["params"] == 4 and isinstance(pair["flops"], int)
+    assert pair["latency_ms"] == pytest.approx(2.0) and size_cost(rows, 3)["flops"] == 60
+
+
+def _models(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done"
+    for row in summary["models"]:
+        assert all(row.get(key) is not None for key in MEASURED), row
+    return summary["models"]
+
+
+def test_every_row_of_train_and_bornagain_runs_has_its_cost(tmp_path):
+    rows = _models(train(load_config(None, tiny_overrides(**{"train.epochs": 1, "seeds": "[0]"})), tmp_path,
+                         progress=False))
+    assert rows[0]["flops"] == 2 * (40 * 32 + 32 * 32 + 32 * 10)  # the tiny MLP, width 32, depth 2
+    skipped = train(load_config(None, tiny_overrides(**{"train.epochs": 1, "seeds": "[0]",
+                                                      "train.cost_budget": 0})), tmp_path, progress=False)
+    assert "flops" not in json.loads((skipped / "summary.json").read_text())["models"][0]
+    cfg = load_config(None, tiny_overrides(**{"name": "ban", "seeds": "[0]", "distill.method": "ban",
+                                              "bornagain.generations": 2, "train.epochs": 1}))
+    rows = _models(bornagain.run(cfg, tmp_path, progress=False))
+    generation = {r["generation"]: r for r in rows if r["role"] == "generation"}
+    for row in (r for r in rows if r["role"] == "ensemble"):
+        gens = range(0 if row["name"].startswith("ens_0") else 1, row["generation"] + 1)
+        for key in ("params", "flops", "size_bytes"):
+            assert row[key] == sum(generation[g][key] for g in gens), (row["name"], key)
+        assert row["latency_ms"] == pytest.approx(sum(generation[g]["latency_ms"] for g in gens))
+
+
+def test_ensemble_run_rows_and_report_show_the_cost(tmp_path):
+    overrides = {"name": "ens", "model.width": 16, "train.epochs": 1, "ensemble.members": 3, "seeds": "[0, 1]",
+                 "ensemble.combine": "[mean_probs]",
+                 "ensemble.students": "[{name: mlp, width: 8, depth: 1}]"}
+    run_dir = ensembles.run(load_config(None, tiny_overrides(**overrides)), tmp_path, progress=False)
+    rows = _models(run_dir)
+    members = [r for r in rows if r["role"] == "member" and r["seed"] == 0]
+    for row in (r for r in rows if r["role"] == "ensemble" and r["seed"] == 0):
+        assert row["flops"] == row["size"] * members[0]["flops"] and row["params"] == row["size"] * members[0]["params"]
+    student = next(r for r in rows if r["role"] == "student")
+    assert student["flops"] == 2 * (40 * 8 + 8 * 10) < members[0]["flops"]
+    # members reused from that run (ensemble.from) are measured too
+    again = ensembles.run(load_config(None, tiny_overrides(**overrides, **{"ensemble.from": str(run_dir)})),
+                          tmp_path / "again", progress=False)
+    reused = [r for r in _models(again) if r["role"] == "member" and r["seed"] == 0]
+    assert [r["flops"] for r in reused] == [r["flops"] for r in members]
+    # the report of the run: the cost table and the accuracy-vs-FLOPs figure
+    out = tmp_path / "report"
+    results.report([run_dir], out)
+    page = (out / "report.html").read_text()
+    assert "Cost</h3>" in page and "<th>flops</th>" in page and "<th>latency_ms</th>" in page
+    assert 'alt="Test accuracy against FLOPs per example' in page  # the figure, inlined
+    figures = list((out / "figures").glob("*-flops.png"))
+    assert len(figures) == 1 and figures[0].stat().st_size > 0 and figures[0].name in (out / "report.md").read_text()
+    table = next(out.glob("*-cost.csv")).read_text()
+    assert "ensemble k=3 mean_probs" in table and "student mlp" in table

@@ -17,6 +17,7 @@ from conftest import ROOT, Killed, kill_at, tiny_overrides
 from distill import cli, engine
 from distill.checkpoints import save_atomic
 from distill.config import load_config
+from distill.cost import TIMING_KEYS
 from distill.data import load_data
 from distill.errors import ConfigError, UserError
 from distill.store import Run, unlock_run_dir, write_json_atomic
@@ -32,8 +33,9 @@ def _strict_json(path: Path):
 
 def _summary(run_dir: Path) -> dict:
     summary = _strict_json(run_dir / "summary.json")
-    for row in summary["models"]:
-        row.pop("train_seconds")
+    for row in summary["models"]:  # without the timings, which differ from one measurement to the next
+        for key in ("train_seconds", *TIMING_KEYS):
+            row.pop(key, None)
     return summary
 
 
