@@ -21,7 +21,7 @@ from .page import Figure, Heading, Para, Table
 from .views import Context, _grouped
 
 KEYS = {"val_agreement": "val agreement %", "test_agreement": "test agreement %",
-        "test_teacher_kl": "test KL(teacher || model)"}
+        "test_teacher_kl": "test KL(teacher ‖ model)"}
 METHOD = "cfg.distill.method"
 
 

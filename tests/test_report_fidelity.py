@@ -72,7 +72,7 @@ def test_fidelity_columns_and_figure_on_each_page(report):
     assert list(ban.index) == ["BAN-1", "BAN-2"]  # generation 0 was taught by nobody
     ens = pd.read_csv(report / "ens-fidelity.csv").set_index("model")
     assert ens.loc["student cnn1d (mean_probs)", "val_agreement_mean"] == pytest.approx(91.0)
-    assert "test agreement %" in page and "test KL(teacher || model)" in page
+    assert "test agreement %" in page and "test KL(teacher ‖ model)" in page
 
 
 def test_a_sweep_over_methods_shows_one_row_per_method(report):
