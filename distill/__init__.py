@@ -18,4 +18,13 @@ def train(cfg, out="runs", **kwargs):
     return _train(cfg, out, **kwargs)
 
 
-__all__ = ["Config", "ConfigError", "UserError", "load_config", "train", "__version__"]
+def model_cost(model, input_shape, device="cpu", **kwargs):
+    """Parameters, bytes, FLOPs, latency and throughput of `model` (see `distill.cost.model_cost`).
+    A model of a finished run is saved for plain torch by `from distill.export import export`
+    (not re-exported here: the submodule `distill.export` would take the name over once imported)."""
+    from .cost import model_cost as _model_cost
+
+    return _model_cost(model, input_shape, device, **kwargs)
+
+
+__all__ = ["Config", "ConfigError", "UserError", "load_config", "model_cost", "train", "__version__"]

@@ -300,7 +300,8 @@ def input_card(cfg, data) -> dict:
     from .data import DATASETS
 
     scale = DATASETS[cfg.dataset.name](cfg.dataset).scale
-    return {"shape": ["batch", *data.input_shape], "dtype": "float32", "scale": scale,
+    return {"shape": ["batch", *data.input_shape], "dtype": str(data.x["test"].dtype).removeprefix("torch."),
+            "scale": scale,
             "mean": list(data.mean), "std": list(data.std),
             "normalise": "x = (raw / scale - mean[c]) / std[c] for each channel c (dim 1); mean and std are "
                          "of the training split"}
@@ -320,7 +321,7 @@ def trained_with(row: dict, summary: dict) -> dict:
 def _figures(model: nn.Module, input_shape: tuple, x: torch.Tensor, y: torch.Tensor) -> dict:
     from .cost import model_cost
 
-    cost = model_cost(model, input_shape)
+    cost = model_cost(model, input_shape, dtype=x.dtype)
     return {"test_acc": accuracy(predict(model, x), y), **{k: cost[k] for k in
             ("latency_ms", "throughput", "size_bytes", "flops")}}
 
@@ -378,7 +379,7 @@ def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quanti
             "max_abs_diff_vs_eager": (logits - reference).abs().max().item(),
             "test_acc_over_seeds": mean_interval([r["test_acc"] for r in summary["models"] if same_model(r, row)]),
         },
-        "cost": model_cost(shipped, data.input_shape),
+        "cost": model_cost(shipped, data.input_shape, dtype=x.dtype),
         "trained_with": trained_with(row, summary),
         "quantization": card_quant,
     }
