@@ -23,14 +23,14 @@ from typing import Optional
 
 import pandas as pd
 
-from .stats import mean_ci
+from .stats import format_value, mean_ci
 
 # config keys that never make two runs different experiments (paths, ids, machine settings)
 BOOKKEEPING = ("cfg.name", "cfg.seeds", "cfg.run_id", "cfg.paper", "cfg.tune.", "cfg.search.", "cfg.dataset.root",
                "cfg.dataset.download", "cfg.train.seed", "cfg.train.device", "cfg.train.threads",
                "cfg.train.checkpoint_seconds", "cfg.train.eval_batch_size", "cfg.train.deterministic",
                "cfg.train.compile", "cfg.train.channels_last", "cfg.distill.teacher", "cfg.ensemble.from_",
-               "cfg.ensemble.pack", "cfg.bornagain.pack")
+               "cfg.ensemble.pack", "cfg.bornagain.pack", "cfg.log.", "cfg.preset.", "cfg.train.cost_budget")
 
 # config keys -> the word a table heads them with
 WORDS = {"cfg.distill.temperature": "T", "cfg.distill.alpha": "alpha", "cfg.distill.method": "loss",
@@ -198,11 +198,7 @@ def cell(values, scale: float = 100.0) -> tuple[float, float, int]:
 
 def text(mean: float, half: float, n: int, digits: int = 1) -> str:
     """'95.8 ± 1.0 (n=3)'; '95.8 (n=1)'; '-' when there is no value."""
-    if n == 0 or not math.isfinite(mean):
-        return "-"
-    if n > 1 and math.isfinite(half):
-        return f"{mean:.{digits}f} ± {half:.{digits}f} (n={n})"
-    return f"{mean:.{digits}f} (n={n})"
+    return format_value(mean, half, n, digits)
 
 
 def _number(value) -> Optional[float]:

@@ -13,6 +13,7 @@ import torch
 from distill import losses
 from distill.losses import LOSS_INFO, METHODS
 from distill.objectives import ctkd_reversal, ctkd_temperature
+from tests.test_losses import batch  # noqa: F401 (the same random batch fixture)
 
 B, C = 6, 5
 NEW = ("dkd", "dist", "wttm", "ctkd", "reverse_kl", "jsd", "skew_kl", "tvd")
@@ -30,15 +31,6 @@ def kl(p, q):
 
 def ce(student, targets):
     return sum(-math.log(probs(row)[y]) for row, y in zip(student.tolist(), targets.tolist())) / len(targets)
-
-
-@pytest.fixture
-def batch():
-    g = torch.Generator().manual_seed(0)
-    student = torch.randn(B, C, generator=g, dtype=torch.float64) * 2
-    teacher = torch.randn(B, C, generator=g, dtype=torch.float64) * 3
-    targets = torch.randint(0, C, (B,), generator=g)
-    return student, teacher, targets
 
 
 def rows(student, teacher, T):
