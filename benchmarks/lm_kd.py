@@ -9,9 +9,9 @@ blocks of 64, trained by `engine.fit` three ways on the same blocks, in rounds (
 online, plain, cached, online, ...; the order rotates) so that this shared machine's drift hits
 them alike:
   plain   next-token cross-entropy (the engine's default objective)
-  cached  kd (T = 2, alpha = 0.5) from the teacher's top `--top-k` log-probabilities and token
-          ids per position, computed once before training (distill.lm.TopKCache; the dense
-          teacher logits of a batch are rebuilt from them at every step)
+  cached  the preset's kd (T = 1, alpha = 0.5) from the teacher's top `--top-k` log-probabilities
+          and token ids per position, computed once before training (distill.lm.TopKCache;
+          the dense teacher logits of a batch are rebuilt from them at every step)
   online  the same kd with the teacher run on every batch (eval mode, no grad): what caching saves
 The teacher is `lm-pydoc-kd`'s architecture (4 blocks, width 128), untrained: its top k have
 the same shapes and cost as a trained one's. A fit's speed is the training tokens of an epoch
