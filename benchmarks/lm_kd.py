@@ -1,7 +1,7 @@
 """Tokens per second of token-level KD from a cached top-k teacher against cross-entropy training
 of the same language-model student, and the cache's memory against full-vocabulary logits.
 
-    .venv/bin/python benchmarks/lm_kd.py              # about 10 minutes on 2 idle cores
+    .venv/bin/python benchmarks/lm_kd.py              # a few minutes on 2 idle cores (more when shared)
     .venv/bin/python benchmarks/lm_kd.py --quick      # under a minute: a smoke test
 
 The student is `lm-pydoc-kd`'s (a GPT of 2 blocks, width 64, 4 heads), on pydoc byte tokens in
