@@ -1,0 +1,164 @@
+"""Turn the MNIST-1D runs of run_mnist1d.sh into the README's result files (CSV + JSON sidecar).
+
+    bash docs/results/run_mnist1d.sh repro-runs
+    .venv/bin/python docs/results/collect.py repro-runs      # writes docs/results/mnist1d-*.csv/.json
+    .venv/bin/python -m results.evidence                     # renders them into README.md
+
+Every figure is test (or validation) accuracy in %, at the validation-selected epoch, as mean
+and 95% t-interval half-width over seeds with n; differences are paired by seed. Reads run
+directories only (through `results`), never the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+import results  # noqa: E402
+from results.stats import compare, mean_ci  # noqa: E402
+
+COMMAND = "bash docs/results/run_mnist1d.sh repro-runs && .venv/bin/python docs/results/collect.py repro-runs"
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    import os
+
+    return f"{model}, {os.cpu_count()} cores, no GPU"
+
+
+def stat(values, scale=100.0) -> dict:
+    mean, low, high, n = mean_ci([v * scale for v in values])
+    return {"mean": round(mean, 2), "ci": round((high - low) / 2, 2) if n > 1 else "", "n": n}
+
+
+def row(label: str, rows: pd.DataFrame, paper="") -> dict:
+    test, val = stat(rows["test_acc"]), stat(rows["val_acc"])
+    return {"model": label, "test_acc": test["mean"], "test_ci": test["ci"], "val_acc": val["mean"],
+            "val_ci": val["ci"], "n": test["n"], "paper": paper}
+
+
+def paired(df, a, b) -> dict:
+    c = compare(df, a, b)
+    fmt = lambda v: round(v, 2) if not math.isnan(v) else ""  # noqa: E731
+    return {"diff": fmt(c.diff), "low": fmt(c.low), "high": fmt(c.high), "pairs": c.n}
+
+
+def write(name: str, rows: list[dict], columns: list[list[str]], runs: list[Path], note: str) -> None:
+    pd.DataFrame(rows).to_csv(HERE / f"{name}.csv", index=False)
+    meta = json.loads((runs[0] / "meta.json").read_text())
+    (HERE / f"{name}.json").write_text(json.dumps({
+        "command": COMMAND, "date": (meta.get("finished") or meta.get("started") or "")[:10],
+        "machine": machine(), "versions": {**meta.get("versions", {}), "git": (meta.get("git_commit") or "")[:10]},
+        "runs": [str(r) for r in runs], "note": note, "columns": columns}, indent=2) + "\n")
+    print(f"wrote {HERE / name}.csv")
+
+
+ACC = [["test acc %", "{test_acc:.1f} ± {test_ci:.1f}"], ["val acc %", "{val_acc:.1f} ± {val_ci:.1f}"], ["n", "{n}"]]
+DIFF = ["vs baseline (test, points)", "{diff:+.1f} (CI {low:+.1f} to {high:+.1f})"]
+
+
+def run_of(out: Path, name: str) -> Path:
+    found = sorted((out / name).glob("*/summary.json"))
+    if not found:
+        raise SystemExit(f"collect: no finished run of {name} under {out}; run docs/results/run_mnist1d.sh first")
+    return found[-1].parent
+
+
+def main(out: Path) -> None:
+    mlp, cnn, kd = run_of(out, "mnist1d-mlp"), run_of(out, "mnist1d-cnn"), run_of(out, "mnist1d-kd")
+    both = results.load([mlp, kd])
+    labels = both[(both.run == str(mlp)) & (both.role == "model")]
+    student = both[(both.role == "student")]
+    table = [row("MLP 40-100-100-10 from labels", labels, 68),
+             row("1-D CNN (3 conv, 64 ch, GroupNorm) from labels", results.load([cnn]), 94),
+             row("CNN teacher of the KD run (trained first)", both[both.role == "teacher"]),
+             {**row("MLP student, KD T = 4, alpha = 0.9", student),
+              **paired(both, (both.role == "student").to_numpy(), ((both.run == str(mlp)) & (both.role == "model"))
+                       .to_numpy())}]
+    write("mnist1d-kd", table, [["model", "{model}"], *ACC, DIFF, ["paper (Greydanus 2020)", "{paper}"]],
+          [mlp, cnn, kd], "the KD student's difference is paired by seed against the MLP from labels")
+
+    ban = run_of(out, "ban-mnist1d")
+    df = results.load([ban])
+    gen0 = (df.role == "generation") & (df.generation == 0)
+    rows = []
+    for g in sorted(df[df.role == "generation"].generation.unique()):
+        mask = (df.role == "generation") & (df.generation == g)
+        label = "generation 0 (labels)" if g == 0 else f"generation {int(g)} (BAN-{int(g)})"
+        rows.append({**row(label, df[mask]), **(paired(df, mask, gen0) if g else {})})
+    for name in sorted(df[df.role == "ensemble"].name.unique(), key=lambda n: (n.split("..")[0], len(n), n)):
+        mask = (df.role == "ensemble") & (df.name == name)
+        first, last = name.removeprefix("ens_").split("..")
+        rows.append({**row(f"Ens of generations {first}-{last}", df[mask]), **paired(df, mask, gen0)})
+    write("mnist1d-ban", rows, [["model", "{model}"], *ACC, DIFF], [ban],
+          "differences paired by seed against generation 0")
+
+    ens = run_of(out, "ensemble-mnist1d")
+    df = results.load([ens])
+    member = df.role == "member"
+    rows = [row("member (mean of the members, per seed)", df[member].groupby("seed", as_index=False).mean(
+        numeric_only=True))]
+    for (size, combine), part in df[df.role == "ensemble"].groupby(["size", "combine"]):
+        if size > 1 and (combine == "mean_probs" or size == df[df.role == "ensemble"]["size"].max()):
+            mask = (df.role == "ensemble") & (df["size"] == size) & (df["combine"] == combine)
+            rows.append({**row(f"ensemble k = {int(size)}, {combine}", part), **paired(df, mask, member)})
+    import yaml
+
+    students = yaml.safe_load((ens / "config.yaml").read_text())["ensemble"]["students"]
+    members = yaml.safe_load((ens / "config.yaml").read_text())["ensemble"]["models"][0]
+    for (j, combine), part in df[df.role == "student"].groupby(["student", "combine"]):
+        mask = ((df.role == "student") & (df["student"] == j) & (df["combine"] == combine)).to_numpy()
+        arch = students[int(j)]
+        label = f"student {arch['name']} {arch.get('width')}" + (" (members' architecture)" if arch == members else "")
+        gap = stat(part["gap_recovered"], scale=1.0)
+        rows.append({**row(f"{label}, {combine}", part), **paired(df, mask, member), "gap": gap["mean"]})
+    write("mnist1d-ensemble", rows, [["model", "{model}"], *ACC, ["vs mean member (test, points)",
+                                     "{diff:+.1f} (CI {low:+.1f} to {high:+.1f})"], ["gap recovered", "{gap:.2f}"]],
+          [ens], "differences paired by seed against the mean member of that seed")
+
+    sweep_root = out / "tune-mnist1d-kd"
+    df = results.load([sweep_root])
+    df = df[df.role == "student"]
+    rows = []
+    for (t, a), part in df.groupby(["cfg.distill.temperature", "cfg.distill.alpha"]):
+        rows.append({"T": t, "alpha": a, **{k: v for k, v in row("", part).items() if k != "model"}})
+    write("mnist1d-sweep", rows, [["T", "{T:g}"], ["alpha", "{alpha:g}"], *ACC], [Path(df.run.iloc[0])],
+          "one Ray Tune trial per (T, alpha, seed); the teacher trained once per seed before the trials")
+
+
+def methods(out: Path) -> None:
+    """KD and every newer logit method against the same MLP from labels: each method at its best T on
+    validation (a T chosen on test would flatter it), test accuracy paired by seed against `labels`."""
+    df = results.load([out / "methods-mnist1d"])
+    df = df[df.role == "student"]
+    method, temp = df["cfg.distill.method"], df["cfg.distill.temperature"]
+    labels = (method == "labels") & (temp == temp[method == "labels"].min())
+    rows = []
+    for name in ["labels"] + sorted(set(method) - {"labels"}):
+        by_t = df[method == name].groupby("cfg.distill.temperature")["val_acc"].mean()
+        best_t = by_t.idxmax()
+        mask = (method == name) & (temp == best_t)
+        picked = df[mask]
+        agreement = stat(picked["test_agreement"])
+        rows.append({**row(name, picked), "T": "" if name in ("labels", "ctkd") else best_t,
+                     "agreement": agreement["mean"], "agreement_ci": agreement["ci"],
+                     **(paired(df, mask.to_numpy(), labels.to_numpy()) if name != "labels" else {})})
+    write("mnist1d-methods", rows, [["method", "{model}"], ["T (chosen on val)", "{T}"], *ACC, DIFF,
+                                    ["test agreement with teacher %", "{agreement:.1f} ± {agreement_ci:.1f}"]],
+          [Path(df.run.iloc[0])], "one Ray Tune trial per (method, T, seed); T chosen per method on mean validation "
+          "accuracy; differences paired by seed against the same MLP trained from labels (method labels)")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "repro-runs"))
+    methods(Path(sys.argv[1] if len(sys.argv) > 1 else "repro-runs"))
