@@ -238,7 +238,7 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
         started = time.perf_counter()
         generators = [torch.Generator(device=device).manual_seed(epoch_seed(s, epoch)) for s in seeds]
         # nothing but list appends per step: one reduction and one host sync per epoch
-        step_losses, outputs, labels = [], [], []
+        step_losses, outputs, labels, sizes = [], [], [], []
         step = epoch * steps_per_epoch
         for xs, ys, idxs in data.train_batches(train.batch_size, generators):
             lr = lr_at(step, total_steps, steps_per_epoch, train)
@@ -258,12 +258,14 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
             if train.grad_clip is not None:
                 replicas.clip_(train.grad_clip)
             optimizer.step()
-            step_losses.append(losses.detach().float() * ys.shape[1])
+            step_losses.append(losses.detach())
+            sizes.append(ys.shape[1])
             outputs.append(logits.detach().argmax(-1))  # predictions only: an epoch of LM logits is large
             labels.append(ys)
             step += 1
         correct = (torch.cat(outputs, 1) == torch.cat(labels, 1)).sum(-1)
-        loss_sums, correct_sums = torch.stack([torch.stack(step_losses).sum(0), correct.float()]).tolist()
+        weights = torch.tensor(sizes, dtype=torch.float32, device=correct.device)
+        loss_sums, correct_sums = torch.stack([weights @ torch.stack(step_losses).float(), correct.float()]).tolist()
         seconds = time.perf_counter() - started
         train_seconds += seconds
         count = data.y["train"].numel()  # rows: examples, or tokens of a language model

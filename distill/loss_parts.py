@@ -12,6 +12,14 @@ import torch
 import torch.nn.functional as F
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CE(y, s) = -log softmax(s)_y, averaged over the batch (dim -2). For one (B, C) batch this is
+    torch's fused F.cross_entropy, the same formula in one kernel (test_losses holds the two together)."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, targets)
+    return -F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
 def permute_non_argmax(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Each row's probabilities with the non-argmax entries randomly permuted (argmax stays put)."""
     device = probs.device if generator is None else generator.device

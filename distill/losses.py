@@ -42,7 +42,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .loss_parts import (angles, attention_map, kl_logs, log_mixture, pairwise_distances,  # noqa: F401 (re-exported)
+from .loss_parts import (angles, attention_map, cross_entropy, kl_logs, log_mixture, pairwise_distances,  # noqa: F401 (re-exported)
                          pearson_distance, permute_non_argmax, virtual_teacher_log_probs)
 
 METHODS: dict[str, Callable[..., dict]] = {}
@@ -81,11 +81,6 @@ def list_methods() -> list[str]:
 
 
 # ---------------------------------------------------------------- building blocks
-
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """CE(y, s) = -log softmax(s)_y, averaged over the batch (dim -2)."""
-    return -F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
 
 
 def kl_to_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:

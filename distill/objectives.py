@@ -59,7 +59,7 @@ def value_at(schedule: str, start: float, end: Optional[float], progress: float)
 
 def mix(terms: dict, weights: dict) -> torch.Tensor:
     """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only)."""
-    parts = [w * terms[name] for name, w in weights.items() if w != 0]
+    parts = [terms[name] if w == 1 else w * terms[name] for name, w in weights.items() if w != 0]
     return sum(parts[1:], parts[0])
 
 

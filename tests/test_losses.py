@@ -295,3 +295,14 @@ def F_ce(z, y):
     return torch.nn.functional.cross_entropy(z, y)
 
 
+
+
+def test_cross_entropy_fused_kernel_equals_the_formula(batch):
+    """(B, C) takes torch's fused F.cross_entropy; any leading shape takes the written-out formula."""
+    s, _, y = batch
+    fused = losses.cross_entropy(s, y)
+    written = losses.cross_entropy(s[None], y[None])[0]
+    torch.testing.assert_close(fused, written)
+    torch.testing.assert_close(fused.item(), ref_ce(softmax_rows(s), y))
+    torch.testing.assert_close(grad_of(lambda z: losses.cross_entropy(z, y), s),
+                               grad_of(lambda z: losses.cross_entropy(z[None], y[None])[0], s))
