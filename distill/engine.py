@@ -232,6 +232,7 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                 emit(history)
     resumed_from, saved_at = start_epoch, time.perf_counter()
     layers = objectives[0].student_layers
+    stacked_terms = K > 1 and all(o.stackable and type(o) is type(objectives[0]) for o in objectives)
 
     for epoch in range(start_epoch, train.epochs):
         replicas.train(True)
@@ -250,9 +251,13 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                 # a language model's (K, B, L, V) logits and (K, B, L) next tokens become B * L rows
                 # of (K, B * L, V) and (K, B * L), as a classifier's (distill/lm.py); no-op otherwise
                 logits, ys = logits.flatten(1, -2), ys.flatten(1)
-                losses = torch.stack([
-                    mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
-                        objectives[k].weights(progress)) for k in range(K)])
+                if stacked_terms:  # one call for all K models: one loss per model
+                    losses = mix(objectives[0].terms(Batch(xs, ys, idxs), logits, features, progress),
+                                 objectives[0].weights(progress))
+                else:
+                    losses = torch.stack([
+                        mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
+                            objectives[k].weights(progress)) for k in range(K)])
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             if train.grad_clip is not None:

@@ -13,10 +13,13 @@ import torch.nn.functional as F
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """CE(y, s) = -log softmax(s)_y, averaged over the batch (dim -2). For one (B, C) batch this is
-    torch's fused F.cross_entropy, the same formula in one kernel (test_losses holds the two together)."""
+    """CE(y, s) = -log softmax(s)_y, averaged over the batch (dim -2). One (B, C) batch, or K models'
+    (K, B, C) batches (one mean per model), take torch's fused F.cross_entropy: the same formula in
+    one kernel (test_losses holds them against the written-out line below)."""
     if logits.dim() == 2:
         return F.cross_entropy(logits, targets)
+    if logits.dim() == 3:  # (K, C, B) is F.cross_entropy's (N, C, d) layout
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)
     return -F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
 
 

@@ -80,6 +80,9 @@ class Objective(nn.Module):
     """The interface (see the module docstring); subclasses implement terms and weights."""
 
     student_layers: tuple = ()
+    #: terms() also takes K models' stacked batches, (K, B, ...), and returns one value per model:
+    #: K stacked models with such objectives make one call per step instead of K
+    stackable: bool = False
 
     def terms(self, batch: Batch, logits: torch.Tensor, features: list, progress: float) -> dict:
         raise NotImplementedError
@@ -94,6 +97,8 @@ class Objective(nn.Module):
 
 class CrossEntropy(Objective):
     """Training from labels alone: loss = CE(y, s)."""
+
+    stackable = True
 
     def terms(self, batch, logits, features, progress):
         return {"task": losses.cross_entropy(logits.float(), batch.y)}

@@ -306,3 +306,12 @@ def test_cross_entropy_fused_kernel_equals_the_formula(batch):
     torch.testing.assert_close(fused.item(), ref_ce(softmax_rows(s), y))
     torch.testing.assert_close(grad_of(lambda z: losses.cross_entropy(z, y), s),
                                grad_of(lambda z: losses.cross_entropy(z[None], y[None])[0], s))
+
+
+def test_cross_entropy_of_stacked_models_is_each_models_own(batch):
+    """K models' (K, B, C) batches: one mean per model, equal to each model's own (B, C) loss."""
+    s, t, y = batch
+    logits, targets = torch.stack([s, t, -s]), torch.stack([y, y.flip(0), y])
+    stacked = losses.cross_entropy(logits, targets)
+    torch.testing.assert_close(stacked, torch.stack([losses.cross_entropy(z, u) for z, u in zip(logits, targets)]))
+    torch.testing.assert_close(stacked, losses.cross_entropy(logits[None], targets[None])[0])
