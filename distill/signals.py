@@ -85,7 +85,9 @@ def teacher_views(teacher_logits: torch.Tensor, temperature: float, combine: str
     the teacher distribution: one for mean_probs and mean_logits, one per teacher for
     per_teacher_kl (whose teacher terms are summed)."""
     k = teacher_logits.shape[0]
-    if k == 1 or combine == "mean_logits":
+    if k == 1:
+        return [teacher_logits[0]]
+    if combine == "mean_logits":
         return [teacher_logits.mean(0)]
     if combine == "per_teacher_kl":
         return list(teacher_logits)
