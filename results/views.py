@@ -23,7 +23,8 @@ from . import experiments as ex
 from .page import Figure, Heading, Para, Table
 from .stats import Comparison, compare, mean_ci
 
-METRICS = {"test_acc": "test acc %", "val_acc": "val acc %", "test_nll": "test NLL", "test_ece": "test ECE %"}
+METRICS = {"test_acc": "test acc %", "val_acc": "val acc %", "test_nll": "test NLL", "test_ece": "test ECE %",
+           "test_ppl": "test perplexity"}
 
 
 @dataclass
@@ -47,13 +48,14 @@ def in_words(c: Comparison) -> str:
 
 
 def figure_table(groups: list[tuple[str, pd.DataFrame]], paper: dict | None = None,
-                 metrics=("test_acc", "val_acc", "test_nll", "test_ece")) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 metrics=("test_acc", "val_acc", "test_nll", "test_ece", "test_ppl")
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(display, numbers) with one row per (label, rows): mean, half-width and n of each metric."""
     numbers, shown = [], []
     for name, rows in groups:
         number, display = {"model": name}, {"model": name}
         for metric in metrics:
-            if metric not in rows.columns:
+            if metric not in rows.columns or rows[metric].isna().all():  # e.g. perplexity: text runs only
                 continue
             scale = 100.0 if metric in ("test_acc", "val_acc", "test_ece") else 1.0
             mean, half, n = ex.cell(rows[metric], scale)
@@ -172,7 +174,7 @@ def _generation_order(row) -> tuple:
 def bornagain_view(exp: ex.Experiment, context: Context) -> list:
     rows = exp.rows
     groups = _grouped(rows[rows["role"].isin(["generation", "ensemble"])], _generation_order)
-    shown, numbers = figure_table(groups, context.paper, ("test_acc", "val_acc", "test_nll"))
+    shown, numbers = figure_table(groups, context.paper, ("test_acc", "val_acc", "test_nll", "test_ppl"))
     gen0 = rows[(rows["role"] == "generation") & (rows["generation"] == 0)]
     texts, diffs = [], []
     for name, group in groups:
