@@ -16,7 +16,6 @@ predictions file) or virtual teachers give None.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,11 +59,10 @@ def fidelity(student: nn.Module, objective, data, train=None) -> dict:
     """{val_agreement, test_agreement, test_teacher_kl} of a student with the teacher(s) of its
     objective (None values when no teacher model is in memory). `train` (a TrainConfig) gives the
     evaluation batch size and precision."""
-    teachers: list[nn.Module] = list(getattr(getattr(objective, "signal", None), "models", []) or [])
+    teachers, combine = objective.teachers() if objective is not None else ([], None)
     if not teachers:
         return dict.fromkeys(KEYS)
     batch, precision = (train.eval_batch_size, train.precision) if train is not None else (1024, "fp32")
-    combine: Optional[str] = getattr(objective, "combine", "mean_probs")
     val_agreement, _ = split_fidelity(student, teachers, combine, data, "val", batch, precision)
     test_agreement, test_kl = split_fidelity(student, teachers, combine, data, "test", batch, precision)
     return {"val_agreement": val_agreement, "test_agreement": test_agreement, "test_teacher_kl": test_kl}

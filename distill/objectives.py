@@ -90,6 +90,10 @@ class Objective(nn.Module):
     def weights(self, progress: float) -> dict:
         raise NotImplementedError
 
+    def teachers(self) -> tuple[list, Optional[str]]:
+        """(the teacher models in memory, how they are combined): what fidelity is measured against."""
+        return [], None
+
     def record(self) -> dict:
         """Figures of the objective itself, copied into each epoch's history rows (e.g. a learned temperature)."""
         return {}
@@ -176,6 +180,9 @@ class Distill(Objective):
         white_box = self.info["signal"] == "features"
         self.student_layers = tuple(cfg.layers) if white_box else ()
         self.teacher_layers = list(teacher_layers or cfg.teacher_layers or cfg.layers)
+
+    def teachers(self) -> tuple[list, Optional[str]]:
+        return list(self.signal.models), self.combine
 
     def epoch(self, progress: float) -> int:
         """The epoch (1, 2, ...) that training `progress` falls in."""
