@@ -177,9 +177,9 @@ def test_student_rows_carry_fidelity_equal_to_the_saved_weights(tmp_path, method
         m.load_state_dict(torch.load(run_dir / "checkpoints" / key / "best.pt", weights_only=False)["model"])
         weights[key] = m
 
-    class Saved:  # the teacher as the objective holds it
-        signal = type("S", (), {"models": [weights["teacher-s0"]]})()
-        combine = "mean_probs"
+    class Saved:  # the teacher as the objective gives it (Objective.teachers)
+        def teachers(self):
+            return [weights["teacher-s0"]], "mean_probs"
 
     again = fidelity(weights["student-s0"], Saved(), data)
     for key in ("val_agreement", "test_agreement", "test_teacher_kl"):
