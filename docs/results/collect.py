@@ -55,7 +55,9 @@ def paired(df, a, b) -> dict:
 
 def write(name: str, rows: list[dict], columns: list[list[str]], runs: list[Path], note: str) -> None:
     pd.DataFrame(rows).to_csv(HERE / f"{name}.csv", index=False)
-    meta = json.loads((runs[0] / "meta.json").read_text())
+    first = runs[0] / "meta.json"
+    first = first if first.is_file() else sorted(runs[0].glob("*/meta.json"))[0]  # a sweep: one of its trials
+    meta = json.loads(first.read_text())
     (HERE / f"{name}.json").write_text(json.dumps({
         "command": COMMAND, "date": (meta.get("finished") or meta.get("started") or "")[:10],
         "machine": machine(), "versions": {**meta.get("versions", {}), "git": (meta.get("git_commit") or "")[:10]},
@@ -126,13 +128,13 @@ def main(out: Path) -> None:
                                      "{diff:+.1f} (CI {low:+.1f} to {high:+.1f})"], ["gap recovered", "{gap:.2f}"]],
           [ens], "differences paired by seed against the mean member of that seed")
 
-    sweep_root = out / "tune-mnist1d-kd"
-    df = results.load([sweep_root])
+    sweep = max((out / "tune-mnist1d-kd").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime).parent  # the newest
+    df = results.load([sweep])
     df = df[df.role == "student"]
     rows = []
     for (t, a), part in df.groupby(["cfg.distill.temperature", "cfg.distill.alpha"]):
         rows.append({"T": t, "alpha": a, **{k: v for k, v in row("", part).items() if k != "model"}})
-    write("mnist1d-sweep", rows, [["T", "{T:g}"], ["alpha", "{alpha:g}"], *ACC], [Path(df.run.iloc[0])],
+    write("mnist1d-sweep", rows, [["T", "{T:g}"], ["alpha", "{alpha:g}"], *ACC], [sweep],
           "one Ray Tune trial per (T, alpha, seed); the teacher trained once per seed before the trials")
 
 

@@ -9,5 +9,5 @@ $D train mnist1d-cnn "seeds=[0,1,2,3,4]" --out "$OUT" --quiet
 $D train mnist1d-kd --out "$OUT" --quiet
 $D bornagain ban-mnist1d --out "$OUT" --quiet
 $D ensemble ensemble-mnist1d "seeds=[0,1,2,3,4]" --out "$OUT" --quiet
-$D tune tune-mnist1d-kd --out "$OUT" --quiet
+$D tune tune-mnist1d-kd "seeds=[0,1,2,3,4]" --out "$OUT" --quiet
 nice -n 10 $D tune methods-mnist1d --out "$OUT" --quiet
