@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import experiments as ex
 from .page import Figure, Heading, Para, Table
-from .stats import Comparison, compare, mean_ci
+from .stats import Comparison, compare
 
 METRICS = {"test_acc": "test acc %", "val_acc": "val acc %", "test_nll": "test NLL", "test_ece": "test ECE %",
            "test_ppl": "test perplexity"}
@@ -260,20 +260,39 @@ def _student_table(exp, students, mean_member, context) -> list:
     return blocks
 
 
+COST_WORDS = {"params": "parameters", "flops": "FLOPs per example", "latency_ms": "latency ms (batch 1)",
+              "throughput": "examples/s (batch 256)", "size_bytes": "size (bytes)"}
+
+
 def cost_view(exp: ex.Experiment, context: Context) -> list:
-    """Cost table and accuracy-vs-FLOPs plot when the rows carry cost columns; nothing otherwise."""
+    """Cost table and accuracy-vs-FLOPs plot when the rows carry cost columns; nothing otherwise.
+    Each model kind's accuracy (with its interval) and cost, and both as shares of the most
+    accurate kind's accuracy and of the costliest kind's FLOPs, so that "keeps X% of the
+    accuracy at Y% of the cost" can be read off."""
     costs = [c for c in ("params", "flops", "latency_ms", "throughput", "size_bytes") if c in exp.rows.columns]
     if not any(c in exp.rows.columns and exp.rows[c].notna().any() for c in costs[1:]):
         return []
-    shown, numbers = [], []
+    numbers = []
     for name, group in _grouped(exp.rows):
-        number = {"model": name, "test_acc_mean": mean_ci(group["test_acc"].astype(float) * 100)[0]}
+        mean, half, n = ex.cell(group["test_acc"], 100.0)
+        number = {"model": name, "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n}
         number.update({c: pd.to_numeric(group[c], errors="coerce").mean() for c in costs})
         numbers.append(number)
-        shown.append({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in number.items()})
-    blocks = [Heading("Cost", 3), Table(pd.DataFrame(shown), pd.DataFrame(numbers), f"{exp.slug}-cost.csv")]
+    table = pd.DataFrame(numbers)
+    best_acc = table["test_acc_mean"].max()
+    top_flops = table["flops"].max() if "flops" in table else math.nan
+    shown = []
+    for number in numbers:
+        row = {"model": number["model"],
+               "test acc %": ex.text(number["test_acc_mean"], number["test_acc_ci"], number["test_acc_n"]),
+               "% of the best accuracy": f"{100 * number['test_acc_mean'] / best_acc:.1f}"}
+        if "flops" in number and top_flops and math.isfinite(top_flops):
+            row["% of the largest FLOPs"] = f"{100 * number['flops'] / top_flops:.3g}"
+        row.update({COST_WORDS[c]: f"{number[c]:.4g}" for c in costs})
+        shown.append(row)
+    blocks = [Heading("Cost", 3), Table(pd.DataFrame(shown), table, f"{exp.slug}-cost.csv")]
     if context.plots is not None and "flops" in exp.rows.columns and exp.rows["flops"].notna().any():
-        path = context.plots.accuracy_vs_flops(pd.DataFrame(numbers), context.figure(exp, "flops"))
+        path = context.plots.accuracy_vs_flops(table, context.figure(exp, "flops"))
         blocks.append(Figure(path, "Test accuracy against FLOPs per example (log scale); the Pareto front "
                                    "(no model both cheaper and more accurate) is marked"))
     return blocks

@@ -181,7 +181,8 @@ def test_ensemble_run_rows_and_report_show_the_cost(tmp_path):
     out = tmp_path / "report"
     results.report([run_dir], out)
     page = (out / "report.html").read_text()
-    assert "Cost</h3>" in page and "<th>flops</th>" in page and "<th>latency_ms</th>" in page
+    assert "Cost</h3>" in page and "<th>FLOPs per example</th>" in page and "<th>latency ms (batch 1)</th>" in page
+    assert "<th>% of the best accuracy</th>" in page and "<th>% of the largest FLOPs</th>" in page
     assert 'alt="Test accuracy against FLOPs per example' in page  # the figure, inlined
     figures = list((out / "figures").glob("*-flops.png"))
     assert len(figures) == 1 and figures[0].stat().st_size > 0 and figures[0].name in (out / "report.md").read_text()
