@@ -42,6 +42,12 @@ def virtual_teacher_log_probs(targets: torch.Tensor, num_classes: int, correct_p
     return probs.log()
 
 
+def tempered_log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
+    """(log p_t^T, log p_s^T): the teacher's and the student's log-probabilities at temperature T."""
+    return (F.log_softmax(teacher_logits / temperature, dim=-1),
+            F.log_softmax(student_logits / temperature, dim=-1))
+
+
 def kl_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) from log-probabilities, summed over classes, averaged over the batch."""
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean(-1)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .loss_parts import (angles, attention_map, cross_entropy, kl_logs, log_mixture, pairwise_distances,  # noqa: F401 (re-exported)
-                         pearson_distance, permute_non_argmax, virtual_teacher_log_probs)
+                         pearson_distance, permute_non_argmax, tempered_log_probs, virtual_teacher_log_probs)
 
 METHODS: dict[str, Callable[..., dict]] = {}
 LOSS_INFO: dict[str, dict] = {}
@@ -92,9 +92,7 @@ def kl_to_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, tempe
 
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)) summed over classes, averaged over the batch (batchmean)."""
-    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
-    log_q = F.log_softmax(student_logits / temperature, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean(-1)
+    return kl_logs(*tempered_log_probs(student_logits, teacher_logits, temperature))
 
 
 # ---------------------------------------------------------------- black-box (logits) methods
@@ -218,8 +216,7 @@ def standardize(logits: torch.Tensor) -> torch.Tensor:
           keys=("temperature", "alpha"), paper="Gu et al. 2024 (MiniLLM), compared in GKD")
 def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Reverse KL (mode-seeking): alpha * T^2 * KL(p_s^T || p_t^T) + (1 - alpha) * CE(y, s)."""
-    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
-    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
     return {"teacher": kl_logs(log_q, log_p) * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
@@ -234,8 +231,7 @@ def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: fl
     log 2). JSD(beta) / beta tends to KL(P || Q) as beta -> 0, and JSD(beta) / (1 - beta) to
     KL(Q || P) as beta -> 1.
     """
-    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
-    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
     log_m = log_mixture(log_p, log_q, beta)
     divergence = beta * kl_logs(log_p, log_m) + (1.0 - beta) * kl_logs(log_q, log_m)
     return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
@@ -252,8 +248,7 @@ def skew_kl(student_logits, teacher_logits, targets, *, temperature: float, skew
     SRKL: D = KL(p_s || skew p_s + (1 - skew) p_t)          (reverse = true)
     p = softmax(z / T); skew = distill.skew (the paper's alpha, 0.1); skew = 0 gives KL / reverse KL.
     """
-    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
-    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
     first, second = (log_q, log_p) if reverse else (log_p, log_q)
     divergence = kl_logs(first, log_mixture(first, second, skew))
     return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}

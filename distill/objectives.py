@@ -19,6 +19,7 @@ nothing else. T and alpha follow `value_at(schedule, start, end, progress)`.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -76,19 +77,22 @@ def mix_weights(how: str, alpha: float, smoothing: float = 0.0) -> dict:
     return {"teacher": alpha, "task": 1.0 - alpha}
 
 
-class Objective(nn.Module):
-    """The interface (see the module docstring); subclasses implement terms and weights."""
+class Objective(nn.Module, metaclass=abc.ABCMeta):
+    """The interface (see the module docstring); subclasses implement terms and weights (an
+    objective without them cannot be built)."""
 
     student_layers: tuple = ()
     #: terms() also takes K models' stacked batches, (K, B, ...), and returns one value per model:
     #: K stacked models with such objectives make one call per step instead of K
     stackable: bool = False
 
+    @abc.abstractmethod
     def terms(self, batch: Batch, logits: torch.Tensor, features: list, progress: float) -> dict:
-        raise NotImplementedError
+        """Named loss terms of one model's batch (or, when `stackable`, of K models' stacked batches)."""
 
+    @abc.abstractmethod
     def weights(self, progress: float) -> dict:
-        raise NotImplementedError
+        """The weight of each term at this point of training, for `mix`."""
 
     def teachers(self) -> tuple[list, Optional[str]]:
         """(the teacher models in memory, how they are combined): what fidelity is measured against."""

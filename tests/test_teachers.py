@@ -232,3 +232,16 @@ def test_ensemble_of_run_directories(tmp_path, data):
     assert "model-s0" in info["teacher"] and "model-s1" in info["teacher"]
     x, y, idx = first_batch(data)
     assert torch.isfinite(step(objective, model(width=8, depth=1), x, y, idx, 0.0)["loss"])
+
+
+def test_an_objective_must_say_its_terms_and_weights():
+    """The interface is abstract: a subclass without terms() or weights() cannot be built."""
+    from distill.objectives import CrossEntropy, Objective
+
+    class NoWeights(Objective):
+        def terms(self, batch, logits, features, progress):
+            return {"task": logits.sum()}
+
+    with pytest.raises(TypeError, match="weights"):
+        NoWeights()
+    assert CrossEntropy().weights(0.0) == {"task": 1.0}
