@@ -37,6 +37,7 @@ from distill import engine
 from distill.config import Config, ModelConfig
 from distill.cost import ensemble_row_cost
 from distill.data import load_data
+from distill.evaluation import predict
 from distill.fidelity import fidelity
 from distill.jobs import Job, fit_jobs
 from distill.metrics import probs_metrics
@@ -95,7 +96,7 @@ def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: i
                   costs: dict[int, dict] | None = None) -> list[dict]:
     """Ens x k rows: mean probabilities of generations 1..k and of 0..k, on validation and test;
     with `costs` (generation -> its summary row), each row's cost is the sum of its generations'."""
-    probs = {split: {g: engine.predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision).softmax(-1)
+    probs = {split: {g: predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision).softmax(-1)
                      for g, m in models.items()} for split in ("val", "test")}
     rows = []
     last = max(models)

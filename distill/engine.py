@@ -40,7 +40,7 @@ from torch import nn
 
 from .checkpoints import load_checkpoint, load_state, pack_rows, rng_state, save_atomic, set_rng_state, unpack_rows
 from .config import TrainConfig
-from .evaluation import SPLITS_EVALUATED, autocast, evaluate, predict, use_channels_last  # noqa: F401 (engine.predict)
+from .evaluation import autocast, evaluate, use_channels_last
 from .objectives import Batch, CrossEntropy, mix
 from .replicas import make_replicas
 
@@ -295,13 +295,10 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
             epoch + 1 == train.epochs or time.perf_counter() - saved_at >= train.checkpoint_seconds)
         if due:
             _save_bests(model_dirs, bests, best_states, unsaved)
-            save_atomic({"epoch": epoch + 1, "train_seconds": train_seconds, "rng": rng_state(), "seeds": list(seeds),
-                         "optimizer": optimizer.state_dict(),
-                         "models": [replicas.state_dict(k) for k in range(K)],
-                         "objectives": [o.state_dict() if any(True for _ in o.state_dict()) else None
-                                        for o in objectives],
-                         "histories": [pack_rows(h) for h in histories], "bests": bests}, last_path,
-                        keep_previous=True)
+            save_atomic(training_state(epoch + 1, train_seconds, seeds, optimizer.state_dict(),
+                                       [replicas.state_dict(k) for k in range(K)],
+                                       [o.state_dict() or None for o in objectives], histories, bests),
+                        last_path, keep_previous=True)
             saved_at = time.perf_counter()
         if on_epoch:
             for k in range(K):
@@ -312,10 +309,8 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
 
     if K > 1 and model_dirs is not None and start_epoch < train.epochs:  # each model a last.pt of its own
         for k in range(K):
-            save_atomic({"epoch": train.epochs, "train_seconds": train_seconds / K, "rng": rng_state(),
-                         "seeds": [seeds[k]], "optimizer": None, "models": [replicas.state_dict(k)],
-                         "objectives": [None], "histories": [pack_rows(histories[k])], "bests": [bests[k]]},
-                        model_dirs[k] / "last.pt")
+            save_atomic(training_state(train.epochs, train_seconds / K, [seeds[k]], None, [replicas.state_dict(k)],
+                                       [None], [histories[k]], [bests[k]]), model_dirs[k] / "last.pt")
     results = []
     for k, model in enumerate(models):
         model.load_state_dict(best_states[k])  # hand back the validation-selected weights
@@ -325,6 +320,14 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                                  last=metrics_at(histories[k], train.epochs),
                                  train_seconds=train_seconds / K, resumed_from=resumed_from))
     return results
+
+
+def training_state(epoch: int, train_seconds: float, seeds: list, optimizer: Optional[dict], models: list[dict],
+                   objectives: list, histories: list[list[dict]], bests: list) -> dict:
+    """A last.pt: the training state of a fit's models (see distill/checkpoints.py); optimizer None = finished."""
+    return {"epoch": epoch, "train_seconds": train_seconds, "rng": rng_state(), "seeds": list(seeds),
+            "optimizer": optimizer, "models": models, "objectives": objectives,
+            "histories": [pack_rows(h) for h in histories], "bests": bests}
 
 
 def _name(tags: dict, k: int) -> str:

@@ -47,7 +47,7 @@ def teacher_kl(student_logits: torch.Tensor, teacher_log_p: torch.Tensor) -> flo
 def split_fidelity(student: nn.Module, teachers: list[nn.Module], combine: str, data, split: str,
                    batch_size: int = 1024, precision: str = "fp32") -> tuple[float, float]:
     """(agreement, teacher_kl) of `student` with `teachers` (combined by `combine`) on one split."""
-    from .engine import predict
+    from .evaluation import predict
 
     student_logits = predict(student, data, split, batch_size, precision)
     teacher_log_p = teacher_log_probs(torch.stack([predict(t, data, split, batch_size, precision)

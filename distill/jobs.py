@@ -33,7 +33,7 @@ from . import engine
 from .config import ModelConfig, TrainConfig, to_dict
 from .cost import row_cost
 from .models import count_params
-from .progress import Progress, chain
+from .progress import Progress
 from .replicas import can_stack
 from .store import Run, fit_summary
 
@@ -77,10 +77,12 @@ def fit_jobs(jobs: list[Job], data, train: TrainConfig, run: Run, *, pack: bool,
     show = show or Progress(False)
     log = []
     for group in groups_of(jobs):
-        for job in group:
-            job.model = build(job, data)
-        ok, why = (can_stack([j.model for j in group], [j.objective for j in group]) if pack and len(group) > 1
-                   else (False, "packing is off" if not pack else "only one model"))
+        if pack and len(group) > 1:  # the models a stacked fit trains (a group that cannot stack is built anew)
+            for job in group:
+                job.model = build(job, data)
+            ok, why = can_stack([j.model for j in group], [j.objective for j in group])
+        else:
+            ok, why = False, "packing is off" if not pack else "only one model"
         log.append({"models": [job.key for job in group], "architecture": group[0].arch.name, "packed": ok,
                     "why": why})
         say(f"{', '.join(job.key for job in group)}: {'packed' if ok else 'one after another'} ({why})")
@@ -92,7 +94,7 @@ def fit_jobs(jobs: list[Job], data, train: TrainConfig, run: Run, *, pack: bool,
 def _fit(part: list[Job], data, train, run, device, on_epoch, show) -> None:
     """One engine.fit over these jobs' models (one model, or a stacked group)."""
     count = len(part)
-    if count == 1:  # built again right before it trains: the RNG it starts from is its own seed's
+    if count == 1:  # built right before it trains: the RNG it starts from is its own seed's
         part[0].model = build(part[0], data)
     show.start(part[0].label if count == 1 else f"{part[0].label} .. {part[-1].label} ({count} packed)",
                train.epochs)

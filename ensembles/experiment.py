@@ -50,6 +50,7 @@ from distill.data import load_data
 from distill.fidelity import fidelity
 from distill.errors import ConfigError, UserError
 from distill.checkpoints import load_checkpoint
+from distill.evaluation import predict, use_channels_last
 from distill.jobs import Job, arch_key, fit_jobs
 from distill.models import check_name, count_params, create_model
 from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
@@ -253,8 +254,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             members = [job.model.eval() for job in jobs]
 
             # 2. the ensemble: every size, every combination
-            channels_last = engine.use_channels_last(train_m, device, data.input_shape)
-            logits = {split: torch.stack([engine.predict(m, data, split, train_m.eval_batch_size,
+            channels_last = use_channels_last(train_m, device, data.input_shape)
+            logits = {split: torch.stack([predict(m, data, split, train_m.eval_batch_size,
                                                          train_m.precision, channels_last) for m in members])
                       for split in ("val", "test")}
             curve = size_curve(logits, data.y, COMBINES, params=[count_params(m) for m in members])

@@ -14,6 +14,7 @@ from distill import engine, losses
 from distill.config import ModelConfig, load_config
 from distill.cost import TIMING_KEYS
 from distill.data import load_data
+from distill.evaluation import predict
 from distill.gpt import GPT
 from distill.lm import TopKCache, dense_logits, generate
 from distill.models import create_model
@@ -281,7 +282,7 @@ def test_model_selection_follows_train_select(tmp_path):
         chosen = min(val, key=rule)                                    # min keeps the earliest of ties
         assert result.selected_epoch == chosen["epoch"]
         assert torch.load(tmp_path / select / "best.pt", weights_only=False)["epoch"] == chosen["epoch"]
-        logits = engine.predict(model, data, "val")
+        logits = predict(model, data, "val")
         nll = F.cross_entropy(logits.flatten(0, -2), data.y["val"].flatten()).item()
         assert nll == pytest.approx(chosen["nll"], rel=1e-4)          # the weights handed back
         picked[select] = (result.selected_epoch, [(r["acc"], r["nll"]) for r in val])
