@@ -16,6 +16,8 @@ import signal
 import sys
 import threading
 import traceback
+
+from . import kinds
 from .errors import UserError
 
 EPILOG = "Overrides are key=value with YAML values, e.g. train.epochs=5 seeds=[0,1,2] distill.alpha=0.5."
@@ -49,9 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "ensemble collapse, Ray Tune searches, reports.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    _add_run_command(sub, "train", "train one model per seed, from labels or from a teacher")
-    _add_run_command(sub, "bornagain", "born-again chain: generation 0 from labels, each next from the last")
-    _add_run_command(sub, "ensemble", "train N teachers, evaluate their ensemble, distill it into a student")
+    for kind in kinds.registered().values():  # one subcommand per experiment kind (distill.kinds)
+        _add_run_command(sub, kind.name, kind.help)
     _add_run_command(sub, "tune", "search the config with Ray Tune trials", _tune_args)
     p = sub.add_parser("report", help="tables, plots and a comparison page from run directories")
     p.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
@@ -65,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="every preset: command, what it needs, cost, source")
     p.add_argument("--quick", action="store_true", help="a small, fast version")
     p.add_argument("--out", default="runs", help="folder for run directories (default: runs)")
-    p = sub.add_parser("list", help="name the registered models, datasets, methods, presets or config keys")
-    p.add_argument("what", choices=["models", "datasets", "methods", "presets", "keys"])
+    p = sub.add_parser("list", help="name the registered kinds, models, datasets, methods, presets or config keys")
+    p.add_argument("what", choices=["kinds", "models", "datasets", "methods", "presets", "keys"])
     p = sub.add_parser("export", help="save one model of a finished run with torch.export, and a JSON card")
     p.add_argument("run", help="a finished run directory")
     p.add_argument("--model", required=True, metavar="ROLE[:SEED[:GEN]]", help="e.g. student:0, generation:0:2")
@@ -83,7 +84,9 @@ def _load(args):
 
 
 def _list(what: str) -> None:
-    if what == "models":
+    if what == "kinds":
+        names = kinds.describe()
+    elif what == "models":
         from .models import list_models
         names = list_models()
     elif what == "datasets":
@@ -128,7 +131,7 @@ def _reproduce(args):
     cfg = load_config(path)
     if cfg.preset is None:
         raise UserError(f"reproduce: {args.preset} has no preset: section naming its command; run it with "
-                        f"distill train|bornagain|ensemble|tune instead")
+                        f"distill {'|'.join(kinds.names())}|tune instead")
     overrides = (list(cfg.preset.quick) if args.quick else []) + list(args.overrides)
     load_config(path, overrides)  # bad overrides: one line and exit 2 before anything runs
     paper = cfg.paper.figures if cfg.paper else None
@@ -143,18 +146,13 @@ def dispatch(args) -> None:
         from .export import export
         print(export(args.run, args.model, args.out, quantize=args.quantize, onnx=args.onnx))
         return
-    if args.command == "train":
-        from .runner import train
-        path = train(_load(args), args.out, progress=not args.quiet)
-    elif args.command == "bornagain":
-        import bornagain
-        path = bornagain.run(_load(args), args.out, progress=not args.quiet)
-    elif args.command == "ensemble":
-        import ensembles
-        path = ensembles.run(_load(args), args.out, progress=not args.quiet)
+    if args.command in kinds.names():
+        cfg = _load(args)  # the config is checked before the kind's run imports torch
+        path = kinds.get(args.command).run_function()(cfg, args.out, progress=not args.quiet)
     elif args.command == "tune":
+        cfg = _load(args)
         import tuning
-        path = tuning.run(_load(args), args.out, address=args.address, resume=args.resume, progress=not args.quiet)
+        path = tuning.run(cfg, args.out, address=args.address, resume=args.resume, progress=not args.quiet)
     else:
         import results
         try:
@@ -177,55 +175,63 @@ DEMO_SEEDS = ["seeds=[0,1,2]", "train.epochs=60"]  # the MNIST-1D presets, 3 see
 DEMO_KD = ["seeds=[0,1,2,3,4]", "train.epochs=60"]
 
 
+def command_function(command: str):
+    """What `distill COMMAND` runs: an experiment kind's run, or the sweep (`tune`)."""
+    if command == "tune":
+        import tuning
+
+        return tuning.run
+    return kinds.get(command).run_function()
+
+
 def demo(out: str):
     """The main job of `make demo`: every kind of experiment, small, on CPU, then the report.
 
-    Each stage is a real run directory (resumable, read back by `results`): the MNIST-1D MLP
-    from labels (the baseline every student is compared with), Hinton KD from a 1-D CNN
-    teacher into the same MLP, a born-again chain of MLPs (seeds trained stacked), an
-    ensemble of CNNs collapsed into a student, token-level KD between two tiny GPTs on Python's own
-    documentation, a T x alpha sweep on Ray Tune, and the report.
+    Each stage is a real run directory (resumable, read back by `results`), run by its preset's
+    command: the MNIST-1D MLP from labels (the baseline every student is compared with), Hinton
+    KD from a 1-D CNN teacher into the same MLP, a born-again chain of MLPs (seeds trained
+    stacked), an ensemble of CNNs collapsed into a student, token-level KD between two tiny GPTs
+    on Python's own documentation, a T x alpha sweep on Ray Tune, and the report.
     The runs are smaller than the presets' (fewer epochs, seeds and members); the README's
     numbers come from the full presets. Returns the path of report.html.
     """
     import time
     from pathlib import Path
 
-    import bornagain
-    import ensembles
     import results
-    import tuning
     from .config import load_config
-    from .runner import train
 
     started, out, runs = time.perf_counter(), Path(out), []
     stages = [
-        ("MLP from labels", train, "mnist1d-mlp", DEMO_KD + ["name=demo-mlp"]),
-        ("KD: CNN teacher -> the same MLP (T = 8)", train, "mnist1d-kd",
+        ("MLP from labels", "mnist1d-mlp", DEMO_KD + ["name=demo-mlp"]),
+        ("KD: CNN teacher -> the same MLP (T = 8)", "mnist1d-kd",
          DEMO_KD + ["name=demo-kd", "teacher.train.epochs=20", "distill.temperature=8"]),
-        ("born-again chain (BAN, 2 generations, seeds stacked)", bornagain.run, "ban-mnist1d",
+        ("born-again chain (BAN, 2 generations, seeds stacked)", "ban-mnist1d",
          DEMO_SEEDS + ["name=demo-ban", "bornagain.generations=2"]),
-        ("ensemble collapse: 3 CNN members -> a student of their architecture", ensembles.run, "ensemble-mnist1d",
+        ("ensemble collapse: 3 CNN members -> a student of their architecture", "ensemble-mnist1d",
          DEMO_SEEDS + ["name=demo-ensemble", "ensemble.members=3", "ensemble.train.epochs=30",
                        "ensemble.combine=[mean_probs]", "ensemble.students=[{name: cnn1d, width: 32, depth: 3}]"]),
         ("language models: a tiny GPT teacher -> a smaller GPT student, token-level KD on Python's docs",
-         train, "lm-pydoc-kd", ["name=demo-lm", "seeds=[0,1]", "train.epochs=2", "teacher.train.epochs=3",
-                                "dataset.text.documents=24", "dataset.text.block=32", "model.width=32",
-                                "teacher.model={name: gpt, width: 64, depth: 2, kwargs: {heads: 2}}"]),
-        ("T x alpha sweep on Ray Tune (KD, 2 x 2 grid, 1 seed)", tuning.run, "tune-mnist1d-kd",
+         "lm-pydoc-kd", ["name=demo-lm", "seeds=[0,1]", "train.epochs=2", "teacher.train.epochs=3",
+                         "dataset.text.documents=24", "dataset.text.block=32", "model.width=32",
+                         "teacher.model={name: gpt, width: 64, depth: 2, kwargs: {heads: 2}}"]),
+        ("T x alpha sweep on Ray Tune (KD, 2 x 2 grid, 1 seed)", "tune-mnist1d-kd",
          ["name=demo-tune", "seeds=[0]", "train.epochs=60", "teacher.train.epochs=20",
           "search.distill.temperature={grid: [1, 8]}", "search.distill.alpha={grid: [0.5, 0.9]}"]),
     ]
-    for i, (title, run, preset, overrides) in enumerate(stages, 1):
+    for i, (title, preset, overrides) in enumerate(stages, 1):
         print(f"\n=== {i}/{len(stages) + 1} {title}", file=sys.stderr, flush=True)
-        runs.append(run(load_config(preset, overrides), out))
+        cfg = load_config(preset, overrides)
+        runs.append(command_function(cfg.preset.command)(cfg, out))
     print(f"\n=== {len(stages) + 1}/{len(stages) + 1} report", file=sys.stderr, flush=True)
     page = results.report(runs, out / "report").with_name("report.html")
     print(f"demo done in {time.perf_counter() - started:.0f} s; open the report: {page}", file=sys.stderr)
     return page
 
 
-SIGNAL_COMMANDS = ("train", "bornagain", "ensemble", "demo")  # `tune` handles its signals itself (tuning/)
+def signal_commands() -> list[str]:
+    """The commands that turn SIGTERM into a clean stop here; `tune` handles its signals itself (tuning/)."""
+    return kinds.names() + ["demo"]
 
 
 def _stop_on_sigterm(signum, frame):
@@ -250,7 +256,7 @@ def main(argv=None) -> int:
             rest = [r for r in rest if r not in late]
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        if args.command in SIGNAL_COMMANDS and threading.current_thread() is threading.main_thread():
+        if args.command in signal_commands() and threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
         dispatch(args)
     except UserError as err:

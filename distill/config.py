@@ -33,11 +33,13 @@ import yaml
 from .errors import ConfigError
 from .presets_config import (COMMANDS, PaperConfig, PresetConfig, preset_names, presets_root,  # noqa: F401
                              resolve_config_path)
-from .schema import _yaml_key, _yaml_reason, from_dict, load_yaml, parse_override, set_dotted, spec, to_dict  # noqa: F401
+from . import kinds
+from .schema import (Section, _hints, _yaml_key, _yaml_reason, from_dict, load_yaml,  # noqa: F401
+                     parse_override, set_dotted, spec, to_dict)
 
 
 @dataclass
-class TextConfig:
+class TextConfig(Section):
     """dataset.name=pydoc or text: a corpus split by document into fixed-length token blocks (distill/text.py)."""
 
     files: list[str] = spec([], "text: .txt files (one document each), .jsonl files (one document per line) or "
@@ -62,7 +64,7 @@ class TextConfig:
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(Section):
     name: str = spec("mnist1d", "dataset: digits, mnist1d, fake, mnist, fashion_mnist, cifar10, cifar100, svhn, "
                      "pydoc (English text shipped with Python), text (dataset.text.files)")
     root: str = spec("data", "folder holding a torchvision dataset (never downloaded unless download=true)")
@@ -81,7 +83,7 @@ class DatasetConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     name: str = spec("cnn1d", "model: mlp, cnn1d, cnn2d, resnet20/32/56/110, wrn_D_K, densenet_bc, "
                      "or a torchvision classifier (`distill list models`)")
     width: Optional[int] = spec(None, "mlp: hidden units; cnn1d/cnn2d: channels; null = the model's default", ge=1)
@@ -92,7 +94,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     epochs: int = spec(30, "passes over the training set", ge=1)
     batch_size: int = spec(128, "examples per step", ge=1)
     lr: float = spec(0.01, "peak learning rate", gt=0.0)
@@ -126,7 +128,7 @@ class TrainConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(Section):
     method: str = spec("kd", "loss: kd, ban, ban_l, cwtm, dkpp, tfkd_self, tfkd_reg, label_smoothing, reverse_kl, "
                        "jsd, skew_kl, tvd, dkd, dist, wttm, ctkd, fitnet, attention, rkd (`distill list methods`)")
     temperature: float = spec(4.0, "softmax temperature T of teacher and student (at the start of training)",
@@ -176,7 +178,7 @@ class DistillConfig:
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(Section):
     model: Optional[ModelConfig] = spec(None, "teacher architecture: trained first for each seed when "
                                         "distill.teacher is null; names the checkpoint's architecture otherwise; "
                                         "null = no teacher section")
@@ -187,61 +189,11 @@ class TeacherConfig:
 
 
 @dataclass
-class BornAgainConfig:
-    generations: int = spec(3, "students after generation 0", ge=1)
-    teacher: str = spec("previous", "who teaches generation g: previous (g-1) or ensemble (all earlier)",
-                        choices=["previous", "ensemble"])
-    model: Optional[str] = spec(None, "architecture of generations 1..G (model.name of generation 0 if null)")
-    stop: str = spec("never", "stop adding generations: never; delta (newest not better than the one before "
-                     "on validation by more than stop_delta); spread (by more than the seeds' spread)",
-                     choices=["never", "delta", "spread"])
-    stop_delta: float = spec(0.0, "stop=delta: smallest gain in mean validation accuracy that continues", ge=0.0)
-    pack: bool = spec(True, "train the seeds of a generation at once with torch.func when the model allows")
-
-
-@dataclass
-class EnsembleConfig:
-    """`distill ensemble`: members (teachers) -> ensemble evaluation -> students (the `model` section
-    unless `students` says otherwise), distilled with the `distill` section."""
-
-    members: int = spec(5, "number of teachers", ge=1)
-    models: list[dict] = spec([], "members' architectures as model-section mappings: one for all members or one "
-                              "per member, e.g. [{name: cnn1d, width: 32}]; empty = the model section")
-    train: dict = spec({}, "overrides of the train section for the members, e.g. {lr: 0.01, weight_decay: 0.05}")
-    pack: bool = spec(True, "train same-architecture members (and students) at once with torch.func when the "
-                      "model allows")
-    from_: Optional[str] = spec(None, "run directory of an earlier `distill ensemble` run whose members are reused "
-                                "(not retrained); null = train the members", key="from")
-    combine: list[str] = spec(["mean_probs"], "teacher combinations each student is distilled from: mean_probs, "
-                              "mean_logits, per_teacher_kl; empty = no students")
-    students: list[dict] = spec([], "student architectures as model-section mappings, e.g. [{name: mlp}, "
-                                "{name: cnn1d, width: 16}]; empty = the model section")
-
-    def __post_init__(self):
-        if self.models and len(self.models) not in (1, self.members):
-            raise ConfigError(f"ensemble.models: {len(self.models)} architectures for {self.members} members; "
-                              f"give one for all members or one per member")
-        for i, section in enumerate(self.models):
-            from_dict(ModelConfig, section, prefix=f"ensemble.models[{i}].")
-        for i, section in enumerate(self.students):
-            from_dict(ModelConfig, section, prefix=f"ensemble.students[{i}].")
-        from_dict(TrainConfig, self.train, prefix="ensemble.train.")  # unknown keys, types, ranges
-        allowed = ("mean_probs", "mean_logits", "per_teacher_kl")
-        for i, how in enumerate(self.combine):
-            if how not in allowed:
-                raise ConfigError(f"ensemble.combine[{i}]: {how!r} is not allowed; choose one of "
-                                  f"{', '.join(allowed)}")
-        if len(set(self.combine)) != len(self.combine):
-            raise ConfigError(f"ensemble.combine: {self.combine} repeats a combination; name each once")
-
-
-@dataclass
-class TuneConfig:
-    kind: str = spec("train", "what one trial runs", choices=["train", "bornagain", "ensemble"])
-    target: str = spec("auto", "the one model whose validation figures reach Tune: auto (train: the student; "
-                       "bornagain: last; ensemble: student, or the ensemble without students), last, "
-                       "best_generation, best_ensemble (bornagain), student, ensemble (ensemble)",
-                       choices=["auto", "last", "best_generation", "best_ensemble", "student", "ensemble"])
+class TuneConfig(Section):
+    kind: str = spec("train", "what one trial runs: an experiment kind (`distill list kinds`)", choices=kinds.names())
+    target: str = spec("auto", "the one model whose validation figures reach Tune: auto (the kind's first "
+                       "target), or one of the kind's targets (`distill list kinds` names them)",
+                       choices=sorted({t for k in kinds.registered().values() for t in k.target_names()}))
     scheduler: str = spec("fifo", "trial scheduler", choices=["fifo", "asha", "pbt"])
     num_samples: int = spec(1, "samples drawn from the random dimensions (grids are crossed with each)", ge=1)
     metric: str = spec("val_acc", "metric reported to Tune (validation only)", choices=["val_acc", "val_nll"])
@@ -259,7 +211,7 @@ class TuneConfig:
                                        "several machines); null = OUT/<name>")
 
 @dataclass
-class LogConfig:
+class LogConfig(Section):
     """Mirrors of the run directory in TensorBoard and MLflow (distill/tracking.py); not part of the run id."""
 
     tensorboard: bool = spec(False, "also write TensorBoard event files to <run dir>/tensorboard/<model>/ "
@@ -271,7 +223,9 @@ class LogConfig:
 
 
 @dataclass
-class Config:
+class _Core(Section):
+    """The sections every kind reads; `Config` adds each kind's own section after `teacher`."""
+
     name: str = spec("run", "experiment name: runs go to OUT/<name>/<run-id>/")
     run_id: Optional[str] = spec(None, "run folder name, null = a hash of the resolved config (so that the "
                                  "same command resumes the same run)")
@@ -281,8 +235,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    bornagain: BornAgainConfig = field(default_factory=BornAgainConfig)
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+
+@dataclass
+class _Rest(Section):
     tune: TuneConfig = field(default_factory=TuneConfig)
     log: LogConfig = field(default_factory=LogConfig)  # tracking mirrors (distill/tracking.py)
     search: dict = spec({}, "Tune search space: config key -> {grid|choice|uniform|loguniform|randint: ...}")
@@ -292,13 +248,29 @@ class Config:
     paper: Optional[PaperConfig] = spec(None, "published figures this config reproduces: source, figures, table, "
                                         "differences; not part of the run id")
 
-    def seed_list(self) -> list[int]:
-        return list(self.seeds) if self.seeds is not None else [self.train.seed]
+
+def _seed_list(self) -> list[int]:
+    return list(self.seeds) if self.seeds is not None else [self.train.seed]
+
+
+def _make_config():
+    """The whole config: the core sections, each registered kind's own section (`distill.kinds`),
+    then tune, log, search, preset and paper (`distill list keys` lists them in this order)."""
+    own = [(f.name, _hints(part)[f.name], f) for part in (_Core, _Rest) for f in dataclasses.fields(part)]
+    core = len(dataclasses.fields(_Core))
+    sections = [(key, cls, field(default_factory=cls)) for key, cls in kinds.sections()]
+    cls = dataclasses.make_dataclass("Config", own[:core] + sections + own[core:], bases=(Section,),
+                                     namespace={"seed_list": _seed_list, "__doc__": "The resolved config."})
+    cls.__module__ = __name__
+    return cls
+
+
+Config = _make_config()
 
 
 def iter_keys(cls=Config, prefix: str = ""):
     """(dotted key, default, help) for every leaf key, for `distill list keys`."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for f in dataclasses.fields(cls):
         key = prefix + _yaml_key(f)
         if dataclasses.is_dataclass(hints[f.name]):
@@ -367,6 +339,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run_id: {cfg.run_id!r} must be letters, digits, '.', '_' or '-'")
     if not re.fullmatch(r"[\w.-]+", cfg.name):
         raise ConfigError(f"name: {cfg.name!r} must be letters, digits, '.', '_' or '-'")
+    for kind in kinds.registered().values():
+        if kind.check is not None:
+            kind.check(cfg)
 
 
 def config_hash(cfg: Config) -> str:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from . import kinds
 from .errors import ConfigError
 from .schema import parse_override, spec
 
 
-COMMANDS = ("train", "bornagain", "ensemble", "tune")
+COMMANDS = tuple(kinds.names()) + ("tune",)  # what `distill reproduce` may run
 
 
 @dataclass

@@ -122,29 +122,69 @@ def _check_range(value, meta, key: str):
                 raise ConfigError(f"{key}: {v!r} is out of range; it must be {word} {bound}")
 
 
+def _checked(value, tp, meta: dict, key: str):
+    """`value` for a field of type `tp` with `meta` (spec's): converted, type and range checked."""
+    if meta.get("join") and isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        value = meta["join"].join(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a section given as itself
+        allowed = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        if not any(isinstance(value, a) for a in allowed):
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__}")
+        return value
+    value = _coerce(value, tp, key)
+    _check_range(value, meta, key)
+    return value
+
+
+_HINTS: dict[type, dict] = {}
+
+
+def _hints(cls) -> dict:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+class Section:
+    """Base of every config section: a value assigned in Python (`cfg.distill.temperature = -3`)
+    is checked as the same value in YAML would be, so a config cannot leave validation by
+    assignment. Cross-key checks (`distill.config.validate`) run when a config is built."""
+
+    def __setattr__(self, name, value):
+        fields = {f.name: f for f in dataclasses.fields(self)} if dataclasses.is_dataclass(self) else {}
+        if name in fields:
+            f = fields[name]
+            key = self.__dict__.get("_prefix", "") + _yaml_key(f)
+            value = _checked(value, _hints(type(self))[name], f.metadata, key)
+        object.__setattr__(self, name, value)
+
+
+def _name_sections(obj, prefix: str) -> None:
+    """Tell each section its dotted key prefix (for the messages of checks on assignment)."""
+    object.__setattr__(obj, "_prefix", prefix)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, Section):
+            _name_sections(value, prefix + _yaml_key(f) + ".")
+
+
 def from_dict(cls, data: dict, prefix: str = ""):
     """Build dataclass `cls` from a (possibly partial) dict, checking every key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {_yaml_key(f): f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
             close = [k for k in fields if k.startswith(str(key)[:3])]
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys are {', '.join(fields)}")
-    kwargs = {}
-    for ykey, f in fields.items():
-        if ykey not in data:
-            continue
-        value = data[ykey]
-        if f.metadata.get("join") and isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, str) for v in value):
-            value = f.metadata["join"].join(value)
-        value = _coerce(value, hints[f.name], prefix + ykey)
-        _check_range(value, f.metadata, prefix + ykey)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+    kwargs = {f.name: _checked(data[ykey], hints[f.name], f.metadata, prefix + ykey)
+              for ykey, f in fields.items() if ykey in data}
+    obj = cls(**kwargs)
+    if isinstance(obj, Section):
+        _name_sections(obj, prefix)
+    return obj
 
 
 def to_dict(obj) -> dict:

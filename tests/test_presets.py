@@ -128,8 +128,8 @@ def test_reproduce_runs_the_command_and_reports_with_the_paper_column(tmp_path, 
     assert seen["argv"][5:] == load_config("mnist1d-mlp").preset.quick + ["seeds=[0,1,2]", "--out", str(tmp_path / "runs")]
     page = (run_dir / "report" / "report.md").read_text()
     assert "| paper |" in page and "68" in page and "Greydanus" in page
-    with pytest.raises(ValueError, match="command"):
-        reproduction.command_line("x.yaml", "fly")
+    with pytest.raises(ConfigError, match="preset.command"):  # the kinds and tune: checked when the preset loads
+        build_config({"preset": {"command": "fly"}})
     assert issubclass(results.ReproduceFailed, RuntimeError)
 
 

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from distill import kinds
 from distill.config import Config, config_hash
 from distill.errors import UserError
 from ray import tune
@@ -154,6 +155,10 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
+    # kinds from outside this package (distill.kinds) must be found by every trial, on every node
+    passed = {name: os.environ[name] for name in ("DISTILL_KINDS", "PYTHONPATH") if os.environ.get(name)}
+    if passed.get("DISTILL_KINDS"):
+        kwargs["runtime_env"] = {"env_vars": passed}
     if address:
         try:
             ray.init(address=address, **kwargs)
@@ -237,7 +242,7 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
     settings). Only when no searched key changes the teacher; the trials then read it as
     `distill.teacher`. It trains in this process, from labels, and resumes like any run.
     """
-    if cfg.tune.kind != "train" or cfg.teacher.model is None or cfg.distill.teacher is not None:
+    if not kinds.get(cfg.tune.kind).shares_teacher or cfg.teacher.model is None or cfg.distill.teacher is not None:
         return None
     if any(_affects_teacher(cfg, dim.key) for dim in dims):
         return None
@@ -248,7 +253,7 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
     data = to_dict(cfg)
     data.update(model=to_dict(cfg.teacher.model), train=to_dict(teacher_train_config(cfg)),
                 teacher={"model": None, "train": {}}, search={}, run_id="teacher")
-    data["distill"].update(teacher=None, method="kd")
+    data["distill"] = {}  # trained from labels: no distillation option applies
     run_dir = path / "teacher"
     if progress:
         print(f"distill: training the teacher once per seed for every trial, in {run_dir}", file=sys.stderr)
@@ -265,7 +270,7 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
     """
     dims = space.parse_search(cfg)  # everything about the input is checked before Ray starts
     targets.check(cfg)
-    kind_runner(cfg.tune.kind)
+    kind_runner(cfg.tune.kind)  # importable here (a kind outside this package: DISTILL_KINDS, PYTHONPATH)
     path = experiment_dir(cfg, out)
     _searcher(cfg, cfg.tune.metric, mode_of(cfg.tune.metric))  # optuna installed?
     restorable = tune.Tuner.can_restore(str(path)) if path.exists() else False

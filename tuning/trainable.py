@@ -36,24 +36,10 @@ class TrialDiverged(RuntimeError):
 
 
 def kind_runner(kind: str):
-    """The function one trial runs: `distill.runner.train`, `bornagain.run` or `ensembles.run`."""
-    if kind == "train":
-        from distill.runner import train
+    """The function one trial runs: the experiment kind's run (`distill.kinds`)."""
+    from distill import kinds
 
-        return train
-    import importlib
-
-    from distill.errors import UserError
-
-    module_name = {"bornagain": "bornagain", "ensemble": "ensembles"}[kind]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UserError(f"tune.kind={kind} needs the {module_name} package, which cannot be imported ({err})") \
-            from None
-    if not callable(getattr(module, "run", None)):
-        raise UserError(f"tune.kind={kind}: {module_name}.run is not available in this installation")
-    return module.run
+    return kinds.get(kind).run_function()
 
 
 def _now() -> str:
@@ -68,9 +54,9 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    from distill.store import write_json_atomic  # the one writer of run files (fsync, NaN as null)
+
+    write_json_atomic(path, obj)
 
 
 def node_id() -> str | None:
@@ -156,11 +142,11 @@ def _finished(run_dir: Path, cfg) -> bool:
             and config_path.read_text() == dump_yaml(cfg))
 
 
-def _ending_reports(book: Book, target: targets.Target, run_dir: Path, metric: str) -> None:
+def _ending_reports(book: Book, cfg, target: targets.Target, run_dir: Path) -> None:
     """Once the run is done: a target known only now (or `last` of a chain that stopped early)
     gets its reports from the run directory."""
     if not target.live or not book.received:
-        book.received = targets.final_reports(target, run_dir, metric)
+        book.received = targets.final_reports(cfg, target, run_dir)
         book.sent = min(book.sent, len(book.received))
         book.save()
 
@@ -187,7 +173,7 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
                 book.sent = Book(Path(source)).sent
         else:
             book.sent = 0
-        _ending_reports(book, target, run_dir, cfg.tune.metric)
+        _ending_reports(book, cfg, target, run_dir)
         book.send_rest(run_dir, where)
         return
     restored_from = restore_checkpoints(run_dir, checkpoint)
@@ -224,7 +210,7 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
     runner = kind_runner(kind)
     try:
         runner(cfg, str(run_dir.parent), run_dir=run_dir, on_epoch=on_epoch, progress=False)
-        _ending_reports(book, target, run_dir, cfg.tune.metric)
+        _ending_reports(book, cfg, target, run_dir)
         book.send_rest(run_dir, where)
     except SystemExit:  # how Tune stops a function trial from inside `tune.report`
         # under FIFO nothing but the sweep's end stops a trial; ASHA/PBT may (the driver has the last word)

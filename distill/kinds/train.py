@@ -1,0 +1,26 @@
+"""`distill train`: one model per seed, from labels or from a teacher (the run is `distill.runner.train`).
+
+    distill train mnist1d-kd seeds=[0,1,2]
+"""
+
+from __future__ import annotations
+
+from . import Kind, TuneTarget, View, default_label
+
+
+def label(row: dict) -> str:
+    """The trained model is `student` whether it learns from a teacher or from labels alone."""
+    return "student" if row.get("role") in ("student", "model") else default_label(row)
+
+
+KIND = Kind(
+    name="train",
+    help="train one model per seed, from labels or from a teacher",
+    run="distill.runner:train",
+    targets=(TuneTarget("student", "the student (the model, when it learns from labels), each epoch", "student",
+                        fields=lambda cfg: {"role": ("student", "model")}),),
+    label=label,
+    shares_teacher=True,
+    order=0,
+    view=View("knowledge distillation", layout="train", roles=("teacher", "model", "student")),
+)
