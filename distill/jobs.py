@@ -1,7 +1,8 @@
 """Training several models of one run: packed with torch.func where the models allow, else in turn.
 
-Used by the ensemble members and students (`ensembles`) and the seeds of a born-again
-generation (`bornagain`).
+Used by `distill train` (its teacher sections, then its models: `distill.runner`), the
+ensemble members and students (`ensembles`) and the seeds of a born-again generation
+(`bornagain`).
 
     jobs = [Job(key="member0-s0", arch=ModelConfig(name="mlp"), seed=0, tags={...}), ...]
     fit_jobs(jobs, data, train_cfg, run, pack=True, device=device)   # fills job.model, job.result, job.row
@@ -19,6 +20,8 @@ resumes where it stopped: finished models return at once, an interrupted one con
 from its last epoch.
 Each model is built right before it trains, from `engine.seed_everything(job.seed)`, so
 its weights, and the RNG state its training starts from, do not depend on what ran before.
+A job with a `given` model (built elsewhere, e.g. the teacher section of `distill train`,
+which its student's objective reads) trains that module in place, from the same seeding.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Job:
     label: str = ""                # progress label
     report: dict = dataclasses.field(default_factory=dict)  # keys added to every on_epoch report
     objective: Any = None          # None: cross-entropy on the labels
+    given: Optional[nn.Module] = None  # a model built elsewhere, trained in place instead of a fresh one
     model: Optional[nn.Module] = None
     result: Optional[engine.FitResult] = None
     row: Optional[dict] = None     # the summary row (fit_summary)
@@ -59,6 +63,10 @@ def arch_key(arch: ModelConfig) -> str:
 
 
 def build(job: Job, data) -> nn.Module:
+    """A fresh model from the job's seed, or its `given` one (the global RNG seeded alike)."""
+    if job.given is not None:
+        engine.seed_everything(job.seed)
+        return job.given
     return engine.new_model(job.arch, data, job.seed)
 
 

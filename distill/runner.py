@@ -15,19 +15,25 @@ from typing import Callable, Optional
 
 from . import engine
 from .config import Config
-from .cost import row_cost
 from .data import load_data
 from .fidelity import fidelity
-from .models import count_params
+from .jobs import Job, fit_jobs
 from .objectives import CROSS_ENTROPY_INFO, loss_tags
-from .progress import Progress, chain
+from .progress import Progress, stderr_line
 from .sources import teacher_objective
-from .store import Run, fit_summary, run_guarded
+from .store import Run, run_guarded
 
 
 def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
           on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
-    """Train `model` once per seed (its teacher section first, if any); returns the run directory."""
+    """Train `model` once per seed (the seeds' teacher sections first, if any); returns the run directory.
+
+    The teacher sections, then the models, are trained by `distill.jobs.fit_jobs`: the seeds at
+    once, stacked, when `distill.replicas.can_stack` allows it, else one after another; the
+    choice is said on stderr and written into the summary (`packing`, by role). Summary rows
+    come per seed, its teacher first. `on_epoch` receives each epoch's report with `role`,
+    `seed` and `epochs` (that model's epoch count) added.
+    """
     engine.setup_torch(cfg.train)
     device = engine.resolve_device(cfg.train.device)
     data = load_data(cfg.dataset).to(device)
@@ -36,36 +42,48 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
     run = Run.open(cfg, "train", out, run_dir)
     run.write_meta(device=str(device))
     show = Progress(progress)
+    say = stderr_line(progress)
 
-    def fit(model, model_cfg, train_cfg, seed, tags, key, objective=None) -> dict:
-        show.start(f"{tags['role']} {tags['name']} seed {seed}", train_cfg.epochs)
-        # each report says which model it is about (a Tune trial reports only its target's epochs)
-        report = on_epoch and (lambda r: on_epoch({**r, "role": tags["role"], "epochs": train_cfg.epochs}))
-        result = engine.fit_one(model, data, train_cfg, seed=seed, objective=objective, tags=tags,
-                                checkpoint_dir=run.checkpoint_dir(key, model_cfg), emit=run.emit,
-                                on_epoch=chain(show.epoch, report), device=device)
-        row = fit_summary(result, tags, count_params(model), **row_cost(model, data, train_cfg, device))
-        show.done(row)
-        return row
+    teachers, models = {}, {}  # seed -> Job
+    teacher_train = None  # the teacher sections' train section (one for every seed)
+    for seed in seeds:
+        objective, loss_info, section = plans[seed]
+        if section is not None:  # the teacher section: trained first, from labels, in place
+            name, teacher_train = section.model_cfg.name, section.train
+            teachers[seed] = Job(key=section.key, arch=section.model_cfg, seed=seed, given=section.model,
+                                 tags={"role": "teacher", "name": name, "seed": seed, "parent": None,
+                                       **loss_tags(CROSS_ENTROPY_INFO)},
+                                 label=f"teacher {name} seed {seed}",
+                                 report={"role": "teacher", "epochs": section.train.epochs})
+        role = "student" if loss_info.get("teacher") else "model"
+        models[seed] = Job(key=f"{role}-s{seed}", arch=cfg.model, seed=seed, objective=objective,
+                           tags={"role": role, "name": cfg.model.name, "seed": seed,
+                                 "parent": loss_info.get("teacher"), **loss_tags(loss_info)},
+                           label=f"{role} {cfg.model.name} seed {seed}",
+                           report={"role": role, "epochs": cfg.train.epochs})
+    loss_info = plans[seeds[-1]][1]
 
     def body() -> dict:
-        rows = []
-        for seed in seeds:
-            objective, loss_info, section = plans[seed]
-            if section is not None:  # the teacher section: trained first, from labels, in place
-                tags = {"role": "teacher", "name": section.model_cfg.name, "seed": seed, "parent": None,
-                        **loss_tags(CROSS_ENTROPY_INFO)}
-                engine.seed_everything(seed)
-                rows.append(fit(section.model, section.model_cfg, section.train, seed, tags, section.key))
-            role = "student" if loss_info.get("teacher") else "model"
-            tags = {"role": role, "name": cfg.model.name, "seed": seed, "parent": loss_info.get("teacher"),
-                    **loss_tags(loss_info)}
-            model = engine.new_model(cfg.model, data, seed)
-            rows.append(fit(model, cfg.model, cfg.train, seed, tags, f"{role}-s{seed}", objective))
-            if role == "student":  # agreement with (and KL from) its teacher, at the selected epoch
-                rows[-1].update(fidelity(model, objective, data, cfg.train))
-            run.write_summary(rows, "running", loss=loss_info)
-        return run.write_summary(rows, "done", loss=loss_info)
+        packing: dict[str, str] = {}  # role -> how its seeds trained
+
+        def fit(jobs: list[Job], train_cfg) -> None:
+            for entry in fit_jobs(jobs, data, train_cfg, run, pack=True, device=device, on_epoch=on_epoch,
+                                  show=show, say=say):
+                how = "packed" if entry["packed"] else "one after another"
+                packing[jobs[0].tags["role"]] = f"{how}: {entry['why']}"
+
+        def rows() -> list[dict]:
+            return [job.row for seed in seeds for job in (teachers.get(seed), models[seed])
+                    if job is not None and job.row is not None]
+
+        if teachers:
+            fit(list(teachers.values()), teacher_train)
+            run.write_summary(rows(), "running", loss=loss_info, packing=packing)
+        fit(list(models.values()), cfg.train)
+        for job in models.values():
+            if job.tags["role"] == "student":  # agreement with (and KL from) its teacher, at the selected epoch
+                job.row.update(fidelity(job.model, job.objective, data, cfg.train))
+        return run.write_summary(rows(), "done", loss=loss_info, packing=packing)
 
     run_guarded(run, body)
     return run.path
