@@ -33,19 +33,18 @@ from typing import Callable, Optional
 
 import torch
 
-from distill import engine
 from distill.config import Config, ModelConfig
 from distill.cost import ensemble_row_cost
-from distill.data import load_data
+from distill.experiment import prepare
 from distill.evaluation import predict
 from distill.fidelity import fidelity
 from distill.jobs import Job, fit_jobs
 from distill.metrics import probs_metrics
 from distill.models import create_model
 from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
-from distill.progress import Progress, stderr_line
 from distill.sources import stand_in_student
-from distill.store import Run, run_guarded, summary_row
+from distill.kinds.bornagain import KIND
+from distill.store import summary_row
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -124,16 +123,11 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     `generation`, `seed` and `epochs` (the generation's epoch count) added; generations come
     one after another, so a Tune trial sees the chain's epochs in order.
     """
-    engine.setup_torch(cfg.train)
-    device = engine.resolve_device(cfg.train.device)
-    data = load_data(cfg.dataset).to(device)
-    seeds = cfg.seed_list()
+    setup = prepare(cfg, progress)
+    data, device, seeds, show, say = setup.data, setup.device, setup.seeds, setup.show, setup.say
     for g in (0, 1):  # build each architecture once before the run folder exists: bad combos fail here
         create_model(generation_model_config(cfg, g), data.input_shape, data.num_classes)
-    run = Run.open(cfg, "bornagain", out, run_dir)
-    run.write_meta(device=str(device))
-    show = Progress(progress)
-    say = stderr_line(progress)
+    run = setup.open(KIND.name, out, run_dir)
 
     def body() -> dict:
         rows: list[dict] = []
@@ -185,5 +179,4 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                                  stopped={"after_generation": last, "reason": stopped or
                                           f"all {cfg.bornagain.generations} generations trained"})
 
-    run_guarded(run, body)
-    return run.path
+    return setup.finish(run, body)

@@ -13,15 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import engine
 from .config import Config
-from .data import load_data
+from .experiment import prepare
 from .fidelity import fidelity
 from .jobs import Job, fit_jobs
+from .kinds.train import KIND
 from .objectives import CROSS_ENTROPY_INFO, loss_tags
-from .progress import Progress, stderr_line
 from .sources import teacher_objective
-from .store import Run, run_guarded
 
 
 def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
@@ -34,15 +32,10 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
     come per seed, its teacher first. `on_epoch` receives each epoch's report with `role`,
     `seed` and `epochs` (that model's epoch count) added.
     """
-    engine.setup_torch(cfg.train)
-    device = engine.resolve_device(cfg.train.device)
-    data = load_data(cfg.dataset).to(device)
-    seeds = cfg.seed_list()
+    setup = prepare(cfg, progress)
+    data, device, seeds = setup.data, setup.device, setup.seeds
     plans = {seed: teacher_objective(cfg, data, seed, device) for seed in seeds}  # checks the teachers first
-    run = Run.open(cfg, "train", out, run_dir)
-    run.write_meta(device=str(device))
-    show = Progress(progress)
-    say = stderr_line(progress)
+    run = setup.open(KIND.name, out, run_dir)
 
     teachers, models = {}, {}  # seed -> Job
     teacher_train = None  # the teacher sections' train section (one for every seed)
@@ -68,7 +61,7 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
 
         def fit(jobs: list[Job], train_cfg) -> None:
             for entry in fit_jobs(jobs, data, train_cfg, run, pack=True, device=device, on_epoch=on_epoch,
-                                  show=show, say=say):
+                                  show=setup.show, say=setup.say):
                 how = "packed" if entry["packed"] else "one after another"
                 packing[jobs[0].tags["role"]] = f"{how}: {entry['why']}"
 
@@ -85,5 +78,4 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
                 job.row.update(fidelity(job.model, job.objective, data, cfg.train))
         return run.write_summary(rows(), "done", loss=loss_info, packing=packing)
 
-    run_guarded(run, body)
-    return run.path
+    return setup.finish(run, body)

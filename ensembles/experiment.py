@@ -46,21 +46,19 @@ from torch import nn
 from distill import engine, losses
 from distill.config import Config, ModelConfig, TrainConfig, from_dict, load_config, to_dict
 from distill.cost import ensemble_row_cost, row_cost
-from distill.data import load_data
+from distill.experiment import prepare
 from distill.fidelity import fidelity
 from distill.errors import ConfigError, UserError
 from distill.checkpoints import load_checkpoint
 from distill.evaluation import predict, use_channels_last
 from distill.jobs import Job, arch_key, fit_jobs
+from distill.kinds.ensemble import KIND
 from distill.models import check_name, count_params, create_model
 from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
-from distill.progress import Progress, stderr_line
 from distill.sources import stand_in_student
-from distill.store import Run, fit_summary, run_guarded, summary_row
+from distill.store import fit_summary, summary_row
 
 from .evaluate import COMBINES, gap_recovered, size_curve, subsets
-
-KIND = "ensemble"
 
 
 # ---------------------------------------------------------------- what the config asks for
@@ -132,7 +130,7 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
     old = _config_of(path)
     meta = path / "meta.json"
     kind = json.loads(meta.read_text()).get("kind") if meta.is_file() else None
-    if kind != KIND:
+    if kind != KIND.name:
         raise UserError(f"ensemble.from: {path} is a `distill {kind or '?'}` run, not a `distill ensemble` run")
     ignore = {"root", "download"}
     ours, theirs = to_dict(cfg.dataset), to_dict(old.dataset)
@@ -197,8 +195,8 @@ def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, com
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
         on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
     """Members -> ensemble evaluation -> students, once per seed; returns the run directory."""
-    engine.setup_torch(cfg.train)
-    device = engine.resolve_device(cfg.train.device)
+    setup = prepare(cfg, progress)
+    data, device, seeds, show, say = setup.data, setup.device, setup.seeds, setup.show, setup.say
     if cfg.distill.teacher is not None:
         raise UserError("distill.teacher: an ensemble run teaches its students from its own members; "
                         "set distill.teacher=null (reuse earlier members with ensemble.from=RUN_DIR)")
@@ -207,11 +205,9 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
         check_name(arch.name)
     train_m = member_train(cfg)
     engine.resolve_device(train_m.device)
-    data = load_data(cfg.dataset).to(device)
     for arch in {arch_key(a): a for a in archs + students}.values():  # models that do not fit the data
         with torch.random.fork_rng(devices=[]):
             create_model(arch, data.input_shape, data.num_classes)
-    seeds = cfg.seed_list()
     earlier = find_earlier(cfg, archs, data, seeds) if cfg.ensemble.from_ is not None else None
     if cfg.ensemble.combine:  # the distillation objective's own checks (method, layers), on untrained members
         with torch.random.fork_rng(devices=[]):
@@ -219,10 +215,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
         for arch in students:
             for how in cfg.ensemble.combine:
                 _student_objective(cfg, stand_ins, data, device, how, seeds[0], arch)
-    run_ = Run.open(cfg, KIND, out, run_dir)
-    run_.write_meta(device=str(device), reused_from=str(earlier.path) if earlier else None)
-    show = Progress(progress)
-    say = stderr_line(progress)
+    run_ = setup.open(KIND.name, out, run_dir, reused_from=str(earlier.path) if earlier else None)
     def body() -> dict:
         rows: list[dict] = []
         training_log: list[dict] = []
@@ -302,5 +295,4 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             run_.write_summary(rows, "running", loss=loss_info)
         return run_.write_summary(rows, "done", loss=loss_info)
 
-    run_guarded(run_, body)
-    return run_.path
+    return setup.finish(run_, body)
