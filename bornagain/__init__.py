@@ -1,7 +1,7 @@
 """Born-again networks: multi-generation self-distillation (`distill bornagain`).
 
     import bornagain
-    run_dir = bornagain.run(cfg)          # cfg from distill.load_config("configs/ban-mnist1d.yaml")
+    run_dir = bornagain.run(cfg)          # cfg from distill.load_config("ban-mnist1d")
 """
 
 from .chain import generation_seed, run, should_stop

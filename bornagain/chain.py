@@ -1,7 +1,7 @@
 """Born-again chains (Furlanello et al., ICML 2018): each student becomes the next teacher.
 
-    distill bornagain configs/ban-mnist1d.yaml seeds=[0,1,2]
-    distill bornagain configs/ban-mnist1d.yaml seeds=[0] train.epochs=2 bornagain.generations=2   # tiny
+    distill bornagain ban-mnist1d seeds=[0,1,2]
+    distill bornagain ban-mnist1d seeds=[0] train.epochs=2 bornagain.generations=2   # tiny
 
 Generation 0 learns from labels. Generation g = 1..G is a fresh model (of `model.name`, or
 `bornagain.model`) taught by `bornagain.teacher`: `previous` (generation g-1 of the same

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
+    """The command's config: file, keys, types and ranges checked before torch loads, then the
+    names that live in registries (datasets, models, methods: these import torch)."""
     from .config import load_config
 
     return load_config(args.config, args.overrides)
@@ -123,18 +125,20 @@ def preset_lines() -> list[str]:
 
 
 def _reproduce(args):
-    """Run a preset (its quick overrides first with --quick, then the command line's) and report on it."""
-    import results
+    """Run a preset (its quick overrides first with --quick, then the command line's) and report on it.
+    The preset and the overrides are checked before the report's libraries (pandas) load."""
     from .config import load_config, resolve_config_path
 
     path = resolve_config_path(args.preset)
-    cfg = load_config(path)
+    cfg = load_config(path, names=False)  # the preset's keys; its names are checked with the overrides below
     if cfg.preset is None:
         raise UserError(f"reproduce: {args.preset} has no preset: section naming its command; run it with "
                         f"distill {'|'.join(kinds.names())}|tune instead")
     overrides = (list(cfg.preset.quick) if args.quick else []) + list(args.overrides)
     load_config(path, overrides)  # bad overrides: one line and exit 2 before anything runs
     paper = cfg.paper.figures if cfg.paper else None
+    import results
+
     return results.reproduce(path, cfg.preset.command, overrides, out=args.out, paper=paper,
                              paper_source=cfg.paper.source if cfg.paper else "")
 
@@ -153,19 +157,19 @@ def dispatch(args) -> None:
         cfg = _load(args)
         import tuning
         path = tuning.run(cfg, args.out, address=args.address, resume=args.resume, progress=not args.quiet)
+    elif args.command == "reproduce":
+        if args.list or not args.preset:
+            print("\n".join(preset_lines()))
+            return
+        path = _reproduce(args)
     else:
         import results
         try:
             if args.command == "report":
                 path = results.report(args.runs, args.out, compare=args.compare).with_name("report.html")
-            elif args.command == "demo":
-                path = demo(args.out)
-            elif args.list or not args.preset:
-                print("\n".join(preset_lines()))
-                return
             else:
-                path = _reproduce(args)
-        except results.NoRuns as err:  # no run folder there, or an unknown preset: bad input
+                path = demo(args.out)
+        except results.NoRuns as err:  # no run folder there: bad input
             raise UserError(str(err)) from None
     print(path)
 

@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -84,8 +83,8 @@ class DatasetConfig(Section):
 
 @dataclass
 class ModelConfig(Section):
-    name: str = spec("cnn1d", "model: mlp, cnn1d, cnn2d, resnet20/32/56/110, wrn_D_K, densenet_bc, "
-                     "or a torchvision classifier (`distill list models`)")
+    name: str = spec("cnn1d", "model: a name `distill list models` prints, e.g. mlp, cnn1d, resnet20, wrn_28_10, "
+                     "densenet_bc, gpt, hf_causal_lm, or any torchvision classifier")
     width: Optional[int] = spec(None, "mlp: hidden units; cnn1d/cnn2d: channels; null = the model's default", ge=1)
     depth: Optional[int] = spec(None, "mlp: hidden layers; cnn: conv layers; densenet_bc: depth; null = default", ge=1)
     growth_rate: int = spec(12, "densenet_bc: growth rate k", ge=1)
@@ -129,8 +128,8 @@ class TrainConfig(Section):
 
 @dataclass
 class DistillConfig(Section):
-    method: str = spec("kd", "loss: kd, ban, ban_l, cwtm, dkpp, tfkd_self, tfkd_reg, label_smoothing, reverse_kl, "
-                       "jsd, skew_kl, tvd, dkd, dist, wttm, ctkd, fitnet, attention, rkd (`distill list methods`)")
+    method: str = spec("kd", "loss: a name `distill list methods` prints (with each method's options and "
+                       "paper), e.g. kd, ban, dkd, dist, jsd, fitnet")
     temperature: float = spec(4.0, "softmax temperature T of teacher and student (at the start of training)",
                               gt=0.0)
     temperature_end: Optional[float] = spec(None, "T at the end of training, null = constant T", gt=0.0)
@@ -297,23 +296,27 @@ def read_yaml(path) -> dict:
     return data
 
 
-def build_config(data: dict, overrides: list[str] = ()) -> Config:
+def build_config(data: dict, overrides: list[str] = (), names: bool = True) -> Config:
+    """A mapping + `key=value` overrides -> checked `Config`; `names=False` leaves out the names that
+    live in registries (datasets, models, methods), which import torch."""
     data = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
         set_dotted(data, path, value)
     cfg = from_dict(Config, data)
     validate(cfg)
+    if names:
+        check_names(cfg)
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] = (), names: bool = True) -> Config:
     """YAML file or preset name (or defaults when None) + `key=value` overrides -> checked `Config`."""
-    return build_config(read_yaml(path) if path is not None else {}, list(overrides))
+    return build_config(read_yaml(path) if path is not None else {}, list(overrides), names)
 
 
-def validate(cfg: Config) -> None:
-    """Cross-key checks and registry names (imported lazily: registries import torch)."""
+def check_names(cfg: Config) -> None:
+    """The names that live in registries (imported here: they import torch)."""
     from . import data, models, losses
 
     if cfg.dataset.name not in data.DATASETS:
@@ -323,6 +326,10 @@ def validate(cfg: Config) -> None:
     if cfg.distill.method not in losses.METHODS:
         raise ConfigError(f"distill.method: unknown method {cfg.distill.method!r}; choose one of "
                           f"{', '.join(losses.METHODS)}")
+
+
+def validate(cfg: Config) -> None:
+    """Cross-key checks, torch-free (each kind's own among them)."""
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
         raise ConfigError(f"train.device: {cfg.train.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
     if cfg.seeds is not None:

@@ -1,6 +1,6 @@
 """How the K models of one `engine.fit` call run a step: as themselves, or stacked.
 
-    replicas = make_replicas(models, device)       # Stacked when K >= 2, else Modules
+    replicas = make_replicas(models)               # Stacked when K >= 2, else Modules (models on their device)
     logits, features = replicas.forward(xs, layers)  # xs (K, B, ...) -> (K, B, C)
 
 The training loop cannot tell the two apart; both give (K, B, C) logits for K batches,

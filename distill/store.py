@@ -104,7 +104,7 @@ def versions() -> dict:
 
 
 def summary_row(**values) -> dict:
-    """A summary.json row with every key of DESIGN.md (null where it does not apply)."""
+    """A summary.json row with every key of docs/design.md (null where it does not apply)."""
     row = {key: None for key in SUMMARY_KEYS}
     row.update(values)
     return row

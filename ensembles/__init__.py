@@ -1,10 +1,10 @@
 """ensembles: train N teachers, evaluate their ensemble, collapse it into a student (issue 5).
 
-    distill ensemble configs/ensemble-mnist1d.yaml seeds=[0,1,2]
+    distill ensemble ensemble-mnist1d seeds=[0,1,2]
 
     import ensembles
     from distill import load_config
-    run_dir = ensembles.run(load_config("configs/ensemble-mnist1d.yaml", ["seeds=[0]"]))
+    run_dir = ensembles.run(load_config("ensemble-mnist1d", ["seeds=[0]"]))
 
 `run` is in ensembles.experiment (what a run does, the summary rows, resume), the pure
 evaluation functions in ensembles.evaluate, packed-or-sequential training in

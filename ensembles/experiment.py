@@ -1,9 +1,9 @@
 """`distill ensemble`: train N members, evaluate their ensemble, collapse it into students.
 
-    distill ensemble configs/ensemble-mnist1d.yaml seeds=[0,1,2]
-    distill ensemble configs/ensemble-mnist1d.yaml seeds=[0] train.epochs=2 ensemble.train={epochs: 2} \\
+    distill ensemble ensemble-mnist1d seeds=[0,1,2]
+    distill ensemble ensemble-mnist1d seeds=[0] train.epochs=2 ensemble.train={epochs: 2} \\
         dataset.num_samples=500                                      # tiny CPU check
-    distill ensemble configs/ensemble-mnist1d.yaml ensemble.from=runs/ensemble-mnist1d/<id> \\
+    distill ensemble ensemble-mnist1d ensemble.from=runs/ensemble-mnist1d/<id> \\
         ensemble.combine=[mean_logits]                               # new students, members reused
 
 For each seed s (each a full repeat):
@@ -17,7 +17,7 @@ For each seed s (each a full repeat):
    (averaged over subsets of k members) under mean_probs, mean_logits and geometric.
 3. Students: each architecture of `ensemble.students` (or the model section) distilled
    with the `distill` section from all N members, once per `ensemble.combine` entry
-   (`distill.teachers.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.
+   (`distill.objectives.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.
 
 `summary.json` rows: role `member` (one per member), `ensemble` (one per size and
 combination; `member` and `selected_epoch` null; extra keys `subsets`, `disagreement`,

@@ -4,7 +4,7 @@
     models = results.load(["runs/"])            # one row per summary.json model row
     records = results.load_records(["runs/"])   # records.csv rows, with a `run` column
 
-A run directory is any folder holding a `summary.json` (DESIGN.md, "Run directory");
+A run directory is any folder holding a `summary.json` (docs/design.md, "Run directory");
 folders are searched recursively, so a Ray Tune experiment folder with its trial folders
 works as well as a single run. Only files are read: this module never imports torch or
 the `distill` engine.

@@ -75,3 +75,24 @@ def test_train_command_runs(capsys, tmp_path, config):
     assert main(["train", config, "--out", str(tmp_path), "--quiet"] + tiny_overrides(**{"train.epochs": 1})) == 0
     out = capsys.readouterr().out.strip()
     assert (tmp_path / "c").is_dir() and out.endswith(next((tmp_path / "c").iterdir()).name)
+
+
+@pytest.mark.parametrize("argv", [["train", "does-not-exist.yaml"], ["train", "mnist1d-mlp", "train.epochz=3"],
+                                  ["bornagain", "ban-mnist1d", "bornagain.generations=zero"],
+                                  ["reproduce", "mnist1d-mlp", "train.epochz=3"], ["tune", "nope.yaml"]])
+def test_a_typo_answers_in_well_under_a_second_before_torch_loads(argv):
+    """The file, its keys, types and ranges are checked before torch (or pandas) is imported."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, runpy; sys.argv = ['distill'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('distill.cli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert 'torch' not in sys.modules and 'pandas' not in sys.modules\n"
+            "    raise\n")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    took = time.perf_counter() - started
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert took < 1.0, took

@@ -83,3 +83,18 @@ def test_every_key_documented():
 def test_parse_override():
     assert parse_override("search.distill.alpha={grid: [0.1, 0.9]}") == (
         ["search", "distill", "alpha"], {"grid": [0.1, 0.9]})
+
+
+def test_a_value_assigned_in_python_is_checked_like_the_same_value_in_yaml():
+    cfg = load_config("mnist1d-mlp")
+    with pytest.raises(ConfigError, match=r"^distill.temperature: -3.0 is out of range; it must be > 0.0$"):
+        cfg.distill.temperature = -3
+    with pytest.raises(ConfigError, match=r"^train.optimizer: 'lbfgs' is not allowed"):
+        cfg.train.optimizer = "lbfgs"
+    with pytest.raises(ConfigError, match=r"^bornagain.generations: expected an integer"):
+        cfg.bornagain.generations = 1.5
+    with pytest.raises(ConfigError, match=r"^model: expected a mapping"):
+        cfg.model = cfg.train
+    cfg.train.epochs = 7  # a good value is taken, converted as YAML's would be
+    cfg.distill.alpha = 1
+    assert cfg.train.epochs == 7 and cfg.distill.alpha == 1.0 and isinstance(cfg.distill.alpha, float)

@@ -1,10 +1,10 @@
 """The driver of `distill tune`: start (or join) Ray, run the trials, write sweep.json.
 
-    distill tune configs/tune-mnist1d-kd.yaml                       # Ray started here, all CPUs
-    distill tune configs/tune-mnist1d-kd.yaml tune.scheduler=asha   # stop poor trials early
-    distill tune configs/tune-mnist1d-kd.yaml --address 10.0.0.1:6379   # join a `ray start` cluster
-    distill tune configs/tune-mnist1d-kd.yaml --resume              # after the driver was killed
-    distill tune configs/tune-mnist1d-kd.yaml train.epochs=2 dataset.num_samples=500 seeds=[0]  # tiny
+    distill tune tune-mnist1d-kd                       # Ray started here, all CPUs
+    distill tune tune-mnist1d-kd tune.scheduler=asha   # stop poor trials early
+    distill tune tune-mnist1d-kd --address 10.0.0.1:6379   # join a `ray start` cluster
+    distill tune tune-mnist1d-kd --resume              # after the driver was killed
+    distill tune tune-mnist1d-kd train.epochs=2 dataset.num_samples=500 seeds=[0]  # tiny
 
 Where things go: `<storage>/<sweep-id>/`, where storage is `tune.storage_path` or
 `OUT/<name>` and the sweep id is `run_id` or a hash of the resolved config (so the same

@@ -1,6 +1,6 @@
 """One Tune trial: build its config, run `tune.kind`, report its target model's epochs.
 
-The trial writes the run directory of DESIGN.md straight into its trial folder on the
+The trial writes the run directory (docs/design.md) straight into its trial folder on the
 experiment's storage (`<storage_path>/<sweep-id>/<trial folder>/`), next to Ray's own
 files (params.json, result.json, progress.csv, checkpoint_NNNNNN/). Only the target
 model's validation figures (never test; see `tuning.target`) reach Tune, each with a Tune
