@@ -307,6 +307,9 @@ def build_config(data: dict, overrides: list[str] = (), names: bool = True) -> C
     validate(cfg)
     if names:
         check_names(cfg)
+        from .losses import check_options  # the methods' records, a registry too
+        from .methods import options_given
+        check_options(cfg.distill.method, options_given(data, cfg.distill))
     return cfg
 
 

@@ -16,20 +16,19 @@ predictions file) or virtual teachers give None.
 
 from __future__ import annotations
 
-
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .loss_parts import kl_logs, tempered_log_softmax
+from .signals import combine_log_probs
 
 KEYS = ("val_agreement", "test_agreement", "test_teacher_kl")
 
 
 def teacher_log_probs(teacher_logits: torch.Tensor, combine: str) -> torch.Tensor:
-    """(K, N, C) teachers' logits -> (N, C) log-probabilities of their combined prediction at T = 1."""
-    if teacher_logits.shape[0] == 1 or combine == "mean_logits":
-        return F.log_softmax(teacher_logits.mean(0), dim=-1)
-    log_p = F.log_softmax(teacher_logits, dim=-1)
-    return torch.logsumexp(log_p, dim=0) - torch.log(torch.tensor(float(teacher_logits.shape[0])))
+    """(K, N, C) teachers' logits -> (N, C) log-probabilities of their combined prediction at T = 1
+    (per_teacher_kl: the mean probabilities)."""
+    return combine_log_probs(teacher_logits, "mean_logits" if combine == "mean_logits" else "mean_probs")
 
 
 def agreement(student_logits: torch.Tensor, teacher_log_p: torch.Tensor) -> float:
@@ -39,8 +38,7 @@ def agreement(student_logits: torch.Tensor, teacher_log_p: torch.Tensor) -> floa
 
 def teacher_kl(student_logits: torch.Tensor, teacher_log_p: torch.Tensor) -> float:
     """mean_i KL(p_teacher,i || softmax(s_i)) at T = 1."""
-    log_q = F.log_softmax(student_logits.float(), dim=-1)
-    return (teacher_log_p.exp() * (teacher_log_p - log_q)).sum(-1).mean().item()
+    return kl_logs(teacher_log_p, tempered_log_softmax(student_logits.float())).item()
 
 
 @torch.inference_mode()

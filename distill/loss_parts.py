@@ -1,6 +1,8 @@
 """Building blocks of the loss formulas in `distill.losses` (kept apart so that file reads as the list
-of methods): divergences from log-probabilities, DKPP's permutation, TF-KD's virtual teacher, DIST's
-Pearson distance, attention maps and RKD's relations. Reductions are over the last dims (class -1, batch -2).
+of methods): the tempered log-softmax and KL from log-probabilities (written once: every formula, the
+teacher signals and the fidelity figures read them), DKPP's permutation, TF-KD's virtual teacher,
+DIST's Pearson distance, attention maps and RKD's relations. Reductions are over the last dims
+(class -1, batch -2).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets)
     if logits.dim() == 3:  # (K, C, B) is F.cross_entropy's (N, C, d) layout
         return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)
-    return -F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
+    return -tempered_log_softmax(logits).gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
 
 
 def permute_non_argmax(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -42,15 +44,25 @@ def virtual_teacher_log_probs(targets: torch.Tensor, num_classes: int, correct_p
     return probs.log()
 
 
+def tempered_log_softmax(logits: torch.Tensor, temperature=1.0) -> torch.Tensor:
+    """log p^T = log softmax(z / T) over the classes (the last dim): every tempered distribution of the
+    losses, the teacher signals and the fidelity figures is this line (p^T: its exp)."""
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
 def tempered_log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
     """(log p_t^T, log p_s^T): the teacher's and the student's log-probabilities at temperature T."""
-    return (F.log_softmax(teacher_logits / temperature, dim=-1),
-            F.log_softmax(student_logits / temperature, dim=-1))
+    return tempered_log_softmax(teacher_logits, temperature), tempered_log_softmax(student_logits, temperature)
+
+
+def kl_per_example(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_c p_c (log p_c - log q_c) from log-probabilities, one value per example."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def kl_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) from log-probabilities, summed over classes, averaged over the batch."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean(-1)
+    """KL(p || q) from log-probabilities, summed over classes, averaged over the batch (batchmean)."""
+    return kl_per_example(log_p, log_q).mean(-1)
 
 
 def log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:

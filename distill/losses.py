@@ -1,16 +1,15 @@
-"""Distillation losses, each written once as its paper's formula.
+"""Distillation losses, each written once as its paper's formula, and each method's record.
 
     from distill.losses import METHODS
     terms = METHODS["kd"](student_logits, teacher_logits, targets, temperature=4.0)
     # terms = {"teacher": T^2 KL(p_t^T || p_s^T), "task": CE(y, s)}
-    python -m distill.cli list methods       # each method: its paper, what it matches, its keys
+    python -m distill.cli list methods       # each method: its paper, what it matches, its keys and options
 
 Every method takes `(student_logits, teacher_logits, targets, *, temperature, **options)` and
 returns a dict of named terms: `teacher` (the term that reads the teacher, or a virtual
 teacher; DKD and DIST have two such terms, `tckd`/`nckd` and `inter`/`intra`) and `task`
 (the label term, always CE(y, s) on the raw student logits). It never mixes them: the
-objective's one mixer (`distill.objectives.mix`) weighs the terms with alpha, as
-`LOSS_INFO[name]["mix"]` says:
+objective's one mixer (`distill.objectives.mix`) weighs the terms as `METHODS[name].mix` says:
 
     alpha         loss = alpha * teacher + (1 - alpha) * task      (kd, cwtm, dkpp, tfkd_*, ctkd, reverse_kl,
                                                                     jsd, skew_kl, tvd, white-box)
@@ -22,8 +21,9 @@ objective's one mixer (`distill.objectives.mix`) weighs the terms with alpha, as
     wttm          loss = task + wttm_beta * teacher
     labels        loss = task                                      (labels: the teacher read for fidelity only)
 
-`LOSS_INFO[name]` also says how the teacher term reduces, whether it is scaled by T^2 and which
-signal it reads (`logits`, `features`, `none`); `ABOUT[name]` what it matches, its keys, its paper.
+`METHODS[name]` is the method's record (`distill.methods.Method`, made by `register`): also its
+reduction, T^2 scaling, signal, paper and options (each distill.* key it reads and where it goes),
+all that the objective, `distill list methods` and `check_options` read.
 
 Notation: p^T = softmax(z / T); KL(p || q) = sum_c p_c (log p_c - log q_c), averaged over the
 batch ("batchmean"); CE(y, s) = -log softmax(s)_y averaged over the batch. Reductions are
@@ -37,78 +37,65 @@ unweighted sum; `cwtm` and `dkpp` mix with the label loss by alpha like kd (alph
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .loss_parts import (angles, attention_map, cross_entropy, kl_logs, log_mixture, pairwise_distances,  # noqa: F401 (re-exported)
-                         pearson_distance, permute_non_argmax, tempered_log_probs, virtual_teacher_log_probs)
+from .loss_parts import (angles, attention_map, cross_entropy, kl_logs, kl_per_example, log_mixture, pairwise_distances,
+                         pearson_distance, permute_non_argmax, tempered_log_probs, tempered_log_softmax,
+                         virtual_teacher_log_probs)
+from .methods import Method, Option
 
-METHODS: dict[str, Callable[..., dict]] = {}
+METHODS: dict[str, Method] = {}
+#: each record's info(), the fields every run records (read by distill.sources and ensembles)
 LOSS_INFO: dict[str, dict] = {}
-#: per method, for `distill list methods`: what it matches, the distill.* keys it reads, its paper
-ABOUT: dict[str, dict] = {}
-MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm", "labels")
-#: keys every run records in its loss_info whatever the method (the rest of a method's keys are its own)
-COMMON_KEYS = ("temperature", "alpha", "layers", "teacher_layers", "feature_weight")
 
 
-def register(name: str, reduction: str, t2_scaling: bool, *, signal: str = "logits", mix: str = "alpha",
-             matches: str, keys: tuple, paper: str):
-    """Add a method: its formula, how it reduces and mixes, and (for the listing) what it matches,
-    the distill.* keys it reads and its paper."""
-    assert mix in MIXES, mix
-
+def register(name: str, **record):
+    """Add the method `name`: the decorated formula with the other fields of its record (`Method`)."""
     def add(fn):
-        METHODS[name] = fn
-        LOSS_INFO[name] = {"method": name, "reduction": reduction, "t2_scaling": t2_scaling,
-                              "signal": signal, "mix": mix}
-        ABOUT[name] = {"matches": matches, "keys": tuple(keys), "paper": paper}
+        METHODS[name] = Method(name, fn, **record)
+        LOSS_INFO[name] = METHODS[name].info()
         return fn
     return add
 
 
-def own_keys(name: str) -> tuple:
-    """The distill.* keys only `name` reads (recorded in its loss_info next to the common ones)."""
-    return tuple(key for key in ABOUT[name]["keys"] if key not in COMMON_KEYS)
+def check_options(method: str, given: set[str]) -> None:
+    """ConfigError (one line) if `given`, the distill.* keys a config sets, holds one `method` does not
+    read (an unknown method is left to distill.config.validate)."""
+    if method in METHODS:
+        METHODS[method].check(given)
 
 
 def list_methods() -> list[str]:
-    """One line per method: `name: paper. Matches ...; keys: ...`."""
-    return [f"{name}: {a['paper']}. Matches {a['matches']}; keys (distill.*): {', '.join(a['keys']) or 'none'}"
-            for name, a in ABOUT.items()]
+    """One line per method: `name: paper. Matches ...; keys (distill.*): ...; options: key = default ...`."""
+    return [method.describe() for method in METHODS.values()]
 
 
-# ---------------------------------------------------------------- building blocks
-
-
-def kl_to_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(p || softmax(s/T)), batchmean, for a teacher distribution p (zeros allowed: 0 log 0 = 0)."""
-    log_q = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p = teacher_probs.clamp_min(1e-30).log()
-    return (teacher_probs * (log_p - log_q)).sum(-1).mean(-1)
-
-
-def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)) summed over classes, averaged over the batch (batchmean)."""
-    return kl_logs(*tempered_log_probs(student_logits, teacher_logits, temperature))
+#: the options of the white-box methods
+FEATURE_OPTIONS = (
+    Option("layers", "layers", list[str], ["features"], {}, "student layers whose outputs are matched", to="layers"),
+    Option("teacher_layers", "teacher_layers", Optional[list[str]], None, {},
+           "the teacher's layers, one per student layer (null: the same names)", to="layers"),
+    Option("feature_weight", "weight", float, 1.0, {"ge": 0.0}, "multiplier of the feature loss"),
+)
 
 
 # ---------------------------------------------------------------- black-box (logits) methods
 
 
-@register("kd", reduction="batchmean", t2_scaling=True, keys=("temperature", "alpha"), paper="Hinton et al. 2015",
+@register("kd", reduction="batchmean", t2_scaling=True, paper="Hinton et al. 2015",
           matches="the teacher's softened probabilities, forward KL(p_t^T || p_s^T), mixed with the labels")
 def kd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Hinton et al. 2015: alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(y, s)."""
-    return {"teacher": soft_kl(student_logits, teacher_logits, temperature) * temperature**2,
-            "task": cross_entropy(student_logits, targets)}
+    kl = kl_logs(*tempered_log_probs(student_logits, teacher_logits, temperature))
+    return {"teacher": kl * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
 @register("ban", reduction="batchmean", t2_scaling=True, mix="teacher_only",
           matches="the previous generation's softened probabilities alone, KL(p_t^T || p_s^T) (alpha ignored)",
-          keys=("temperature",), paper="Furlanello et al. 2018 (born-again networks)")
+          paper="Furlanello et al. 2018 (born-again networks)")
 def ban(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Born-again networks (Furlanello et al. 2018), teacher term only: T^2 * KL(p_t^T || p_s^T); alpha ignored."""
     return kd(student_logits, teacher_logits, targets, temperature=temperature)
@@ -116,7 +103,7 @@ def ban(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
 
 @register("ban_l", reduction="batchmean", t2_scaling=True, mix="sum",
           matches="the previous generation's softened probabilities plus the labels, unweighted",
-          keys=("temperature",), paper="Furlanello et al. 2018 (BAN+L)")
+          paper="Furlanello et al. 2018 (BAN+L)")
 def ban_l(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """BAN+L: T^2 * KL(p_t^T || p_s^T) + CE(y, s), the unweighted sum; alpha ignored."""
     return kd(student_logits, teacher_logits, targets, temperature=temperature)
@@ -124,7 +111,7 @@ def ban_l(student_logits, teacher_logits, targets, *, temperature: float) -> dic
 
 @register("cwtm", reduction="weighted_sum", t2_scaling=False,
           matches="the teacher's argmax class, examples weighted by its confidence",
-          keys=("temperature", "alpha"), paper="Furlanello et al. 2018 (CWTM)")
+          paper="Furlanello et al. 2018 (CWTM)")
 def cwtm(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Confidence-weighted by teacher max: alpha * sum_i w_i CE(argmax t_i, s_i) + (1 - alpha) * CE(y, s).
 
@@ -132,15 +119,15 @@ def cwtm(student_logits, teacher_logits, targets, *, temperature: float) -> dict
     paper uses T = 1). The weights are constants (no gradient flows to the teacher).
     """
     with torch.no_grad():
-        confidence, teacher_class = F.softmax(teacher_logits / temperature, dim=-1).max(dim=-1)
+        confidence, teacher_class = tempered_log_softmax(teacher_logits, temperature).exp().max(dim=-1)
         weights = confidence / confidence.sum(-1, keepdim=True)
-    per_example = -F.log_softmax(student_logits, dim=-1).gather(-1, teacher_class.unsqueeze(-1)).squeeze(-1)
+    per_example = -tempered_log_softmax(student_logits).gather(-1, teacher_class.unsqueeze(-1)).squeeze(-1)
     return {"teacher": (weights * per_example).sum(-1), "task": cross_entropy(student_logits, targets)}
 
 
-@register("dkpp", reduction="batchmean", t2_scaling=True,
+@register("dkpp", reduction="batchmean", t2_scaling=True, draws=True,
           matches="the teacher's probabilities with the non-argmax classes permuted",
-          keys=("temperature", "alpha"), paper="Furlanello et al. 2018 (DKPP)")
+          paper="Furlanello et al. 2018 (DKPP)")
 def dkpp(student_logits, teacher_logits, targets, *, temperature: float,
          generator: Optional[torch.Generator] = None) -> dict:
     """Dark knowledge with permuted predictions: alpha * T^2 * KL(perm(p_t^T) || p_s^T) + (1 - alpha) * CE(y, s).
@@ -149,14 +136,13 @@ def dkpp(student_logits, teacher_logits, targets, *, temperature: float,
     classes (the argmax keeps its class and value), drawn from `generator`.
     """
     with torch.no_grad():
-        permuted = permute_non_argmax(F.softmax(teacher_logits / temperature, dim=1), generator)
-    return {"teacher": kl_to_probs(student_logits, permuted, temperature) * temperature**2,
-            "task": cross_entropy(student_logits, targets)}
+        permuted = permute_non_argmax(tempered_log_softmax(teacher_logits, temperature).exp(), generator)
+    kl = kl_logs(permuted.clamp_min(1e-30).log(), tempered_log_softmax(student_logits, temperature))
+    return {"teacher": kl * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
 @register("tfkd_self", reduction="batchmean", t2_scaling=True,
-          matches="a pre-trained copy of the student (self-training)",
-          keys=("temperature", "alpha"), paper="Yuan et al. 2020 (teacher-free KD)")
+          matches="a pre-trained copy of the student (self-training)", paper="Yuan et al. 2020 (teacher-free KD)")
 def tfkd_self(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Teacher-free KD, self-training (Yuan et al. 2020): kd with a pre-trained copy of the student as teacher."""
     return kd(student_logits, teacher_logits, targets, temperature=temperature)
@@ -164,7 +150,9 @@ def tfkd_self(student_logits, teacher_logits, targets, *, temperature: float) ->
 
 @register("tfkd_reg", reduction="batchmean", t2_scaling=True, signal="none",
           matches="a hand-made virtual teacher (correct_prob on the true class), no teacher model",
-          keys=("temperature", "alpha", "correct_prob"), paper="Yuan et al. 2020 (teacher-free KD)")
+          paper="Yuan et al. 2020 (teacher-free KD)",
+          options=(Option("correct_prob", "correct_prob", float, 0.9, {"gt": 0.0, "lt": 1.0},
+                          "probability of the true class in the virtual teacher"),))
 def tfkd_reg(student_logits, teacher_logits, targets, *, temperature: float, correct_prob: float = 0.9) -> dict:
     """Teacher-free KD, virtual teacher (Yuan et al. 2020): alpha * T^2 * KL(p_v^T || p_s^T) + (1 - alpha) * CE(y, s).
 
@@ -175,19 +163,21 @@ def tfkd_reg(student_logits, teacher_logits, targets, *, temperature: float, cor
     return kd(student_logits, virtual, targets, temperature=temperature)
 
 
-@register("label_smoothing", reduction="mean", t2_scaling=False, signal="none", mix="smoothing",
-          matches="the labels smoothed towards the uniform distribution, no teacher",
-          keys=("smoothing",), paper="Szegedy et al. 2016")
+@register("label_smoothing", reduction="mean", t2_scaling=False, signal="none", mix="smoothing", temperature="none",
+          matches="the labels smoothed towards the uniform distribution, no teacher", paper="Szegedy et al. 2016",
+          options=(Option("smoothing", "smoothing", float, 0.1, {"ge": 0.0, "lt": 1.0},
+                          "probability mass spread uniformly over the classes (the mixer's eps)", to="weights"),))
 def label_smoothing(student_logits, teacher_logits, targets, *, temperature: float = 1.0) -> dict:
     """Label smoothing (Szegedy et al. 2016): (1 - eps) * CE(y, s) + eps * CE(uniform, s); T ignored.
 
     The uniform distribution is the teacher term, so the mixer's eps = distill.smoothing weighs it.
     """
-    log_p = F.log_softmax(student_logits, dim=-1)
-    return {"teacher": -log_p.mean(-1).mean(-1), "task": cross_entropy(student_logits, targets)}
+    return {"teacher": -tempered_log_softmax(student_logits).mean(-1).mean(-1),
+            "task": cross_entropy(student_logits, targets)}
 
 
-@register("labels", reduction="mean", t2_scaling=False, mix="labels", keys=(), paper="the from-labels baseline",
+@register("labels", reduction="mean", t2_scaling=False, mix="labels", temperature="none",
+          paper="the from-labels baseline",
           matches="the labels only (CE); a teacher, when the run has one, is read for the fidelity figures alone")
 def labels(student_logits, teacher_logits, targets, *, temperature: float = 1.0) -> dict:
     """Training from labels next to a teacher: CE(y, s); the teacher and T are not in the loss.
@@ -213,7 +203,7 @@ def standardize(logits: torch.Tensor) -> torch.Tensor:
 
 @register("reverse_kl", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, reverse KL(p_s^T || p_t^T) (mode-seeking)",
-          keys=("temperature", "alpha"), paper="Gu et al. 2024 (MiniLLM), compared in GKD")
+          paper="Gu et al. 2024 (MiniLLM), compared in GKD")
 def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Reverse KL (mode-seeking): alpha * T^2 * KL(p_s^T || p_t^T) + (1 - alpha) * CE(y, s)."""
     log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
@@ -222,7 +212,9 @@ def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -
 
 @register("jsd", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, generalised Jensen-Shannon divergence",
-          keys=("temperature", "alpha", "jsd_beta"), paper="Agarwal et al. 2024 (GKD)")
+          paper="Agarwal et al. 2024 (GKD)",
+          options=(Option("jsd_beta", "beta", float, 0.5, {"gt": 0.0, "lt": 1.0},
+                          "the mixture weight beta of the generalised JSD (0.5: symmetric)"),))
 def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: float = 0.5) -> dict:
     """Generalised JSD (GKD, Agarwal et al. 2024): alpha * T^2 * JSD(beta)(p_t^T || p_s^T) + (1 - alpha) * CE.
 
@@ -239,7 +231,11 @@ def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: fl
 
 @register("skew_kl", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, skew KL to a teacher-student mixture",
-          keys=("temperature", "alpha", "skew", "skew_reverse"), paper="Ko et al. 2024 (DistiLLM)")
+          paper="Ko et al. 2024 (DistiLLM)",
+          options=(Option("skew", "skew", float, 0.1, {"ge": 0.0, "lt": 1.0},
+                          "skew of the mixture (0 = plain KL / reverse KL)"),
+                   Option("skew_reverse", "reverse", bool, False, {},
+                          "the skew reverse KL (SRKL) instead of the skew KL (SKL)")))
 def skew_kl(student_logits, teacher_logits, targets, *, temperature: float, skew: float = 0.1,
             reverse: bool = False) -> dict:
     """Skew KL / skew reverse KL (DistiLLM, Ko et al. 2024): alpha * T^2 * D + (1 - alpha) * CE(y, s).
@@ -256,18 +252,23 @@ def skew_kl(student_logits, teacher_logits, targets, *, temperature: float, skew
 
 @register("tvd", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, total variation distance",
-          keys=("temperature", "alpha"), paper="total variation distance as in Wen et al. 2023 (f-divergence KD)")
+          paper="total variation distance as in Wen et al. 2023 (f-divergence KD)")
 def tvd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Total variation distance: alpha * T^2 * (1/2) sum_c |p_t^T - p_s^T| + (1 - alpha) * CE(y, s), in [0, T^2]."""
-    p = F.softmax(teacher_logits / temperature, dim=-1)
-    q = F.softmax(student_logits / temperature, dim=-1)
-    return {"teacher": 0.5 * (p - q).abs().sum(-1).mean(-1) * temperature**2,
+    log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
+    return {"teacher": 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1).mean(-1) * temperature**2,
             "task": cross_entropy(student_logits, targets)}
 
 
 @register("dkd", reduction="batchmean", t2_scaling=True, mix="dkd",
           matches="the teacher's target-class and non-target-class probabilities, as two weighted terms",
-          keys=("temperature", "dkd_alpha", "dkd_beta", "dkd_warmup_epochs"), paper="Zhao et al. 2022 (decoupled KD)")
+          paper="Zhao et al. 2022 (decoupled KD)",
+          options=(Option("dkd_alpha", "tckd", float, 1.0, {"ge": 0.0}, "weight of the target-class term TCKD",
+                          to="weights"),
+                   Option("dkd_beta", "nckd", float, 8.0, {"ge": 0.0}, "weight of the non-target-class term NCKD",
+                          to="weights"),
+                   Option("dkd_warmup_epochs", "warmup_epochs", float, 20.0, {"ge": 0.0},
+                          "the teacher terms' weight grows as min(epoch / this, 1) (0 = off)", to="weights")))
 def dkd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Decoupled KD (Zhao et al. 2022): CE(y, s) + w(e) * (alpha * TCKD + beta * NCKD).
 
@@ -280,22 +281,25 @@ def dkd(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     mask = torch.zeros_like(student_logits, dtype=torch.bool).scatter(-1, target, True)
 
     def binary_log(z):  # (log p_y, log (1 - p_y)) without subtracting probabilities
-        log_p = F.log_softmax(z / temperature, dim=-1)
+        log_p = tempered_log_softmax(z, temperature)
         return torch.cat([log_p.gather(-1, target), log_p.masked_fill(mask, -math.inf).logsumexp(-1, True)], -1)
 
-    def non_target_log(z):
-        return F.log_softmax((z / temperature).masked_fill(mask, -math.inf), dim=-1)
+    def non_target_log(z):  # the target's log 0 set to 0 in both: its KL term is 1 * (0 - 0) = 0
+        return tempered_log_softmax(z.masked_fill(mask, -math.inf), temperature).masked_fill(mask, 0.0)
 
     tckd = kl_logs(binary_log(teacher_logits), binary_log(student_logits))
-    log_t, log_s = non_target_log(teacher_logits), non_target_log(student_logits)
-    nckd = (log_t.exp() * (log_t - log_s).masked_fill(mask, 0.0)).sum(-1).mean(-1)
+    nckd = kl_logs(non_target_log(teacher_logits), non_target_log(student_logits))
     return {"tckd": tckd * temperature**2, "nckd": nckd * temperature**2,
             "task": cross_entropy(student_logits, targets)}
 
 
 @register("dist", reduction="mean", t2_scaling=True, mix="dist",
           matches="the teacher's per-example and per-class probability correlations (Pearson)",
-          keys=("temperature", "dist_beta", "dist_gamma"), paper="Huang et al. 2022 (DIST)")
+          paper="Huang et al. 2022 (DIST)",
+          options=(Option("dist_beta", "inter", float, 1.0, {"ge": 0.0},
+                          "weight of the inter-class (per example) correlation term", to="weights"),
+                   Option("dist_gamma", "intra", float, 1.0, {"ge": 0.0},
+                          "weight of the intra-class (per class, over the batch) term", to="weights")))
 def dist(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """DIST (Huang et al. 2022): CE(y, s) + beta * inter + gamma * intra.
 
@@ -304,34 +308,39 @@ def dist(student_logits, teacher_logits, targets, *, temperature: float) -> dict
     d_p = 1 - Pearson correlation, p = softmax(z / T). The paper's defaults are beta = gamma = 1
     (distill.dist_beta, dist_gamma); its code uses T = 4, beta = gamma = 2 on CIFAR-100.
     """
-    p_s = F.softmax(student_logits / temperature, dim=-1)
-    p_t = F.softmax(teacher_logits / temperature, dim=-1)
+    log_p_t, log_p_s = tempered_log_probs(student_logits, teacher_logits, temperature)
+    p_s, p_t = log_p_s.exp(), log_p_t.exp()
     return {"inter": pearson_distance(p_s, p_t, -1).mean(-1) * temperature**2,
             "intra": pearson_distance(p_s, p_t, -2).mean(-1) * temperature**2,
             "task": cross_entropy(student_logits, targets)}
 
 
-@register("wttm", reduction="weighted_mean", t2_scaling=False, mix="wttm",
+@register("wttm", reduction="weighted_mean", t2_scaling=False, mix="wttm", combine_at_t1=True,
           matches="the power-transformed teacher by the untempered student, examples weighted",
-          keys=("temperature", "wttm_beta"), paper="Zheng & Yang 2024 (WTTM)")
+          paper="Zheng & Yang 2024 (WTTM)",
+          options=(Option("wttm_beta", "teacher", float, 1.0, {"ge": 0.0},
+                          "weight of the weighted transformed-teacher term (CE weight 1)", to="weights"),))
 def wttm(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
     """Weighted transformed teacher matching (Zheng & Yang 2024): CE(y, s) + beta * mean_i U_i KL(p~_t,i || q_i)
 
     The teacher is power-transformed, p~_t = p_t^gamma / U with U = sum_c p_t,c^gamma and
     gamma = 1 / T (so p~_t = softmax(t / T)); the student q = softmax(s) has no temperature;
     U_i (larger for smoother teacher outputs) weighs each example. beta = distill.wttm_beta.
+    An ensemble of teachers is combined at T = 1 (p_t), before the transform.
     """
-    log_p = F.log_softmax(teacher_logits, dim=-1)
+    log_p = tempered_log_softmax(teacher_logits)
     log_u = (log_p / temperature).logsumexp(-1)   # log sum_c p_c^gamma
-    log_p_tilde = log_p / temperature - log_u.unsqueeze(-1)
-    log_q = F.log_softmax(student_logits, dim=-1)
-    per_example = (log_p_tilde.exp() * (log_p_tilde - log_q)).sum(-1)
+    per_example = kl_per_example(tempered_log_softmax(log_p, temperature), tempered_log_softmax(student_logits))
     return {"teacher": (log_u.exp() * per_example).mean(-1), "task": cross_entropy(student_logits, targets)}
 
 
-@register("ctkd", reduction="batchmean", t2_scaling=True,
+@register("ctkd", reduction="batchmean", t2_scaling=True, temperature="learned",
           matches="the teacher's softened probabilities at a learned, adversarial temperature",
-          keys=("alpha", "ctkd_lambda", "ctkd_loops"), paper="Li et al. 2023 (curriculum temperature KD)")
+          paper="Li et al. 2023 (curriculum temperature KD)",
+          options=(Option("ctkd_lambda", "lambda_max", float, 1.0, {"ge": 0.0},
+                          "largest gradient-reversal strength on the learned temperature", to="temperature"),
+                   Option("ctkd_loops", "loops", float, 10.0, {"ge": 0.0},
+                          "epochs over which the reversal strength rises from 0 to ctkd_lambda", to="temperature")))
 def ctkd(student_logits, teacher_logits, targets, *, temperature) -> dict:
     """Curriculum temperature KD (Li et al. 2023): kd at a learned T, T adversarial to the student.
 
@@ -348,7 +357,7 @@ def ctkd(student_logits, teacher_logits, targets, *, temperature) -> dict:
 
 @register("fitnet", reduction="mean", t2_scaling=False, signal="features",
           matches="the teacher's intermediate features through learned projections (MSE)",
-          keys=("alpha", "layers", "teacher_layers", "feature_weight"), paper="Romero et al. 2015 (FitNets)")
+          paper="Romero et al. 2015 (FitNets)", temperature="none", options=FEATURE_OPTIONS)
 def fitnet(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
            student_features: list, teacher_features: list, weight: float = 1.0) -> dict:
     """FitNets hints (Romero et al. 2015): alpha * w * sum_l mean((r_l(f_s,l) - f_t,l)^2) + (1 - alpha) * CE(y, s).
@@ -362,7 +371,7 @@ def fitnet(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
 
 @register("attention", reduction="mean", t2_scaling=False, signal="features",
           matches="the teacher's spatial attention maps of the given layers",
-          keys=("alpha", "layers", "teacher_layers", "feature_weight"), paper="Zagoruyko & Komodakis 2017 (AT)")
+          paper="Zagoruyko & Komodakis 2017 (AT)", temperature="none", options=FEATURE_OPTIONS)
 def attention(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
               student_features: list, teacher_features: list, weight: float = 1.0) -> dict:
     """Attention transfer: alpha * w * sum_l mean_(b, j) (a_s,l - a_t,l)^2 + (1 - alpha) * CE(y, s), a = attention_map."""
@@ -373,7 +382,7 @@ def attention(student_logits, teacher_logits, targets, *, temperature: float = 1
 
 @register("rkd", reduction="mean", t2_scaling=False, signal="features",
           matches="the distances and angles between examples in the teacher's feature space",
-          keys=("alpha", "layers", "teacher_layers", "feature_weight"), paper="Park et al. 2019 (relational KD)")
+          paper="Park et al. 2019 (relational KD)", temperature="none", options=FEATURE_OPTIONS)
 def rkd(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
         student_features: list, teacher_features: list, weight: float = 1.0) -> dict:
     """Relational KD (Park et al. 2019): alpha * w * sum_l [huber(psi_D) + 2 huber(psi_A)] + (1 - alpha) * CE(y, s).

@@ -13,8 +13,9 @@ train and checkpoint with the student) with three members the training loop read
 - `terms(batch, logits, features, progress)`: named loss terms of one model's batch.
 - `weights(progress)`: the weight of each term, e.g. alpha and 1 - alpha (with its schedule).
 
-`mix` is the only place terms are combined, so a new method is a formula in `losses` and
-nothing else. T and alpha follow `value_at(schedule, start, end, progress)`.
+`mix` is the only place terms are combined, and `Distill` reads a method's options from its
+record, so a new method is a formula in `losses` with its record (`register`) and nothing else.
+T and alpha follow `value_at(schedule, start, end, progress)`.
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ def mix(terms: dict, weights: dict) -> torch.Tensor:
     return sum(parts[1:], parts[0])
 
 
-def mix_weights(how: str, alpha: float, smoothing: float = 0.0) -> dict:
-    """The weights of a method's terms by its `mix` kind (see distill.losses)."""
+def mix_weights(how: str, alpha: float, smoothing: float = 0.0, *, epoch: int = 1, **weights) -> dict:
+    """The weights of a method's terms by its `mix` kind (see distill.losses). The options that go
+    to the mixer come by keyword (`Method.values(cfg, "weights")`): smoothing (eps); dkd: tckd, nckd
+    and warmup_epochs (the teacher terms' weight grows as min(epoch / warmup_epochs, 1), epoch = 1,
+    2, ...); dist: inter, intra; wttm: teacher. The task term weighs 1 in those."""
     if how == "teacher_only":
         return {"teacher": 1.0, "task": 0.0}
     if how == "sum":
@@ -74,6 +78,12 @@ def mix_weights(how: str, alpha: float, smoothing: float = 0.0) -> dict:
         return {"teacher": smoothing, "task": 1.0 - smoothing}
     if how == "labels":
         return {"task": 1.0}
+    if how == "dkd":
+        warmup = weights.pop("warmup_epochs")
+        warm = min(epoch / warmup, 1.0) if warmup > 0 else 1.0
+        return {"task": 1.0, **{term: warm * weight for term, weight in weights.items()}}
+    if how in ("dist", "wttm"):
+        return {"task": 1.0, **weights}
     return {"teacher": alpha, "task": 1.0 - alpha}
 
 
@@ -153,18 +163,16 @@ def ctkd_reversal(epoch: int, loops: float, lambda_max: float, lambda_min: float
 
 
 
-#: methods whose teacher is read at T = 1 (the formula transforms it): ensembles are combined at T = 1
-COMBINED_AT_T1 = ("wttm",)
-
-
 class Distill(Objective):
-    """A method of `losses` with its teacher signal: the teacher and task terms of `losses.METHODS[method]`.
+    """A method of `losses` with its teacher signal: the terms of `losses.METHODS[method]`, weighed by its record.
 
-    Teachers are kept out of the module's parameters (the signal is a plain attribute) and never trained.
-    With `distill.standardize`, the student's and each teacher's logits are standardised
-    (`losses.standardize`) before the formula; the task term stays CE on the raw student logits.
-    `epochs` (train.epochs) turns the per-epoch schedules (DKD's warm-up, CTKD's curriculum)
-    into training progress; ctkd's temperature is the parameter `theta` (trained, checkpointed).
+    Every option reaches the formula, the mixer or the learned temperature from the method's
+    record (`Method.values`), never by the method's name. Teachers are kept out of the module's
+    parameters (the signal is a plain attribute) and never trained. With `distill.standardize`,
+    the student's and each teacher's logits are standardised (`losses.standardize`) before the
+    formula; the task term stays CE on the raw student logits. `epochs` (train.epochs) turns the
+    per-epoch schedules (DKD's warm-up, CTKD's curriculum) into training progress; a learned
+    temperature is the parameter `theta` (trained, checkpointed).
     """
 
     def __init__(self, cfg: DistillConfig, signal, combine: str, seed: int = 0,
@@ -172,16 +180,15 @@ class Distill(Objective):
                  epochs: Optional[int] = None):
         super().__init__()
         self.epochs = epochs
-        if cfg.method == "ctkd":
+        self.method = losses.METHODS[cfg.method]
+        if self.method.temperature == "learned":
             self.theta = nn.Parameter(torch.tensor(CTKD_THETA0))
         self.cfg = cfg
-        self.info = losses.LOSS_INFO[cfg.method]
-        self.formula = losses.METHODS[cfg.method]
         self.signal = signal
         self.combine = combine
         self.seed = seed
         self.projections = projections
-        white_box = self.info["signal"] == "features"
+        white_box = self.method.signal == "features"
         self.student_layers = tuple(cfg.layers) if white_box else ()
         self.teacher_layers = list(teacher_layers or cfg.teacher_layers or cfg.layers)
 
@@ -194,70 +201,58 @@ class Distill(Objective):
 
     def temperature(self, progress: float):
         c = self.cfg
-        if c.method == "ctkd":  # a tensor: the learned T through the gradient reversal of this epoch
-            return ctkd_temperature(self.theta, ctkd_reversal(self.epoch(progress), c.ctkd_loops,
-                                                                            c.ctkd_lambda))
+        if self.method.temperature == "learned":  # a tensor: T through the gradient reversal of this epoch
+            reversal = ctkd_reversal(self.epoch(progress), **self.method.values(c, "temperature"))
+            return ctkd_temperature(self.theta, reversal)
         return value_at(c.temperature_schedule, c.temperature, c.temperature_end, progress)
 
     def weights(self, progress: float) -> dict:
         c = self.cfg
-        how = self.info["mix"]
-        if how == "dkd":
-            warm = min(self.epoch(progress) / c.dkd_warmup_epochs, 1.0) if c.dkd_warmup_epochs > 0 else 1.0
-            return {"task": 1.0, "tckd": warm * c.dkd_alpha, "nckd": warm * c.dkd_beta}
-        if how == "dist":
-            return {"task": 1.0, "inter": c.dist_beta, "intra": c.dist_gamma}
-        if how == "wttm":
-            return {"task": 1.0, "teacher": c.wttm_beta}
         alpha = value_at(c.alpha_schedule, c.alpha, c.alpha_end, progress)
-        return mix_weights(how, alpha, c.smoothing)
+        epoch = self.epoch(progress) if self.epochs is not None else 1
+        return mix_weights(self.method.mix, alpha, epoch=epoch, **self.method.values(c, "weights"))
 
     def record(self) -> dict:
-        if self.cfg.method != "ctkd":
+        if self.method.temperature != "learned":
             return {}
         with torch.no_grad():
             return {"temperature": float(ctkd_temperature(self.theta, 0.0))}
 
     def _options(self, progress: float, student: torch.Tensor) -> dict:
-        method = self.cfg.method
-        if method == "tfkd_reg":
-            return {"correct_prob": self.cfg.correct_prob}
-        if method == "jsd":
-            return {"beta": self.cfg.jsd_beta}
-        if method == "skew_kl":
-            return {"skew": self.cfg.skew, "reverse": self.cfg.skew_reverse}
-        if method == "dkpp":  # deterministic per step and seed, whatever ran before: resumable
+        """The formula's keywords: its options, and a generator for a method that draws (DKPP's
+        permutations: deterministic per step and seed, whatever ran before, so resumable)."""
+        options = self.method.values(self.cfg, "loss")
+        if self.method.draws:
             step_seed = (self.seed * 1_000_003 + int(round(progress * 1e9))) % 2**63
-            return {"generator": torch.Generator(device=student.device).manual_seed(step_seed)}
-        return {}
+            options["generator"] = torch.Generator(device=student.device).manual_seed(step_seed)
+        return options
 
     def terms(self, batch, logits, features, progress):
         student = logits.float()
-        if self.info["mix"] == "labels":  # from labels: the teacher is there for the fidelity figures only
-            return self.formula(student, None, batch.y)
+        if self.method.mix == "labels":  # from labels: the teacher is there for the fidelity figures only
+            return self.method(student, None, batch.y)
         self.signal.prepare()
         temperature = self.temperature(progress)
         options = self._options(progress, student)
-        kind = self.info["signal"]
+        kind = self.method.signal
         if kind == "none":
-            return self.formula(student, None, batch.y, temperature=temperature, **options)
+            return self.method(student, None, batch.y, temperature=temperature, **options)
         if kind == "features":
             with torch.no_grad():
                 _, teacher_feats = capture(self.signal.models[0], self.teacher_layers, batch.x,
                                            "distill.teacher_layers", "teacher")
             if self.projections is not None:
                 features = [p(f) for p, f in zip(self.projections, features)]
-            return self.formula(student, None, batch.y, temperature=temperature, student_features=features,
-                                teacher_features=[f.float() for f in teacher_feats], weight=self.cfg.feature_weight)
+            return self.method(student, None, batch.y, temperature=temperature, student_features=features,
+                               teacher_features=[f.float() for f in teacher_feats], **options)
         teacher = self.signal.logits(batch.x, batch.idx)
         raw = student
         if self.cfg.standardize:
             student, teacher = losses.standardize(student), losses.standardize(teacher)
-        combined_at = 1.0 if self.cfg.method in COMBINED_AT_T1 else temperature
-        views = teacher_views(teacher, combined_at, self.combine)
-        terms = self.formula(student, views[0], batch.y, temperature=temperature, **options)
+        views = teacher_views(teacher, 1.0 if self.method.combine_at_t1 else temperature, self.combine)
+        terms = self.method(student, views[0], batch.y, temperature=temperature, **options)
         for z in views[1:]:  # per_teacher_kl: one set of teacher terms per teacher, summed
-            more = self.formula(student, z, batch.y, temperature=temperature, **options)
+            more = self.method(student, z, batch.y, temperature=temperature, **options)
             terms.update({name: terms[name] + value for name, value in more.items() if name != "task"})
         if self.cfg.standardize:
             terms["task"] = losses.cross_entropy(raw, batch.y)
@@ -267,18 +262,18 @@ class Distill(Objective):
 def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str], teachers: int,
               cache: Optional[str]) -> dict:
     """What a student was taught with, as recorded in summary.json and records.csv."""
-    info = dict(losses.LOSS_INFO[cfg.method])
+    method = losses.METHODS[cfg.method]
+    info = method.info()
     info.update(temperature=cfg.temperature, temperature_end=cfg.temperature_end,
                 temperature_schedule=cfg.temperature_schedule if cfg.temperature_end is not None else "constant",
                 alpha=cfg.alpha, alpha_end=cfg.alpha_end,
                 alpha_schedule=cfg.alpha_schedule if cfg.alpha_end is not None else "constant",
                 combine=combine if teachers > 1 else None, teacher=teacher, teachers=teachers, cache=cache)
-    info.update({key: getattr(cfg, key) for key in losses.own_keys(cfg.method)})  # e.g. dkd_beta, smoothing
+    info.update({option.key: getattr(cfg, option.key) for option in method.options})  # e.g. dkd_beta, smoothing
     if cfg.standardize:
         info["standardize"] = True
-    if info["signal"] == "features":
-        info.update(layers=list(cfg.layers), teacher_layers=list(cfg.teacher_layers or cfg.layers),
-                    feature_weight=cfg.feature_weight)
+    if method.signal == "features":
+        info.update(layers=list(cfg.layers), teacher_layers=list(cfg.teacher_layers or cfg.layers))
     return info
 
 
@@ -304,12 +299,13 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
     from .signals import FileSignal, ModelSignal, cache_decision
 
     combine = combine or cfg.combine
-    kind = losses.LOSS_INFO[cfg.method]["signal"]
+    method = losses.METHODS[cfg.method]
+    kind = method.signal
     if cfg.standardize and kind != "logits":
         raise UserError(f"distill.standardize: logit standardisation applies to methods that read teacher logits; "
                         f"{cfg.method} reads {'features' if kind == 'features' else 'no teacher'}; "
                         f"set distill.standardize=false")
-    if cfg.method in ("dkd", "ctkd") and epochs is None:
+    if method.needs_epochs and epochs is None:
         raise ValueError(f"make_objective: {cfg.method}'s per-epoch schedule needs `epochs=` (train.epochs)")
     if kind == "none":
         return Distill(cfg, ModelSignal([], data, device, cached=False), combine, seed, epochs=epochs), \
@@ -318,7 +314,7 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
         raise ValueError(f"make_objective: method {cfg.method} needs a teacher")
     signal_kind = "file" if file_logits is not None else "models"
     cached, note = cache_decision(kind, signal_kind, data, cache)
-    if losses.LOSS_INFO[cfg.method]["mix"] == "labels":
+    if method.mix == "labels":
         note = "not read in training: the teacher gives the fidelity figures only"
     top_k = (cfg.top_k, cfg.top_k_rest) if getattr(data, "text", None) is not None else None  # LMs: distill/lm.py
     if top_k and cached:

@@ -24,8 +24,9 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .loss_parts import tempered_log_softmax
 
 
 class ModelSignal:
@@ -80,20 +81,26 @@ class FileSignal:
         return self.table[:, idx]
 
 
+def combine_log_probs(logits: torch.Tensor, combine: str, temperature=1.0) -> torch.Tensor:
+    """(K, ..., C) logits of K models -> log-probabilities of their combination at T, the one
+    definition that training, fidelity and ensemble evaluation read. mean_probs: log mean_k
+    softmax(z_k / T), the distribution closest to all K in summed KL; mean_logits: log softmax(mean_k z_k / T)."""
+    if combine == "mean_logits":
+        return tempered_log_softmax(logits.mean(0), temperature)
+    if combine == "mean_probs":
+        return torch.logsumexp(tempered_log_softmax(logits, temperature), dim=0) - math.log(logits.shape[0])
+    raise ValueError(f"unknown combination {combine!r}; choose mean_probs or mean_logits")
+
+
 def teacher_views(teacher_logits: torch.Tensor, temperature: float, combine: str) -> list[torch.Tensor]:
     """(K, B, C) teachers' logits -> the (B, C) logits z the loss reads, softmax(z / T) being
-    the teacher distribution: one for mean_probs and mean_logits, one per teacher for
-    per_teacher_kl (whose teacher terms are summed)."""
-    k = teacher_logits.shape[0]
-    if k == 1:
+    the teacher distribution: one for mean_probs and mean_logits (T log p of the combination),
+    one per teacher for per_teacher_kl (whose teacher terms are summed)."""
+    if teacher_logits.shape[0] == 1:
         return [teacher_logits[0]]
-    if combine == "mean_logits":
-        return [teacher_logits.mean(0)]
     if combine == "per_teacher_kl":
         return list(teacher_logits)
-    # mean_probs: log mean_k softmax(z_k / T), times T, so that softmax(. / T) gives the mean
-    log_mean = torch.logsumexp(F.log_softmax(teacher_logits / temperature, dim=-1), dim=0) - math.log(k)
-    return [log_mean * temperature]
+    return [combine_log_probs(teacher_logits, combine, temperature) * temperature]
 
 
 def cache_decision(method_signal: str, signal_kind: str, data, cache: str = "auto") -> tuple[bool, str]:

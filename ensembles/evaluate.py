@@ -28,7 +28,9 @@ from typing import Optional
 
 from torch import Tensor
 
+from distill.loss_parts import tempered_log_softmax
 from distill.metrics import probs_metrics
+from distill.signals import combine_log_probs
 
 COMBINES = ("mean_probs", "mean_logits", "geometric")
 
@@ -36,12 +38,10 @@ COMBINES = ("mean_probs", "mean_logits", "geometric")
 def combine_probs(logits: Tensor, how: str) -> Tensor:
     """(K, n, C) logits of K members -> (n, C) probabilities of their ensemble (see the docstring)."""
     logits = logits.float()
-    if how == "mean_probs":
-        return logits.softmax(-1).mean(0)
-    if how == "mean_logits":
-        return logits.mean(0).softmax(-1)
+    if how in ("mean_probs", "mean_logits"):  # as the students are distilled from them
+        return combine_log_probs(logits, how).exp()
     if how == "geometric":
-        return logits.log_softmax(-1).mean(0).softmax(-1)
+        return tempered_log_softmax(tempered_log_softmax(logits).mean(0)).exp()
     raise ValueError(f"unknown combination {how!r}; choose one of {', '.join(COMBINES)}")
 
 

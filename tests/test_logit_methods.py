@@ -219,14 +219,13 @@ def test_every_method_lists_what_it_matches_its_keys_and_its_paper(capsys):
     from distill.objectives import loss_info
 
     fields = set(DistillConfig.__dataclass_fields__)
-    assert set(losses.ABOUT) == set(METHODS)
-    for name, about in losses.ABOUT.items():
-        assert about["matches"] and about["paper"], name
-        assert set(about["keys"]) <= fields, (name, set(about["keys"]) - fields)
+    for name, method in METHODS.items():
+        assert method.matches and method.paper, name
+        assert set(method.keys) <= fields, (name, set(method.keys) - fields)
         info = loss_info(DistillConfig(method=name), None, None, 1, None)  # a method's own keys are recorded
-        assert set(losses.own_keys(name)) <= set(info), name
-    assert losses.own_keys("dkd") == ("dkd_alpha", "dkd_beta", "dkd_warmup_epochs")
-    assert "temperature" not in losses.ABOUT["ctkd"]["keys"]  # its T is learned
+        assert {option.key for option in method.options} <= set(info), name
+    assert [option.key for option in METHODS["dkd"].options] == ["dkd_alpha", "dkd_beta", "dkd_warmup_epochs"]
+    assert "temperature" not in METHODS["ctkd"].keys  # its T is learned
     assert main(["list", "methods"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(METHODS)

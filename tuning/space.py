@@ -224,6 +224,12 @@ def trial_config(base: dict, params: dict, *, seeds: list[int] | None = None, **
         set_dotted(data, key.split("."), value)
     for key, value in top.items():
         set_dotted(data, key.split("."), value)
+    if "distill.method" in params:  # a sweep over methods: each trial keeps the options its method reads
+        from distill.config import DistillConfig
+        from distill.losses import METHODS
+        from distill.methods import only_read
+
+        data["distill"] = only_read(data["distill"], METHODS[data["distill"]["method"]], to_dict(DistillConfig()))
     return build_config(data)
 
 
