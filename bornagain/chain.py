@@ -42,6 +42,7 @@ from distill.jobs import Job, fit_jobs
 from distill.metrics import probs_metrics
 from distill.models import create_model
 from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
+from distill.signals import combine_log_probs
 from distill.sources import stand_in_student
 from distill.kinds.bornagain import KIND
 from distill.store import summary_row
@@ -95,8 +96,8 @@ def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: i
                   costs: dict[int, dict] | None = None) -> list[dict]:
     """Ens x k rows: mean probabilities of generations 1..k and of 0..k, on validation and test;
     with `costs` (generation -> its summary row), each row's cost is the sum of its generations'."""
-    probs = {split: {g: predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision).softmax(-1)
-                     for g, m in models.items()} for split in ("val", "test")}
+    logits = {split: {g: predict(m, data, split, cfg.train.eval_batch_size, cfg.train.precision)
+                      for g, m in models.items()} for split in ("val", "test")}
     rows = []
     last = max(models)
     for first in (1, 0):
@@ -104,8 +105,9 @@ def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: i
             gens = list(range(first, k + 1))
             if len(gens) < 2:
                 continue
-            metrics = {split: probs_metrics(torch.stack([probs[split][g] for g in gens]).mean(0), data.y[split])
-                       for split in probs}
+            metrics = {split: probs_metrics(combine_log_probs(torch.stack([logits[split][g] for g in gens]),
+                                                              "mean_probs").exp(), data.y[split])
+                       for split in logits}
             rows.append(summary_row(
                 role="ensemble", name=f"ens_{first}..{k}", seed=seed, generation=k, size=len(gens),
                 combine="mean_probs", parent=f"generations {first}..{k}",
