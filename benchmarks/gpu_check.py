@@ -31,7 +31,7 @@ train loss below its first).
 Figures (GPU only): training images/s (a few hundred timed steps after warm-up, synchronised)
 of CIFAR ResNet-20, ResNet-56 and WRN-28-10 at batch 128, fp32 and bf16; model FLOP
 utilisation of torchvision ResNet-18 in bf16 on 32x32 inputs (forward FLOPs from
-`distill.cost.count_flops`, the counter behind `model_cost`'s `flops`, x 3 for a training
+`distill.export.cost.count_flops`, the counter behind `model_cost`'s `flops`, x 3 for a training
 step, over the device's dense bf16 peak in PEAK_BF16_TFLOPS); and per GPU preset in
 distill/presets/ the images/s of its model at its batch size and settings, the seconds per
 epoch (`preset.cost.examples` / images/s) and GPU-hours of the full run (x `preset.cost.epochs`,
@@ -61,12 +61,14 @@ import torch
 import torch.nn.functional as F
 
 from distill import engine
-from distill.config import ModelConfig, TrainConfig, from_dict, load_config, preset_names
-from distill.cost import count_flops
+from distill.config import ModelConfig, TrainConfig, load_config
+from distill.schema import from_dict
+from distill.presets_config import preset_names
+from distill.export.cost import count_flops
 from distill.data import load_data
-from distill.evaluation import autocast, use_channels_last
+from distill.training.evaluation import autocast, use_channels_last
 from distill.models import create_model
-from distill.replicas import make_replicas
+from distill.training.replicas import make_replicas
 
 STEP_TOL = {"fp32": 0.05, "bf16": 0.25}  # one step: relative difference of the loss and of the gradient vector
 FIT_TOL = {"fp32": 0.05, "bf16": 0.15}   # a fit: |loss - CPU's| / max(CPU's, 0.1), every epoch; val NLL relative
@@ -249,7 +251,7 @@ def check_experiment(ctx: Context, kind: str) -> list[tuple[str, float, float]]:
 def check_tune(ctx: Context) -> list[tuple[str, float, float]]:
     """A grid of trials over train.lr on Ray Tune; each trial's run re-run on the CPU from its config.yaml."""
     import tuning
-    from distill.runner import train
+    from distill.training.runner import train
 
     lrs = [0.003, 0.01, 0.03, 0.1][:ctx.size["trials"]]
     cfg = ctx.config("seeds=[0]", "train.device=auto", f"tune.gpus_per_trial={ctx.size['gpus_per_trial']}",

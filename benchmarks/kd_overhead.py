@@ -10,7 +10,7 @@ most) and the 1-D CNN (figures suffixed _cnn1d), each with a same-architecture t
   plain   cross-entropy on labels (the engine's default objective: F.cross_entropy + autograd)
   cached  kd from teacher outputs computed once for the train split
   online  kd with a same-architecture teacher run on every batch (eval mode, no grad)
-Every variant is the plain formula through autograd (distill.losses.kd via the one mixer):
+Every variant is the plain formula through autograd (distill.methods.losses.kd via the one mixer):
 the project keeps no fused KD kernel. A fit's time is the median epoch time of its training
 phase as the engine reports it (`seconds` of each epoch: the steps and the epoch's train-loss
 bookkeeping, evaluation excluded; the first epoch dropped as warm-up), wall clock. Each
@@ -33,7 +33,7 @@ import common  # noqa: E402  (puts the repository on sys.path)
 from distill import engine  # noqa: E402
 from distill.config import DatasetConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
 from distill.data import load_data  # noqa: E402
-from distill.objectives import make_objective  # noqa: E402
+from distill.methods.objectives import make_objective  # noqa: E402
 
 
 def epoch_seconds(student_cfg, data, train, objective, seed) -> list[float]:

@@ -10,7 +10,7 @@ online, plain, cached, online, ...; the order rotates) so that this shared machi
 them alike:
   plain   next-token cross-entropy (the engine's default objective)
   cached  the preset's kd (T = 1, alpha = 0.5) from the teacher's top `--top-k` log-probabilities
-          and token ids per position, computed once before training (distill.lm.TopKCache;
+          and token ids per position, computed once before training (distill.training.lm.TopKCache;
           the dense teacher logits of a batch are rebuilt from them at every step)
   online  the same kd with the teacher run on every batch (eval mode, no grad): what caching saves
 The teacher is `lm-pydoc-kd`'s architecture (4 blocks, width 128), untrained: its top k have
@@ -40,8 +40,8 @@ import common  # noqa: E402  (puts the repository on sys.path)
 from distill import engine  # noqa: E402
 from distill.config import load_config  # noqa: E402
 from distill.data import load_data  # noqa: E402
-from distill.lm import TopKCache  # noqa: E402
-from distill.objectives import make_objective  # noqa: E402
+from distill.training.lm import TopKCache  # noqa: E402
+from distill.methods.objectives import make_objective  # noqa: E402
 
 GPT2_VOCAB = 50257
 

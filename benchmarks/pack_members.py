@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/pack_members.py            # 8 MNIST-1D MLPs (40-100-100-10), 10 epochs
     .venv/bin/python benchmarks/pack_members.py --quick    # a smoke test
 
-Both sides run the ensemble's own member training (`distill.jobs.fit_jobs`, as
+Both sides run the ensemble's own member training (`distill.training.jobs.fit_jobs`, as
 `distill ensemble` does) on the same device-resident MNIST-1D data with the same seeds,
 batches, AdamW one-cycle schedule and step count, including what a run does around the
 steps: validation and test evaluation after every epoch, atomic last/best checkpoints and
@@ -27,9 +27,9 @@ import torch
 from distill import engine
 from distill.config import load_config
 from distill.data import load_data
-from distill.store import Run
+from distill.runs.store import Run
 from ensembles.experiment import member_seed
-from distill.jobs import Job, fit_jobs
+from distill.training.jobs import Job, fit_jobs
 
 
 def train_members(cfg, data, pack: bool, folder: Path) -> tuple[float, float]:

@@ -10,14 +10,14 @@ objective). The loss is `distill.method` (`ban`, `kd`, `cwtm`, `dkpp`, ... : `di
 methods`). Generation g of seed s is initialised and shuffled with its own seed,
 `generation_seed(s, g)`.
 
-The seeds of one generation are trained by `distill.jobs.fit_jobs` (as ensemble members
-are): at once, stacked, when `distill.replicas.can_stack` allows it (no BatchNorm, no
+The seeds of one generation are trained by `distill.training.jobs.fit_jobs` (as ensemble members
+are): at once, stacked, when `distill.training.replicas.can_stack` allows it (no BatchNorm, no
 dropout, a logit-only loss) and `bornagain.pack` is true; otherwise one after another. The choice
 is logged and written into the summary.
 
 Evaluated: every generation on validation and test, and the born-again ensembles Ens x k
 (mean probabilities of generations 1..k, and of 0..k) as `ensemble` rows, whose cost figures
-are the sums of their generations' (`distill.cost.ensemble_row_cost`). With
+are the sums of their generations' (`distill.export.cost.ensemble_row_cost`). With
 `bornagain.stop`, the chain ends early when the newest generation is not better on
 validation than the one before; the summary says why it stopped.
 
@@ -34,18 +34,18 @@ from typing import Callable, Optional
 import torch
 
 from distill.config import Config, ModelConfig
-from distill.cost import ensemble_row_cost
-from distill.experiment import prepare
-from distill.evaluation import predict
-from distill.fidelity import fidelity
-from distill.jobs import Job, fit_jobs
-from distill.metrics import probs_metrics
+from distill.export.cost import ensemble_row_cost
+from distill.training.experiment import prepare
+from distill.training.evaluation import predict
+from distill.teachers.fidelity import fidelity
+from distill.training.jobs import Job, fit_jobs
+from distill.training.metrics import probs_metrics
 from distill.models import create_model
-from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
-from distill.signals import combine_log_probs
-from distill.sources import stand_in_student
+from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
+from distill.teachers.signals import combine_log_probs
+from distill.teachers.sources import stand_in_student
 from distill.kinds.bornagain import KIND
-from distill.store import summary_row
+from distill.runs.store import summary_row
 
 
 def generation_seed(seed: int, generation: int) -> int:

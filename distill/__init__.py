@@ -5,24 +5,24 @@
     run_dir = distill.train(cfg)
 """
 
-from .config import Config, load_config
-from .errors import ConfigError, UserError
+from distill.config import Config, load_config
+from distill.errors import ConfigError, UserError
 
 __version__ = "0.1.0"
 
 
 def train(cfg, out="runs", **kwargs):
-    """Train one model per seed (see `distill.runner.train`); returns the run directory."""
-    from .runner import train as _train
+    """Train one model per seed (see `distill.training.runner.train`); returns the run directory."""
+    from distill.training.runner import train as _train
 
     return _train(cfg, out, **kwargs)
 
 
 def model_cost(model, input_shape, device="cpu", **kwargs):
-    """Parameters, bytes, FLOPs, latency and throughput of `model` (see `distill.cost.model_cost`).
+    """Parameters, bytes, FLOPs, latency and throughput of `model` (see `distill.export.cost.model_cost`).
     A model of a finished run is saved for plain torch by `from distill.export import export`
     (not re-exported here: the submodule `distill.export` would take the name over once imported)."""
-    from .cost import model_cost as _model_cost
+    from distill.export.cost import model_cost as _model_cost
 
     return _model_cost(model, input_shape, device, **kwargs)
 

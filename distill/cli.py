@@ -17,8 +17,8 @@ import sys
 import threading
 import traceback
 
-from . import kinds
-from .errors import UserError
+from distill import kinds
+from distill.errors import UserError
 
 EPILOG = "Overrides are key=value with YAML values, e.g. train.epochs=5 seeds=[0,1,2] distill.alpha=0.5."
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args):
     """The command's config: file, keys, types and ranges checked before torch loads, then the
     names that live in registries (datasets, models, methods: these import torch)."""
-    from .config import load_config
+    from distill.config import load_config
 
     return load_config(args.config, args.overrides)
 
@@ -89,19 +89,19 @@ def _list(what: str) -> None:
     if what == "kinds":
         names = kinds.describe()
     elif what == "models":
-        from .models import list_models
+        from distill.models import list_models
         names = list_models()
     elif what == "datasets":
-        from .data import list_datasets
+        from distill.data.registry import list_datasets
         names = list_datasets()
     elif what == "methods":
-        from .losses import list_methods
+        from distill.methods.losses import list_methods
         names = list_methods()
     elif what == "presets":
-        from .config import preset_names
+        from distill.presets_config import preset_names
         names = preset_names()
     else:
-        from .config import iter_keys
+        from distill.config import iter_keys
         names = [f"{key} = {default!r}  # {help}" for key, default, help in iter_keys()]
     print("\n".join(names))
 
@@ -109,7 +109,8 @@ def _list(what: str) -> None:
 def preset_lines() -> list[str]:
     """`distill reproduce --list`: per preset, its command and description, then what it needs,
     its cost and the source of its published figures."""
-    from .config import load_config, preset_names
+    from distill.config import load_config
+    from distill.presets_config import preset_names
 
     lines = []
     for name in preset_names():
@@ -127,7 +128,8 @@ def preset_lines() -> list[str]:
 def _reproduce(args):
     """Run a preset (its quick overrides first with --quick, then the command line's) and report on it.
     The preset and the overrides are checked before the report's libraries (pandas) load."""
-    from .config import load_config, resolve_config_path
+    from distill.config import load_config
+    from distill.presets_config import resolve_config_path
 
     path = resolve_config_path(args.preset)
     cfg = load_config(path, names=False)  # the preset's keys; its names are checked with the overrides below
@@ -147,7 +149,7 @@ def dispatch(args) -> None:
     if args.command == "list":
         return _list(args.what)
     if args.command == "export":
-        from .export import export
+        from distill.export import export
         print(export(args.run, args.model, args.out, quantize=args.quantize, onnx=args.onnx))
         return
     if args.command in kinds.names():
@@ -203,7 +205,7 @@ def demo(out: str):
     from pathlib import Path
 
     import results
-    from .config import load_config
+    from distill.config import load_config
 
     started, out, runs = time.perf_counter(), Path(out), []
     stages = [
@@ -242,7 +244,7 @@ def _stop_on_sigterm(signum, frame):
     """SIGTERM (SLURM, Kubernetes, kill) -> an exception where the program is, as Ctrl-C raises
     KeyboardInterrupt: the run is marked in meta.json, the command exits 143. A second SIGTERM
     kills at once."""
-    from .errors import Interrupted
+    from distill.errors import Interrupted
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Interrupted("SIGTERM")

@@ -29,17 +29,16 @@ from typing import Optional
 
 import yaml
 
-from .errors import ConfigError
-from .presets_config import (COMMANDS, PaperConfig, PresetConfig, preset_names, presets_root,  # noqa: F401
-                             resolve_config_path)
-from . import kinds
-from .schema import (Section, _hints, _yaml_key, _yaml_reason, from_dict, load_yaml,  # noqa: F401
-                     parse_override, set_dotted, spec, to_dict)
+from distill.errors import ConfigError
+from distill import kinds
+from distill.presets_config import PaperConfig, PresetConfig, resolve_config_path
+from distill.schema import (Section, _hints, _yaml_key, _yaml_reason, from_dict, load_yaml, parse_override,
+                            set_dotted, spec, to_dict)
 
 
 @dataclass
 class TextConfig(Section):
-    """dataset.name=pydoc or text: a corpus split by document into fixed-length token blocks (distill/text.py)."""
+    """dataset.name=pydoc or text: a corpus split by document into fixed-length token blocks (distill/data/text.py)."""
 
     files: list[str] = spec([], "text: .txt files (one document each), .jsonl files (one document per line) or "
                             "folders of them")
@@ -78,7 +77,7 @@ class DatasetConfig(Section):
     shift: int = spec(4, "augment=shift: largest shift in samples", ge=0)
     fake_shape: list[int] = spec([3, 32, 32], "fake: shape of one example (C, H, W)")
     fake_classes: int = spec(10, "fake: number of classes", ge=2)
-    text: TextConfig = field(default_factory=lambda: TextConfig())  # pydoc, text: token blocks (distill/text.py)
+    text: TextConfig = field(default_factory=lambda: TextConfig())  # pydoc, text: token blocks (distill/data/text.py)
 
 
 @dataclass
@@ -211,7 +210,7 @@ class TuneConfig(Section):
 
 @dataclass
 class LogConfig(Section):
-    """Mirrors of the run directory in TensorBoard and MLflow (distill/tracking.py); not part of the run id."""
+    """Mirrors of the run directory in TensorBoard and MLflow (distill/runs/tracking.py); not part of the run id."""
 
     tensorboard: bool = spec(False, "also write TensorBoard event files to <run dir>/tensorboard/<model>/ "
                              "(pip install 'distill-runner[track]')")
@@ -239,7 +238,7 @@ class _Core(Section):
 @dataclass
 class _Rest(Section):
     tune: TuneConfig = field(default_factory=TuneConfig)
-    log: LogConfig = field(default_factory=LogConfig)  # tracking mirrors (distill/tracking.py)
+    log: LogConfig = field(default_factory=LogConfig)  # tracking mirrors (distill/runs/tracking.py)
     search: dict = spec({}, "Tune search space: config key -> {grid|choice|uniform|loguniform|randint: ...}")
     preset: Optional[PresetConfig] = spec(None, "how `distill reproduce` runs this file: command, description, "
                                           "quick, needs.device, needs.data, cost.epochs, cost.examples; "
@@ -307,8 +306,8 @@ def build_config(data: dict, overrides: list[str] = (), names: bool = True) -> C
     validate(cfg)
     if names:
         check_names(cfg)
-        from .losses import check_options  # the methods' records, a registry too
-        from .methods import options_given
+        from distill.methods.losses import check_options  # the methods' records, a registry too
+        from distill.methods import options_given
         check_options(cfg.distill.method, options_given(data, cfg.distill))
     return cfg
 
@@ -320,7 +319,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), names
 
 def check_names(cfg: Config) -> None:
     """The names that live in registries (imported here: they import torch)."""
-    from . import data, models, losses
+    from distill import data, models
+    from distill.methods import losses
 
     if cfg.dataset.name not in data.DATASETS:
         raise ConfigError(f"dataset.name: unknown dataset {cfg.dataset.name!r}; choose one of "

@@ -6,11 +6,11 @@
     result = engine.fit_one(model, data, cfg.train, seed=0, checkpoint_dir=Path("/tmp/ckpt"))
     results = engine.fit(models, data, cfg.train, seeds=[0, 1, 2], model_dirs=[...])   # K stacked
 
-What a step minimises is an *objective* (distill/objectives.py): for each model k, its
+What a step minimises is an *objective* (distill/methods/objectives.py): for each model k, its
 objective's named terms on model k's batch, mixed by its weights; the K losses are summed
 and back-propagated once (each model's parameters get their own gradient). The default is
 cross-entropy on the labels. How the K models run the step (as themselves, or with stacked
-parameters) is `distill.replicas`; this loop cannot tell which.
+parameters) is `distill.training.replicas`; this loop cannot tell which.
 
 Each epoch: model k's train split is shuffled with a generator seeded by (seed_k, epoch) and
 batched by indexing tensors that live on the device, augmented on the device; the host
@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import load_checkpoint, load_state, pack_rows, rng_state, save_atomic, set_rng_state, unpack_rows
-from .config import TrainConfig
-from .evaluation import autocast, evaluate, use_channels_last
-from .objectives import Batch, CrossEntropy, mix
-from .replicas import make_replicas
+from distill.runs.checkpoints import load_checkpoint, load_state, pack_rows, rng_state, save_atomic, set_rng_state, unpack_rows
+from distill.config import TrainConfig
+from distill.training.evaluation import autocast, evaluate, use_channels_last
+from distill.methods.objectives import Batch, CrossEntropy, mix
+from distill.training.replicas import make_replicas
 
 class Diverged(RuntimeError):
     """A model's training loss became NaN or infinite."""
@@ -54,7 +54,7 @@ class Diverged(RuntimeError):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from .errors import UserError
+    from distill.errors import UserError
 
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -88,7 +88,7 @@ def seed_everything(seed: int) -> None:
 
 def new_model(model_cfg, data, seed: int) -> nn.Module:
     """A fresh model for `data`, initialised from `seed` (python, numpy and torch seeded first)."""
-    from .models import create_model
+    from distill.models import create_model
 
     seed_everything(seed)
     return create_model(model_cfg, data.input_shape, data.num_classes)
@@ -249,7 +249,7 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
             with autocast(device, train.precision):
                 logits, features = replicas.forward(xs, layers)
                 # a language model's (K, B, L, V) logits and (K, B, L) next tokens become B * L rows
-                # of (K, B * L, V) and (K, B * L), as a classifier's (distill/lm.py); no-op otherwise
+                # of (K, B * L, V) and (K, B * L), as a classifier's (distill/training/lm.py); no-op otherwise
                 logits, ys = logits.flatten(1, -2), ys.flatten(1)
                 if stacked_terms:  # one call for all K models: one loss per model
                     losses = mix(objectives[0].terms(Batch(xs, ys, idxs), logits, features, progress),
@@ -324,7 +324,7 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
 
 def training_state(epoch: int, train_seconds: float, seeds: list, optimizer: Optional[dict], models: list[dict],
                    objectives: list, histories: list[list[dict]], bests: list) -> dict:
-    """A last.pt: the training state of a fit's models (see distill/checkpoints.py); optimizer None = finished."""
+    """A last.pt: the training state of a fit's models (see distill/runs/checkpoints.py); optimizer None = finished."""
     return {"epoch": epoch, "train_seconds": train_seconds, "rng": rng_state(), "seeds": list(seeds),
             "optimizer": optimizer, "models": models, "objectives": objectives,
             "histories": [pack_rows(h) for h in histories], "bests": bests}

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import kinds
-from .errors import ConfigError
-from .schema import parse_override, spec
+from distill import kinds
+from distill.errors import ConfigError
+from distill.schema import parse_override, spec
 
 
 COMMANDS = tuple(kinds.names()) + ("tune",)  # what `distill reproduce` may run

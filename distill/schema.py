@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from distill.errors import ConfigError
 
 
 class YamlLoader(yaml.SafeLoader):

@@ -8,7 +8,7 @@
 
 `run` is in ensembles.experiment (what a run does, the summary rows, resume), the pure
 evaluation functions in ensembles.evaluate, packed-or-sequential training in
-distill.jobs (shared with the born-again chains). Config keys: the `ensemble` section (`distill list keys`).
+distill.training.jobs (shared with the born-again chains). Config keys: the `ensemble` section (`distill list keys`).
 """
 
 from .evaluate import COMBINES, combine_probs, disagreement, gap_recovered, size_curve, subsets

@@ -28,9 +28,9 @@ from typing import Optional
 
 from torch import Tensor
 
-from distill.loss_parts import tempered_log_softmax
-from distill.metrics import probs_metrics
-from distill.signals import combine_log_probs
+from distill.methods.parts import tempered_log_softmax
+from distill.training.metrics import probs_metrics
+from distill.teachers.signals import combine_log_probs
 
 COMBINES = ("mean_probs", "mean_logits", "geometric")
 

@@ -10,14 +10,14 @@ For each seed s (each a full repeat):
 1. Members m = 0..N-1: architecture `ensemble.models` (or the model section), trained from
    labels with the train section plus `ensemble.train` overrides, weights and data order
    seeded by s * 1000 + m; checkpoints `member{m}-s{s}`. Same-architecture members are
-   packed with torch.func where possible (see distill.jobs), else trained in turn.
+   packed with torch.func where possible (see distill.training.jobs), else trained in turn.
    With `ensemble.from`, the members' best checkpoints of that earlier run are loaded
    instead (its train section applies; nothing is retrained or written there).
 2. Ensemble evaluation on validation and test (ensembles.evaluate): every size k = 1..N
    (averaged over subsets of k members) under mean_probs, mean_logits and geometric.
 3. Students: each architecture of `ensemble.students` (or the model section) distilled
    with the `distill` section from all N members, once per `ensemble.combine` entry
-   (`distill.objectives.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.
+   (`distill.methods.objectives.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.
 
 `summary.json` rows: role `member` (one per member), `ensemble` (one per size and
 combination; `member` and `selected_epoch` null; extra keys `subsets`, `disagreement`,
@@ -43,20 +43,24 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from distill import engine, losses
-from distill.config import Config, ModelConfig, TrainConfig, from_dict, load_config, to_dict
-from distill.cost import ensemble_row_cost, row_cost
-from distill.experiment import prepare
-from distill.fidelity import fidelity
+from distill import engine
+
+from distill.methods import losses
+from distill.config import Config, ModelConfig, TrainConfig, load_config
+from distill.schema import from_dict, to_dict
+from distill.export.cost import ensemble_row_cost, row_cost
+from distill.training.experiment import prepare
+from distill.teachers.fidelity import fidelity
 from distill.errors import ConfigError, UserError
-from distill.checkpoints import load_checkpoint
-from distill.evaluation import predict, use_channels_last
-from distill.jobs import Job, arch_key, fit_jobs
+from distill.runs.checkpoints import load_checkpoint
+from distill.training.evaluation import predict, use_channels_last
+from distill.training.jobs import Job, arch_key, fit_jobs
 from distill.kinds.ensemble import KIND
-from distill.models import check_name, count_params, create_model
-from distill.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
-from distill.sources import stand_in_student
-from distill.store import fit_summary, summary_row
+from distill.models import check_name, create_model
+from distill.models.parts import count_params
+from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
+from distill.teachers.sources import stand_in_student
+from distill.runs.store import fit_summary, summary_row
 
 from .evaluate import COMBINES, gap_recovered, size_curve, subsets
 

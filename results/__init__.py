@@ -8,7 +8,9 @@
     distill report runs/ --out report                  # the same from the shell
 
 Reads files on disk only (config.yaml, meta.json, records.csv, summary.json); never
-imports torch or the `distill` engine. `reproduce` runs the engine as a subprocess.
+imports torch or the `distill` engine. Of `distill` it reads the registry of experiment
+kinds (`distill.kinds`, torch-free): meta.json's kind names the View an experiment's page is
+read by. `reproduce` runs the engine as a subprocess.
 """
 
 from . import stats

@@ -17,11 +17,12 @@ import pandas as pd
 
 from . import experiments as ex
 from .page import Heading, Para, Table
+from .settings import headline
 from .views import Context, in_words, paired
 
 
 def _rows(e: ex.Experiment) -> pd.DataFrame:
-    return ex.headline(e) if e.kind == "sweep" else e.rows
+    return headline(e) if e.kind == "sweep" else e.rows
 
 
 def unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int, int]:
@@ -78,7 +79,7 @@ def comparisons(found: list[ex.Experiment]) -> pd.DataFrame:
         common = [m for m in dict.fromkeys(a_rows["_label"]) if m in set(b_rows["_label"])]
         pairs = [(m, a_rows[a_rows["_label"] == m], b_rows[b_rows["_label"] == m]) for m in common]
         if not pairs:
-            a_head, b_head = _labelled(ex.headline(reference)), _labelled(ex.headline(other))
+            a_head, b_head = _labelled(headline(reference)), _labelled(headline(other))
             name = f"{', '.join(dict.fromkeys(b_head['_label']))} vs {', '.join(dict.fromkeys(a_head['_label']))}"
             pairs = [(name, a_head, b_head)]
         for model, a, b in pairs:
@@ -86,13 +87,36 @@ def comparisons(found: list[ex.Experiment]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def read_settings(e: ex.Experiment) -> dict:
+    """cfg.* key -> value of the settings an experiment's runs read (bookkeeping left out). A run that
+    learns from no teacher reads no distill.* or teacher.* key (they keep their defaults in its
+    config.yaml): its teacher is `none`. The teacher is the model its teacher rows name (a sweep's
+    shared teacher), else the teacher section's."""
+    first = _rows(e).iloc[0]
+    values = {k: v for k, v in first.items()
+              if k.startswith("cfg.") and not ex.is_bookkeeping(k) and pd.notna(v)}
+    if not ex.distills(first):
+        values = {k: v for k, v in values.items() if not k.startswith(("cfg.distill.", "cfg.teacher."))}
+        values[TEACHER] = "none"
+    else:
+        teachers = e.rows.loc[e.rows["role"] == "teacher", "name"].dropna().astype(str)
+        if len(teachers):
+            values[TEACHER] = ", ".join(dict.fromkeys(teachers))
+    return values
+
+
+TEACHER = "cfg.teacher.model.name"
+
+
 def _settings(found: list[ex.Experiment]) -> pd.DataFrame:
-    """The config keys (in words) whose values differ between the experiments, one row per experiment."""
-    firsts = pd.DataFrame([_rows(e).iloc[0] for e in found]).reset_index(drop=True)
-    keys = ex.varying(firsts)
+    """The settings (in words) whose values differ between the experiments that read them, one row
+    per experiment; a setting an experiment does not read is blank there and is no difference."""
+    read = [read_settings(e) for e in found]
+    keys = list(dict.fromkeys(k for values in read for k in values))
+    differ = [k for k in keys if len({str(values[k]) for values in read if k in values}) > 1]
     frame = pd.DataFrame({"experiment": [e.title for e in found]})
-    for key in keys:
-        frame[ex.word(key)] = firsts[key].to_numpy()
+    for key in differ:
+        frame[ex.word(key)] = [values.get(key, "") for values in read]
     return frame
 
 

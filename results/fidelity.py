@@ -5,7 +5,7 @@
                                   KL(teacher || model); and test accuracy against test agreement,
                                   one point per model and seed
 
-The figures are those `distill.fidelity` wrote into summary.json (Stanton et al. 2021): a
+The figures are those `distill.teachers.fidelity` wrote into summary.json (Stanton et al. 2021): a
 student against the teacher it was distilled from (an ensemble's combined prediction, the
 generation that taught a born-again generation); a model trained with `distill.method=labels`
 against the run's teacher, which it never read in training. Rows without them (teachers,
@@ -18,7 +18,8 @@ import pandas as pd
 
 from . import experiments as ex
 from .page import Figure, Heading, Para, Table
-from .views import Context, _grouped
+from .settings import searched_keys, setting_groups
+from .views import Context, grouped
 
 KEYS = {"val_agreement": "val agreement %", "test_agreement": "test agreement %",
         "test_teacher_kl": "test KL(teacher ‖ model)"}
@@ -34,16 +35,7 @@ def fidelity_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _groups(exp: ex.Experiment, rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """One group per model kind; in a sweep, one per setting of its searched keys."""
-    if exp.kind != "sweep":
-        return _grouped(rows)
-    from .sweeps import searched_keys
-
-    keys = searched_keys(exp)
-    if not keys:
-        return _grouped(rows)
-    return [(", ".join(f"{ex.word(k, 'sweep')}={v}" for k, v in zip(keys, values if isinstance(values, tuple)
-                                                                         else (values,))), group)
-            for values, group in rows.groupby(keys, dropna=False, sort=True)]
+    return setting_groups(exp, rows) if exp.kind == "sweep" and searched_keys(exp) else grouped(rows)
 
 
 def _colour(exp: ex.Experiment, rows: pd.DataFrame) -> pd.Series:

@@ -28,7 +28,7 @@ import yaml
 
 PathLike = Union[str, Path]
 
-# the keys of a summary.json model row (distill/store.py SUMMARY_KEYS), in order
+# the keys of a summary.json model row (distill/runs/store.py SUMMARY_KEYS), in order
 SUMMARY_KEYS = ["role", "name", "seed", "generation", "member", "size", "combine", "parent", "selected_epoch",
                 "val_acc", "val_nll", "test_acc", "test_nll", "test_ece", "test_acc_last", "params", "train_seconds"]
 

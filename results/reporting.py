@@ -6,9 +6,10 @@
 Writes into `out/`: report.html (self-contained: images embedded, tables as HTML, no
 network needed), report.md (the same page, images as files in figures/), models.csv and
 records.csv (everything loaded), one CSV per table (the numbers behind it) and
-figures/*.png. Each experiment gets its kind's canonical view (`results.views`,
-`results.sweeps`), its learning curves and the loss as recorded; `compare=True` adds the
-experiments side by side (`results.comparing`).
+figures/*.png. Each experiment gets the page its kind's View names (`results.views`,
+`results.sweeps`; the generic table of models for a kind without a page or not installed),
+its learning curves and the loss as recorded; `compare=True` adds the experiments side by
+side (`results.comparing`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import pandas as pd
 
 from . import experiments as ex
 from .comparing import compare_blocks
+from .costs import cost_view
 from .fidelity import fidelity_view
 from .load import PathLike, load, load_records
 from .page import Figure, Heading, Para, Table, markdown, to_html, write_csvs
+from .settings import headline, searched_keys, trial_rows
 from .sweeps import sweep_view
-from .views import Context, bornagain_view, cost_view, ensemble_view, kd_view, labels_view
+from .views import Context, bornagain_view, ensemble_view, kd_view, labels_view, models_view
 
 SELECTION_RULE = ("Model selection uses the validation split only: each model's test figures are taken at the "
                   "epoch with the best validation accuracy (`selected_epoch`); test figures never choose anything. "
@@ -34,7 +37,7 @@ SELECTION_RULE = ("Model selection uses the validation split only: each model's 
                   "interval excludes 0, else `not separable`.")
 
 VIEWS = {"kd": kd_view, "labels": labels_view, "bornagain": bornagain_view, "ensemble": ensemble_view,
-         "sweep": sweep_view}
+         "sweep": sweep_view, "models": models_view}
 
 
 def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report", compare: bool = False,
@@ -51,6 +54,7 @@ def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report",
     out = Path(out)
     df = load(paths)
     left_out = df.attrs.get("left_out", [])  # runs that could not be read: named in the report too
+    df = ex.mark_shared_teachers(df)  # a sweep's teacher, trained once for every trial, is its teacher
     records = load_records(paths)
     out.mkdir(parents=True, exist_ok=True)
     found = ex.split(df)
@@ -79,11 +83,11 @@ def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report",
 def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
     rows, numbers = [], []
     for e in found:
-        head = ex.headline(e)
+        head = headline(e)
         mean, half, n = ex.cell(head["test_acc"])
         about = ", ".join(dict.fromkeys(head.apply(ex.label, axis=1))) if len(head) else ""
         status = ", ".join(sorted(set(e.rows["status"].dropna().astype(str)))) if "status" in e.rows else ""
-        rows.append({"experiment": f"[{e.title}](#{e.slug})", "kind": ex.KINDS[e.kind], "runs": len(e.runs),
+        rows.append({"experiment": f"[{e.title}](#{e.slug})", "kind": e.words, "runs": len(e.runs),
                      "seeds": e.rows["seed"].nunique(), "headline model": about,
                      "test acc %": ex.text(mean, half, n), "status": status})
         numbers.append({"experiment": e.title, "kind": e.kind, "runs": len(e.runs), "headline": about,
@@ -116,7 +120,7 @@ def _setup(e: ex.Experiment) -> str:
     dataset = (config.get("dataset") or {}).get("name")
     train = config.get("train") or {}
     seeds = sorted(int(s) for s in e.rows["seed"].dropna().unique())
-    parts = [ex.KINDS[e.kind], f"dataset `{dataset}`" if dataset else "",
+    parts = [e.words, f"dataset `{dataset}`" if dataset else "",
              f"{train.get('epochs')} epochs" if train.get("epochs") else "",
              f"seeds {', '.join(map(str, seeds))}" if seeds else "",
              f"{len(e.runs)} run(s): " + ", ".join(f"`{Path(r).name}`" for r in e.runs[:4])
@@ -125,11 +129,13 @@ def _setup(e: ex.Experiment) -> str:
 
 
 def experiment_blocks(e: ex.Experiment, context: Context, records: pd.DataFrame) -> list:
-    blocks = [Heading(e.title, 2, e.slug), Para(_setup(e))]
+    blocks = [Heading(e.title, 2, e.slug), Para(_setup(e))] + ([Para(e.note)] if e.note else [])
     blocks += VIEWS[e.kind](e, context)
     blocks += fidelity_view(e, context)
     blocks += cost_view(e, context)
     mine = records[records["run"].isin(e.runs)] if not records.empty else records
+    if e.teachers:  # a sweep's shared teacher recorded itself as a model from labels
+        mine = mine.assign(role=mine["role"].where(~mine["run"].isin(e.teachers), "teacher"))
     curves = _curves(e, mine, context)
     if curves is not None:
         blocks += [Heading("Learning curves", 3), curves]
@@ -145,17 +151,17 @@ def _curves(e: ex.Experiment, records: pd.DataFrame, context: Context) -> Option
     if records.empty or not (records["split"] == "val").any():
         return None
     rows = records.copy()
-    if e.kind == "sweep":  # one line per searched setting, not all trials pooled
-        from .sweeps import searched_keys
-
+    if e.kind == "sweep":  # one line per searched setting of the trials, not all trials pooled
         keys = searched_keys(e)
         per_run = e.rows.drop_duplicates("run").set_index("run")
         setting = {run: ", ".join(f"{ex.word(k, 'sweep')}={per_run.loc[run, k]}" for k in keys)
-                   for run in per_run.index}
-        rows = rows[rows["role"].isin(set(e.rows["role"]) - {"teacher"})]
+                   for run in e.trials}
+        rows = rows[rows["run"].isin(e.trials) & rows["role"].isin(set(trial_rows(e)["role"]))]
         rows["model"] = rows["role"].astype(str) + " " + rows["run"].map(setting)
     else:
         rows["model"] = rows.apply(_curve_label, axis=1)
+    if not (rows["split"] == "val").any():
+        return None
     path = context.plots.learning_curves(rows, context.figure(e, "curves"))
     return Figure(path, "Validation accuracy by epoch per model kind: mean and 95% band over seeds "
                         "(members pooled); n in the legend")

@@ -1,72 +1,23 @@
 """The page of one Ray Tune sweep: its own trials only, per searched setting.
 
-A setting is one combination of the searched keys (sweep.json's trial params, seeds left
-out); its figures are means over that setting's trials (one seed each) with n. The best
-setting is the one with the best mean validation accuracy; it is paired by seed against the
-runner-up. With ASHA or PBT, a table says which trials stopped after how many epochs.
+A setting is one combination of the searched keys (`results.settings`); its figures are
+means over that setting's trials (one seed each) with n. The best setting is the one with
+the best mean validation accuracy; it is paired by seed against the runner-up. A teacher
+the sweep trained once for every trial is shown as the teacher, apart from the trials.
+With ASHA or PBT, a table says which trials stopped after how many epochs.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
 from . import experiments as ex
-from .labels import distilled_rows
 from .page import Figure, Para, Table
-from .views import Context, comparison_row, comparison_table, in_words, paired
-
-
-def searched_keys(exp: ex.Experiment) -> list[str]:
-    """The cfg.* columns of the sweep's searched keys (sweep.json params), else those that vary."""
-    sweep = ex.read_sweep(exp)
-    keys = []
-    for trial in sweep.get("trials") or []:
-        for key in (trial.get("params") or {}):
-            column = f"cfg.{key}"
-            if key != "seeds" and column in exp.rows.columns and column not in keys:
-                keys.append(column)
-    return keys or [c for c in ex.varying(exp.rows) if c != "cfg.seeds"]
-
-
-def _trial_rows(exp: ex.Experiment) -> pd.DataFrame:
-    rows = distilled_rows(exp.rows)
-    return rows[pd.to_numeric(rows["val_acc"], errors="coerce").notna()]
-
-
-def settings_table(exp: ex.Experiment) -> tuple[pd.DataFrame, list[str]]:
-    """One row per setting of the searched keys: val and test accuracy (mean, half-width, n), best first."""
-    keys = searched_keys(exp)
-    rows = _trial_rows(exp)
-    out = []
-    for values, group in rows.groupby(keys, dropna=False, sort=True) if keys else [((), rows)]:
-        values = values if isinstance(values, tuple) else (values,)
-        row = {ex.word(k, "sweep"): v for k, v in zip(keys, values)}
-        for metric in ("val_acc", "test_acc"):
-            mean, half, n = ex.cell(group[metric])
-            row.update({f"{metric}_mean": mean, f"{metric}_ci": half, f"{metric}_n": n})
-        row["trials"] = group["run"].nunique()
-        out.append(row)
-    frame = pd.DataFrame(out).sort_values("val_acc_mean", ascending=False, kind="stable").reset_index(drop=True)
-    return frame, keys
-
-
-def _setting_rows(exp: ex.Experiment, keys: list[str], setting: pd.Series) -> pd.DataFrame:
-    rows = _trial_rows(exp)
-    for key in keys:
-        rows = rows[rows[key].astype(str) == str(setting[ex.word(key, "sweep")])]
-    return rows
-
-
-def best_rows(exp: ex.Experiment) -> pd.DataFrame:
-    """The distilled rows of the setting with the best mean validation accuracy."""
-    frame, keys = settings_table(exp)
-    return _setting_rows(exp, keys, frame.iloc[0]) if len(frame) else _trial_rows(exp)
-
-
-def _describe(setting: pd.Series, keys: list[str]) -> str:
-    return ", ".join(f"{ex.word(k, 'sweep')} = {setting[ex.word(k, 'sweep')]}" for k in keys) or "the one setting"
+from .settings import describe, setting_rows, settings_table, trial_rows
+from .views import Context, comparison_row, comparison_table, figure_table, grouped, in_words, paired, paper_note
 
 
 def sweep_view(exp: ex.Experiment, context: Context) -> list:
@@ -77,18 +28,26 @@ def sweep_view(exp: ex.Experiment, context: Context) -> list:
     for metric, title in (("val_acc", "val acc %"), ("test_acc", "test acc %")):
         shown[title] = [ex.text(r[f"{metric}_mean"], r[f"{metric}_ci"], int(r[f"{metric}_n"]))
                         for _, r in frame.iterrows()]
-    roles = ", ".join(sorted(set(_trial_rows(exp)["role"])))
-    trials = exp.rows["run"].nunique()
+    if context.paper:  # the published figure of the models the trials are about, where one maps
+        papers = [ex.paper_value(context.paper, rows.iloc[0]) if len(rows) else math.nan
+                  for rows in (setting_rows(exp, keys, r) for _, r in frame.iterrows())]
+        if any(not math.isnan(p) for p in papers):
+            shown["paper"] = ["" if math.isnan(p) else f"{p:g}" for p in papers]
+            frame = frame.assign(paper=papers)
+    roles = ", ".join(sorted(set(trial_rows(exp)["role"])))
+    trials = len(exp.trials)
     blocks = [Para(f"{trials} trials ({sweep.get('scheduler', 'fifo')} scheduler); each setting's figures are the "
                    f"means over its own trials ({roles} rows, one seed per trial), best validation accuracy first. "
                    f"Searched: {', '.join(f'`{w}`' for w in words) or 'nothing'}."),
               Table(shown, frame, f"{exp.slug}-settings.csv")]
+    paper_note(context, blocks, shown)
+    blocks += _teachers(exp, context)
     if len(frame) > 1:
         best, second = frame.iloc[0], frame.iloc[1]
-        a, b = _setting_rows(exp, keys, best), _setting_rows(exp, keys, second)
+        a, b = setting_rows(exp, keys, best), setting_rows(exp, keys, second)
         items = [comparison_row("best − runner-up, validation acc (the selection metric)", paired(a, b, "val_acc")),
                  comparison_row("best − runner-up, test acc", paired(a, b, "test_acc"))]
-        blocks += [Para(f"Best setting: {_describe(best, keys)}; runner-up: {_describe(second, keys)}. "
+        blocks += [Para(f"Best setting: {describe(best, keys)}; runner-up: {describe(second, keys)}. "
                         f"Their paired difference (by seed):"),
                    comparison_table(items, f"{exp.slug}-best-vs-runner-up.csv")]
         verdict = in_words(paired(a, b, "val_acc"))
@@ -101,8 +60,21 @@ def sweep_view(exp: ex.Experiment, context: Context) -> list:
     return blocks
 
 
+def _teachers(exp: ex.Experiment, context: Context) -> list:
+    """The teacher the sweep trained once (per seed) for every trial, as its own table."""
+    teachers = exp.rows[exp.rows["run"].isin(exp.teachers)]
+    if teachers.empty:
+        return []
+    shown, numbers = figure_table(grouped(teachers), context.paper)
+    runs = ", ".join(f"`{Path(r).name}`" for r in exp.teachers)
+    blocks = [Para(f"The teacher, trained once per seed from labels (run {runs}) and read by every trial; it is "
+                   f"no trial:"), Table(shown, numbers, f"{exp.slug}-teacher.csv")]
+    paper_note(context, blocks, shown)
+    return blocks
+
+
 def _figures(exp: ex.Experiment, context: Context, keys: list[str]) -> list:
-    rows = _trial_rows(exp)
+    rows = trial_rows(exp)
     t_key, a_key = "cfg.distill.temperature", "cfg.distill.alpha"
     if t_key in keys and a_key in keys:
         path = context.plots.sweep_heatmap(rows, context.figure(exp, "heatmap"))

@@ -4,9 +4,12 @@
     bornagain_view(exp, context)  generation 0, BAN-1..G, Ens x k, each paired against generation 0
     ensemble_view(exp, context)   the size curve, mean member, students, gap recovered, diversity
     labels_view(exp, context)     the model(s) trained from labels
+    models_view(exp, context)     any other kind: one table of every model its kind's `label` names
 
 Every figure is mean ± 95% Student-t half-width over seeds with its n; differences are
-paired by seed (`results.stats.compare`) and given a verdict in words.
+paired by seed (`results.stats.compare`) and given a verdict in words. A language model's
+page (`results.experiments.is_language_model`) judges on test NLL per token, lower is better,
+and shows perplexity beside it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import experiments as ex
-from .page import Figure, Heading, Para, Table
+from .page import Figure, Para, Table
 from .stats import Comparison, compare
 
 METRICS = {"test_acc": "test acc %", "val_acc": "val acc %", "test_nll": "test NLL", "test_ece": "test ECE %",
@@ -47,6 +50,19 @@ def in_words(c: Comparison) -> str:
     return "not separable" if verdict == "no clear difference" else verdict
 
 
+def judged_metric(rows: pd.DataFrame) -> str:
+    """What a page judges models on: test NLL per token for a language model, else test accuracy."""
+    return "test_nll" if ex.is_language_model(rows) else "test_acc"
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.endswith(("nll", "ppl", "ece"))
+
+
+def _values(rows: pd.DataFrame, metric: str) -> tuple[float, float, int]:
+    return ex.cell(rows[metric], 100.0 if metric in ("test_acc", "val_acc", "test_ece") else 1.0)
+
+
 def figure_table(groups: list[tuple[str, pd.DataFrame]], paper: dict | None = None,
                  metrics=("test_acc", "val_acc", "test_nll", "test_ece", "test_ppl")
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -57,23 +73,28 @@ def figure_table(groups: list[tuple[str, pd.DataFrame]], paper: dict | None = No
         for metric in metrics:
             if metric not in rows.columns or rows[metric].isna().all():  # e.g. perplexity: text runs only
                 continue
-            scale = 100.0 if metric in ("test_acc", "val_acc", "test_ece") else 1.0
-            mean, half, n = ex.cell(rows[metric], scale)
+            mean, half, n = _values(rows, metric)
             number.update({f"{metric}_mean": mean, f"{metric}_ci": half, f"{metric}_n": n})
-            display[METRICS.get(metric, metric)] = ex.text(mean, half, n, 1 if scale != 1 else 3)
-        if paper:
-            value = ex.paper_value(paper, rows.iloc[0])
-            number["paper"] = value
-            display["paper"] = "" if math.isnan(value) else f"{value:g}"
+            display[METRICS.get(metric, metric)] = ex.text(mean, half, n, 1 if metric.endswith(("acc", "ece")) else 3)
         numbers.append(number)
         shown.append(display)
+    values = [ex.paper_value(paper, rows.iloc[0]) for _, rows in groups] if paper else []
+    if any(not math.isnan(v) for v in values):  # a paper column only where a published figure maps
+        for number, display, value in zip(numbers, shown, values):
+            number["paper"] = value
+            display["paper"] = "" if math.isnan(value) else f"{value:g}"
     return pd.DataFrame(shown), pd.DataFrame(numbers)
 
 
 def comparison_row(name: str, c: Comparison, **extra) -> tuple[dict, dict]:
+    """One comparison as (display, numbers); on a lower-is-better metric (NLL, perplexity) the
+    displayed verdict says which way is better."""
     number = {"comparison": name, "n": c.n, "diff": c.diff, "low": c.low, "high": c.high,
               "p_value": c.p_value, "verdict": in_words(c), **extra}
-    shown = {"comparison": name, "difference (points)": str(c), "verdict": in_words(c)}
+    verdict = in_words(c)
+    if lower_is_better(c.metric) and verdict in ("higher", "lower"):
+        verdict += " (better)" if verdict == "lower" else " (worse)"
+    shown = {"comparison": name, "difference (points)" if c.percent else "difference": str(c), "verdict": verdict}
     return shown, number
 
 
@@ -81,22 +102,50 @@ def comparison_table(items: list[tuple[dict, dict]], csv: str) -> Table:
     return Table(pd.DataFrame([s for s, _ in items]), pd.DataFrame([n for _, n in items]), csv)
 
 
-def _grouped(rows: pd.DataFrame, order: Callable[[pd.Series], tuple] | None = None) -> list[tuple[str, pd.DataFrame]]:
-    labelled = rows.assign(_label=rows.apply(ex.label, axis=1))
+def grouped(rows: pd.DataFrame, order: Callable[[pd.Series], tuple] | None = None,
+            label: Callable = ex.label) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per model kind, in the rows' order (or `order`'s)."""
+    if rows.empty:
+        return []
+    labelled = rows.assign(_label=rows.apply(label, axis=1))
     if order is not None:
         labelled = labelled.assign(_order=labelled.apply(order, axis=1)).sort_values("_order", kind="stable")
     return [(name, group) for name, group in labelled.groupby("_label", sort=False)]
 
 
-def _paper_note(context: Context, blocks: list) -> None:
-    if context.paper_source:
+def paper_note(context: Context, blocks: list, shown: pd.DataFrame) -> None:
+    """Where a table shows a `paper` column, the sentence naming its source."""
+    if context.paper_source and "paper" in shown.columns:
         blocks.append(Para(f"`paper`: published test accuracy (%) from {context.paper_source}."))
 
 
+def _metrics(rows: pd.DataFrame) -> tuple:
+    if ex.is_language_model(rows):  # judged on NLL per token and perplexity; token accuracy after them
+        return ("test_nll", "test_ppl", "test_acc", "val_acc")
+    return ("test_acc", "val_acc", "test_nll", "test_ece", "test_ppl")
+
+
 def labels_view(exp: ex.Experiment, context: Context) -> list:
-    shown, numbers = figure_table(_grouped(exp.rows), context.paper)
+    shown, numbers = figure_table(grouped(exp.rows), context.paper, _metrics(exp.rows))
     blocks = [Table(shown, numbers, f"{exp.slug}-models.csv")]
-    _paper_note(context, blocks)
+    paper_note(context, blocks, shown)
+    return blocks
+
+
+def models_view(exp: ex.Experiment, context: Context) -> list:
+    """The generic page of a kind without a page of its own: every model its kind's `label` names,
+    test accuracy (NLL and perplexity for a language model) over seeds, parameters, paper figures."""
+    metrics = ("test_nll", "test_ppl") if ex.is_language_model(exp.rows) else ("test_acc",)
+    groups = grouped(exp.rows, label=exp.model_label)
+    shown, numbers = figure_table(groups, context.paper, metrics)
+    if "params" in exp.rows.columns:
+        params = [pd.to_numeric(rows["params"], errors="coerce").mean() for _, rows in groups]
+        numbers.insert(len(numbers.columns) - ("paper" in numbers.columns), "params", params)
+        shown.insert(len(shown.columns) - ("paper" in shown.columns), "parameters",
+                     ["" if math.isnan(p) else f"{p:,.0f}" for p in params])
+    blocks = [Para(f"{exp.view.title}: each model of the run as its kind names it, over seeds."),
+              Table(shown, numbers, f"{exp.slug}-models.csv")]
+    paper_note(context, blocks, shown)
     return blocks
 
 
@@ -113,13 +162,15 @@ def labels_runs(exp: ex.Experiment, everything: pd.DataFrame) -> pd.DataFrame:
     return candidates[np.asarray(keep, dtype=bool)] if len(candidates) else candidates
 
 
-def gap_closed(students: pd.DataFrame, labels: pd.DataFrame, teachers: pd.DataFrame) -> tuple[float, float, int]:
-    """Share of the teacher's lead over the labels-only student that KD closes, per seed, in %."""
+def gap_closed(students: pd.DataFrame, labels: pd.DataFrame, teachers: pd.DataFrame,
+               metric: str = "test_acc") -> tuple[float, float, int]:
+    """Share of the teacher's lead over the labels-only student that KD closes, per seed, in %
+    (the same ratio whichever way `metric` is better)."""
     per_seed = []
     for seed in sorted(set(students["seed"]) & set(labels["seed"]) & set(teachers["seed"])):
-        s = students.loc[students["seed"] == seed, "test_acc"].mean()
-        b = labels.loc[labels["seed"] == seed, "test_acc"].mean()
-        t = teachers.loc[teachers["seed"] == seed, "test_acc"].mean()
+        s = students.loc[students["seed"] == seed, metric].mean()
+        b = labels.loc[labels["seed"] == seed, metric].mean()
+        t = teachers.loc[teachers["seed"] == seed, metric].mean()
         if t != b:
             per_seed.append((s - b) / (t - b))
     return ex.cell(per_seed, 100.0)
@@ -129,26 +180,32 @@ def kd_view(exp: ex.Experiment, context: Context) -> list:
     rows = exp.rows
     teachers, students = rows[rows["role"] == "teacher"], rows[rows["role"] == "student"]
     labels = labels_runs(exp, context.everything)
-    groups = _grouped(teachers) + _grouped(students)
+    groups = grouped(teachers) + grouped(students)
     if not labels.empty:
         groups.append((f"student {students['name'].iloc[0]} from labels", labels))
-    shown, numbers = figure_table(groups, context.paper)
+    shown, numbers = figure_table(groups, context.paper, _metrics(rows))
     blocks = [Table(shown, numbers, f"{exp.slug}-models.csv")]
-    _paper_note(context, blocks)
+    paper_note(context, blocks, shown)
     if labels.empty:
         blocks.append(Para("No run of the same student from labels (same model, training settings and data) is "
                            "among the inputs, so the gain of KD over labels cannot be shown: add one to the "
                            "`distill report` paths."))
         return blocks
-    c = paired(students, labels)
-    items = [comparison_row("KD student − same student from labels (test acc)", c)]
-    mean, half, n = gap_closed(students, labels, teachers)
+    metric = judged_metric(rows)
+    name = METRICS[metric].replace(" %", "")
+    items = [comparison_row(f"KD student − same student from labels ({name})", paired(students, labels, metric))]
+    if metric != "test_acc" and "test_ppl" in rows.columns:
+        items.append(comparison_row("KD student − same student from labels (test perplexity)",
+                                    paired(students, labels, "test_ppl")))
+    mean, half, n = gap_closed(students, labels, teachers, metric)
     runs = ", ".join(f"`{Path(r).name}`" for r in dict.fromkeys(labels["run"]))
-    blocks += [Para(f"Gain of KD over the same student trained from labels (run {runs}), paired by seed:"),
+    judged = (" A language model: judged on test NLL per token (lower is better), perplexity beside it; token "
+              "accuracy is in the table but judges nothing." if metric != "test_acc" else "")
+    blocks += [Para(f"Gain of KD over the same student trained from labels (run {runs}), paired by seed.{judged}"),
                comparison_table(items, f"{exp.slug}-kd-gain.csv")]
     if n:
-        blocks.append(Para(f"Share of the teacher gap closed, (KD − labels) / (teacher − labels) per seed: "
-                           f"{ex.text(mean, half, n)} %."))
+        blocks.append(Para(f"Share of the teacher gap closed, (KD − labels) / (teacher − labels) per seed on "
+                           f"{name}: {ex.text(mean, half, n)} %."))
     return blocks
 
 
@@ -173,7 +230,7 @@ def _generation_order(row) -> tuple:
 
 def bornagain_view(exp: ex.Experiment, context: Context) -> list:
     rows = exp.rows
-    groups = _grouped(rows[rows["role"].isin(["generation", "ensemble"])], _generation_order)
+    groups = grouped(rows[rows["role"].isin(["generation", "ensemble"])], _generation_order)
     shown, numbers = figure_table(groups, context.paper, ("test_acc", "val_acc", "test_nll", "test_ppl"))
     gen0 = rows[(rows["role"] == "generation") & (rows["generation"] == 0)]
     texts, diffs = [], []
@@ -194,7 +251,7 @@ def bornagain_view(exp: ex.Experiment, context: Context) -> list:
                    "BAN-g is taught by the one before; Ens x k averages the predictions of k generations. "
                    "Test accuracy at the validation-selected epoch; differences paired by seed."),
               Table(shown, numbers, f"{exp.slug}-generations.csv")]
-    _paper_note(context, blocks)
+    paper_note(context, blocks, shown)
     if context.plots is not None:
         path = context.plots.generations(rows, context.figure(exp, "generations"))
         blocks.append(Figure(path, "Test accuracy per generation (mean and 95% CI over seeds), with the "
@@ -222,8 +279,10 @@ def ensemble_view(exp: ex.Experiment, context: Context) -> list:
                       {"combine": combine, "k": int(size), "test_acc_mean": acc[0], "test_acc_ci": acc[1],
                        "test_acc_n": acc[2], "gain_mean": gain[0], "gain_ci": gain[1], "gain_n": gain[2],
                        "disagreement_mean": spread[0], "disagreement_n": spread[2]}))
+    paper = ex.paper_value(context.paper, members.iloc[0]) if len(members) else math.nan
+    published = f" (paper: {paper:g} %, from {context.paper_source or 'the paper'})" if not math.isnan(paper) else ""
     blocks = [Para(f"Mean member (the {members['member'].nunique()} members averaged per seed): "
-                   f"{ex.text(*ex.cell(mean_member['test_acc']))} % test accuracy.")]
+                   f"{ex.text(*ex.cell(mean_member['test_acc']))} % test accuracy{published}.")]
     if curve:
         blocks += [Para("Ensembles of k members (averaged over the k-subsets) against the mean member; "
                         "disagreement (diversity) is the share of test examples on which two members disagree."),
@@ -239,60 +298,22 @@ def ensemble_view(exp: ex.Experiment, context: Context) -> list:
 
 def _student_table(exp, students, mean_member, context) -> list:
     items = []
-    for name, group in _grouped(students):
+    for name, group in grouped(students):
         acc = ex.cell(group["test_acc"])
         c = paired(group, mean_member)
         recovered = ex.cell(group["gap_recovered"]) if "gap_recovered" in group else (math.nan, math.nan, 0)
-        paper = ex.paper_value(context.paper, group.iloc[0])
         shown = {"student": name, "test acc %": ex.text(*acc), "vs mean member (points)": str(c),
                  "verdict": in_words(c), "gap recovered %": ex.text(*recovered)}
         number = {"student": name, "test_acc_mean": acc[0], "test_acc_ci": acc[1], "test_acc_n": acc[2],
                   "diff_vs_mean_member": c.diff, "low": c.low, "high": c.high, "pairs": c.n,
                   "gap_recovered_mean": recovered[0], "gap_recovered_n": recovered[2]}
-        if context.paper:
-            shown["paper"] = "" if math.isnan(paper) else f"{paper:g}"
-            number["paper"] = paper
         items.append((shown, number))
+    papers = [ex.paper_value(context.paper, group.iloc[0]) for _, group in grouped(students)]
+    if any(not math.isnan(p) for p in papers):  # a paper column only where a published figure maps
+        for (shown, number), paper in zip(items, papers):
+            shown["paper"], number["paper"] = "" if math.isnan(paper) else f"{paper:g}", paper
+    table = comparison_table(items, f"{exp.slug}-students.csv")
     blocks = [Para("Students distilled from the full ensemble, paired by seed with the mean member; gap recovered = "
-                   "(student − mean member) / (ensemble − mean member) on test accuracy."),
-              comparison_table(items, f"{exp.slug}-students.csv")]
-    _paper_note(context, blocks)
-    return blocks
-
-
-COST_WORDS = {"params": "parameters", "flops": "FLOPs per example", "latency_ms": "latency ms (batch 1)",
-              "throughput": "examples/s (batch 256)", "size_bytes": "size (bytes)"}
-
-
-def cost_view(exp: ex.Experiment, context: Context) -> list:
-    """Cost table and accuracy-vs-FLOPs plot when the rows carry cost columns; nothing otherwise.
-    Each model kind's accuracy (with its interval) and cost, and both as shares of the most
-    accurate kind's accuracy and of the costliest kind's FLOPs, so that "keeps X% of the
-    accuracy at Y% of the cost" can be read off."""
-    costs = [c for c in ("params", "flops", "latency_ms", "throughput", "size_bytes") if c in exp.rows.columns]
-    if not any(c in exp.rows.columns and exp.rows[c].notna().any() for c in costs[1:]):
-        return []
-    numbers = []
-    for name, group in _grouped(exp.rows):
-        mean, half, n = ex.cell(group["test_acc"], 100.0)
-        number = {"model": name, "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n}
-        number.update({c: pd.to_numeric(group[c], errors="coerce").mean() for c in costs})
-        numbers.append(number)
-    table = pd.DataFrame(numbers)
-    best_acc = table["test_acc_mean"].max()
-    top_flops = table["flops"].max() if "flops" in table else math.nan
-    shown = []
-    for number in numbers:
-        row = {"model": number["model"],
-               "test acc %": ex.text(number["test_acc_mean"], number["test_acc_ci"], number["test_acc_n"]),
-               "% of the best accuracy": f"{100 * number['test_acc_mean'] / best_acc:.1f}"}
-        if "flops" in number and top_flops and math.isfinite(top_flops):
-            row["% of the largest FLOPs"] = f"{100 * number['flops'] / top_flops:.3g}"
-        row.update({COST_WORDS[c]: f"{number[c]:.4g}" for c in costs})
-        shown.append(row)
-    blocks = [Heading("Cost", 3), Table(pd.DataFrame(shown), table, f"{exp.slug}-cost.csv")]
-    if context.plots is not None and "flops" in exp.rows.columns and exp.rows["flops"].notna().any():
-        path = context.plots.accuracy_vs_flops(table, context.figure(exp, "flops"))
-        blocks.append(Figure(path, "Test accuracy against FLOPs per example (log scale); the Pareto front "
-                                   "(no model both cheaper and more accurate) is marked"))
+                   "(student − mean member) / (ensemble − mean member) on test accuracy."), table]
+    paper_note(context, blocks, table.shown)
     return blocks

@@ -7,7 +7,7 @@ import pytest
 import bornagain
 from distill.cli import main
 from distill.config import load_config
-from distill.cost import TIMING_KEYS
+from distill.export.cost import TIMING_KEYS
 from tests.conftest import Killed, kill_at, tiny_overrides
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from distill.config import Config, iter_keys, load_config, parse_override, to_dict
+from distill.config import Config, iter_keys, load_config
+from distill.schema import parse_override, to_dict
 from distill.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""distill.cost: parameters, bytes, FLOPs by hand, timings that are short, ensembles as sums;
+"""distill.export.cost: parameters, bytes, FLOPs by hand, timings that are short, ensembles as sums;
 the cost figures of every summary row of train, bornagain and ensemble runs, and in the report."""
 
 import json
@@ -13,10 +13,10 @@ import bornagain
 import ensembles
 import results
 from distill.config import ModelConfig, load_config
-from distill.cost import (COST_KEYS, ROW_KEYS, count_flops, ensemble_cost, ensemble_row_cost, model_cost, row_cost,
+from distill.export.cost import (COST_KEYS, ROW_KEYS, count_flops, ensemble_cost, ensemble_row_cost, model_cost, row_cost,
                           state_dict_bytes)
 from distill.models import create_model
-from distill.runner import train
+from distill.training.runner import train
 from ensembles.experiment import size_cost
 from tests.conftest import tiny_overrides
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from distill import data as data_module
 from distill.config import DatasetConfig
-from distill.data import DATASETS, Data, augment_batch, list_datasets, load_data
+from distill.data import DATASETS, Data, augment_batch, load_data
+from distill.data.registry import list_datasets
 from distill.errors import UserError
 
 N_TRAIN, N_TEST, K = 50, 20, 10

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from distill import engine
-from distill.cost import TIMING_KEYS
-from distill.checkpoints import load_checkpoint
+from distill.export.cost import TIMING_KEYS
+from distill.runs.checkpoints import load_checkpoint
 from distill.config import load_config
 from distill.data import load_data
 from distill.models import create_model
-from distill.runner import train
+from distill.training.runner import train
 from tests.conftest import ROOT, tiny_overrides
 
 

@@ -8,9 +8,9 @@ import torch
 
 import ensembles
 from distill.config import load_config
-from distill.cost import TIMING_KEYS
+from distill.export.cost import TIMING_KEYS
 from distill.errors import ConfigError, UserError
-from distill.metrics import probs_metrics
+from distill.training.metrics import probs_metrics
 from tests.conftest import Killed, kill_at, tiny_overrides
 
 

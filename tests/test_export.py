@@ -266,7 +266,7 @@ def test_onnx_without_its_packages_is_bad_input(run_dir, tmp_path, capfd):
 
 
 def test_int8_linear_is_close_and_needs_linear_layers():
-    from distill.quantize import Int8Linear, quantize_int8
+    from distill.export.quantize import Int8Linear, quantize_int8
 
     torch.manual_seed(0)
     linear = nn.Linear(20, 5)

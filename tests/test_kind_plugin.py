@@ -32,9 +32,9 @@ class ToyConfig(Section):
 
 
 def run(cfg, out="runs", *, run_dir=None, on_epoch=None, progress=True):
-    from distill.experiment import prepare
-    from distill.jobs import Job, fit_jobs
-    from distill.objectives import CROSS_ENTROPY_INFO, loss_tags
+    from distill.training.experiment import prepare
+    from distill.training.jobs import Job, fit_jobs
+    from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags
 
     setup = prepare(cfg, progress)
     run = setup.open(KIND.name, out, run_dir)

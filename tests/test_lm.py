@@ -10,16 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill import engine, losses
+from distill import engine
+
+from distill.methods import losses
 from distill.config import ModelConfig, load_config
-from distill.cost import TIMING_KEYS
+from distill.export.cost import TIMING_KEYS
 from distill.data import load_data
-from distill.evaluation import predict
-from distill.gpt import GPT
-from distill.lm import TopKCache, dense_logits, generate
+from distill.training.evaluation import predict
+from distill.models.gpt import GPT
+from distill.training.lm import TopKCache, dense_logits, generate
 from distill.models import create_model
-from distill.objectives import Batch, mix, make_objective
-from distill.text import ByteTokenizer, CharTokenizer, pydoc_documents, split_documents, to_blocks
+from distill.methods.objectives import Batch, mix, make_objective
+from distill.data.text import ByteTokenizer, CharTokenizer, pydoc_documents, split_documents, to_blocks
 
 TINY = ["dataset.name=pydoc", "dataset.text.documents=10", "dataset.text.block=16", "dataset.val_fraction=0.2",
         "dataset.text.test_fraction=0.2", "model.name=gpt", "model.width=16", "model.depth=1",
@@ -176,7 +178,7 @@ def test_generation_is_seeded_and_greedy_is_argmax():
 
 
 def _train(tmp_path, extra):
-    from distill.runner import train
+    from distill.training.runner import train
 
     cfg = load_config(None, TINY + extra)
     return train(cfg, tmp_path / "runs", progress=False)
@@ -216,7 +218,7 @@ def test_sequence_level_kd_trains_the_student_on_the_teachers_text(tmp_path):
 
 def test_a_stopped_text_run_resumes_to_the_same_numbers(tmp_path):
     """Stop after epoch 1 (a KeyboardInterrupt from on_epoch), start again: equal to one uninterrupted run."""
-    from distill.runner import train
+    from distill.training.runner import train
 
     extra = ["teacher.model={name: gpt, width: 16, depth: 1, kwargs: {heads: 2}}", "distill.top_k=8",
              "train.epochs=3", "teacher.train={epochs: 2}"]
@@ -333,7 +335,7 @@ def test_a_hugging_face_tokenizer_folder_loads(tmp_path):
 
 def test_the_seqkd_preset_runs_as_its_two_commands(tmp_path):
     """lm-pydoc-seqkd (quick size): step 1 trains the teacher; step 2 trains the student on its generations."""
-    from distill.runner import train
+    from distill.training.runner import train
 
     quick = load_config("lm-pydoc-seqkd").preset.quick + ["train.device=cpu", "train.threads=1"]
     first = train(load_config("lm-pydoc-seqkd", quick), tmp_path / "runs", progress=False)

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from distill import losses
-from distill.losses import LOSS_INFO, METHODS
-from distill.objectives import ctkd_reversal, ctkd_temperature
+from distill.methods import losses
+from distill.methods.losses import LOSS_INFO, METHODS
+from distill.methods.objectives import ctkd_reversal, ctkd_temperature
 from tests.test_losses import batch  # noqa: F401 (the same random batch fixture)
 
 B, C = 6, 5
@@ -216,7 +216,7 @@ def test_labels_is_cross_entropy_and_ignores_the_teacher(batch):
 def test_every_method_lists_what_it_matches_its_keys_and_its_paper(capsys):
     from distill.cli import main
     from distill.config import DistillConfig
-    from distill.objectives import loss_info
+    from distill.methods.objectives import loss_info
 
     fields = set(DistillConfig.__dataclass_fields__)
     for name, method in METHODS.items():

@@ -10,14 +10,16 @@ import math
 import pytest
 import torch
 
-from distill import engine, losses
+from distill import engine
+
+from distill.methods import losses
 from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config, load_config
 from distill.data import load_data
 from distill.errors import UserError
-from distill.fidelity import agreement, fidelity, teacher_kl, teacher_log_probs
+from distill.teachers.fidelity import agreement, fidelity, teacher_kl, teacher_log_probs
 from distill.models import create_model
-from distill.objectives import Batch, make_objective, mix
-from distill.runner import train
+from distill.methods.objectives import Batch, make_objective, mix
+from distill.training.runner import train
 
 from conftest import tiny_overrides
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from distill import losses
-from distill.losses import LOSS_INFO, METHODS, list_methods
-from distill.objectives import mix, mix_weights, value_at
-from distill.signals import teacher_views
+from distill.methods import losses
+from distill.methods.losses import LOSS_INFO, METHODS, list_methods
+from distill.methods.objectives import mix, mix_weights, value_at
+from distill.teachers.signals import teacher_views
 
 B, C = 6, 5
 

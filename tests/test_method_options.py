@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill import losses
-from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config, load_config, to_dict
+from distill.methods import losses
+from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config, load_config
+from distill.schema import to_dict
 from distill.data import load_data
 from distill.errors import ConfigError
-from distill.features import capture
-from distill.losses import METHODS, register
+from distill.teachers.features import capture
+from distill.methods.losses import METHODS, register
 from distill.methods import SHARED_KEYS, Option
 from distill.models import create_model
-from distill.objectives import Batch, make_objective, mix
+from distill.methods.objectives import Batch, make_objective, mix
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = {"name": "fake", "fake_shape": [1, 16], "num_samples": 120, "fake_classes": 4, "augment": "none"}

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from distill.metrics import classification_metrics, probs_metrics, split_metrics
+from distill.training.metrics import classification_metrics, probs_metrics, split_metrics
 
 
 def reference(logits: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> dict:

@@ -10,7 +10,8 @@ from torch import nn
 from distill import models
 from distill.config import ModelConfig
 from distill.errors import ConfigError
-from distill.models import MODELS, check_name, count_params, create_model, has_batchnorm, list_models
+from distill.models import MODELS, check_name, create_model, list_models
+from distill.models.parts import count_params, has_batchnorm
 
 
 def build(name, shape, num_classes=10, **fields):

@@ -12,7 +12,8 @@ import pytest
 
 import results
 from distill.cli import main, preset_lines
-from distill.config import load_config, preset_names, presets_root, resolve_config_path
+from distill.config import build_config, load_config
+from distill.presets_config import preset_names, presets_root, resolve_config_path
 from distill.errors import ConfigError
 from results import reproduction
 from tests.test_data import balanced_labels, images, write_idx

@@ -15,12 +15,12 @@ import torch
 
 from conftest import ROOT, Killed, kill_at, tiny_overrides
 from distill import cli, engine
-from distill.checkpoints import save_atomic
+from distill.runs.checkpoints import save_atomic
 from distill.config import load_config
-from distill.cost import TIMING_KEYS
+from distill.export.cost import TIMING_KEYS
 from distill.data import load_data
 from distill.errors import ConfigError, UserError
-from distill.store import Run, unlock_run_dir, write_json_atomic
+from distill.runs.store import Run, unlock_run_dir, write_json_atomic
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -162,7 +162,7 @@ def test_second_writer_gets_one_line_naming_the_holder(tmp_path):
     cfg = load_config("mnist1d-mlp", tiny_overrides())
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, sys.argv[1]); from distill.config import load_config; "
-        "from distill.store import Run; from conftest import tiny_overrides; "
+        "from distill.runs.store import Run; from conftest import tiny_overrides; "
         "Run.open(load_config('mnist1d-mlp', tiny_overrides()), 'train', sys.argv[2]); print('held', flush=True); "
         "time.sleep(60)"), str(ROOT / "tests"), str(tmp_path)], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
@@ -247,7 +247,8 @@ def test_signal_marks_the_run_and_the_same_command_resumes(tmp_path, uninterrupt
 FULL_DISK = """
 import errno, os, sys
 sys.path.insert(0, os.environ["PYTHONPATH"])
-from distill import atomic, cli
+from distill.runs import atomic
+from distill import cli
 calls, fail = [0], [int(n) for n in sys.argv[1].split(",")]
 real = os.fsync
 def fsync(fd):

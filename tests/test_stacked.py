@@ -5,7 +5,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from distill import engine
-from distill.replicas import can_stack, stacked_mlp_forward
+from distill.training.replicas import can_stack, stacked_mlp_forward
 from distill.config import load_config
 from distill.data import load_data
 from tests.conftest import tiny_overrides
@@ -107,7 +107,7 @@ def test_stacked_mlp_forward_equals_vmap(kwargs, depth):
 def test_stacked_students_with_their_own_teachers_equal_sequential(method):
     """Born-again style: student k taught by teacher k (cached logits), stacked vs one at a time."""
     from distill.config import DistillConfig
-    from distill.objectives import make_objective
+    from distill.methods.objectives import make_objective
 
     cfg = load_config(None, tiny_overrides(**{"train.epochs": 2}))
     engine.setup_torch(cfg.train)

@@ -12,14 +12,14 @@ import yaml
 
 from distill import cli
 from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config
-from distill.cost import TIMING_KEYS
+from distill.export.cost import TIMING_KEYS
 from distill.data import load_data
 from distill.errors import ConfigError
 from distill.models import create_model
-from distill.runner import train
-from distill.features import capture
-from distill.objectives import Batch, make_objective, mix
-from distill.sources import teacher_objective
+from distill.training.runner import train
+from distill.teachers.features import capture
+from distill.methods.objectives import Batch, make_objective, mix
+from distill.teachers.sources import teacher_objective
 
 DATASET = {"name": "fake", "fake_shape": [1, 16], "num_samples": 120, "fake_classes": 4, "augment": "none"}
 TINY = {"dataset": DATASET, "model": {"name": "mlp", "width": 8, "depth": 1},
@@ -85,7 +85,7 @@ def test_cached_and_online_give_the_same_loss(data, method, combine, teachers, s
 
 
 def test_objective_kd_equals_the_plain_loss_on_teacher_logits(data):
-    from distill.losses import kd
+    from distill.methods.losses import kd
 
     cfg = DistillConfig(method="kd", temperature=2.0, alpha=0.4)
     teacher = model("cnn1d", seed=1, width=4, depth=1)
@@ -236,7 +236,7 @@ def test_ensemble_of_run_directories(tmp_path, data):
 
 def test_an_objective_must_say_its_terms_and_weights():
     """The interface is abstract: a subclass without terms() or weights() cannot be built."""
-    from distill.objectives import CrossEntropy, Objective
+    from distill.methods.objectives import CrossEntropy, Objective
 
     class NoWeights(Objective):
         def terms(self, batch, logits, features, progress):

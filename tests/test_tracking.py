@@ -1,4 +1,4 @@
-"""The TensorBoard and MLflow mirrors of a run (distill/tracking.py), read back with each tool's
+"""The TensorBoard and MLflow mirrors of a run (distill/runs/tracking.py), read back with each tool's
 own reader and compared with records.csv and summary.json, the run directory's own files."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import bornagain
 import distill
 from distill.config import config_hash, load_config
-from distill.tracking import FIGURES, ModelKeys, config_params, same_run_config
+from distill.runs.tracking import FIGURES, ModelKeys, config_params, same_run_config
 from tests.conftest import tiny_overrides
 
 ON = {"log.tensorboard": "true", "log.mlflow": "true"}
@@ -147,7 +147,7 @@ def test_a_broken_mirror_warns_once_and_the_run_finishes(tmp_path, capfd, monkey
 
 
 def test_a_mirror_failing_mid_run_is_dropped_after_one_warning(tmp_path, capfd, monkeypatch):
-    from distill import tracking
+    from distill.runs import tracking
 
     calls = []
 

@@ -1,17 +1,17 @@
-"""`distill train` through `distill.jobs.fit_jobs`: seeds trained stacked where the model allows,
+"""`distill train` through `distill.training.jobs.fit_jobs`: seeds trained stacked where the model allows,
 with the numbers of one-at-a-time training; stop and resume; teacher sections trained in place."""
 
 import json
 
 import pytest
 
-from distill.checkpoints import load_checkpoint
+from distill.runs.checkpoints import load_checkpoint
 from distill.config import load_config
-from distill.cost import TIMING_KEYS
+from distill.export.cost import TIMING_KEYS
 from distill.data import load_data
-from distill.fidelity import split_fidelity
+from distill.teachers.fidelity import split_fidelity
 from distill.models import create_model
-from distill.runner import train
+from distill.training.runner import train
 from tests.conftest import tiny_overrides
 
 TEACHER = {"teacher.model": "{name: cnn1d, width: 8, depth: 2}", "teacher.train": "{epochs: 2}",

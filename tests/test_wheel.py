@@ -17,7 +17,7 @@ SOURCES = ["pyproject.toml", "README.md", "distill", "bornagain", "ensembles", "
 LIST = """
 import distill
 from distill.cli import preset_lines
-from distill.config import load_config, preset_names, resolve_config_path
+from distill.presets_config import preset_names, resolve_config_path
 assert distill.__file__.startswith({target!r}), distill.__file__
 assert str(resolve_config_path("hinton-mnist")).startswith({target!r})
 print(" ".join(preset_names()))

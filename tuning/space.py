@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.config import Config, build_config, set_dotted, to_dict
+from distill.config import Config, build_config
+from distill.schema import set_dotted, to_dict
 from distill.errors import ConfigError
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -163,6 +164,8 @@ def parse_search(cfg: Config) -> list[Dimension]:
         for value in dim.representatives():
             data = copy.deepcopy(base)
             set_dotted(data, key.split("."), absolute_paths(key, value))
+            if key == "distill.method":
+                keep_method_options(data)
             try:
                 build_config(data)
             except ConfigError as err:
@@ -224,13 +227,21 @@ def trial_config(base: dict, params: dict, *, seeds: list[int] | None = None, **
         set_dotted(data, key.split("."), value)
     for key, value in top.items():
         set_dotted(data, key.split("."), value)
-    if "distill.method" in params:  # a sweep over methods: each trial keeps the options its method reads
-        from distill.config import DistillConfig
-        from distill.losses import METHODS
-        from distill.methods import only_read
-
-        data["distill"] = only_read(data["distill"], METHODS[data["distill"]["method"]], to_dict(DistillConfig()))
+    if "distill.method" in params:
+        keep_method_options(data)
     return build_config(data)
+
+
+def keep_method_options(data: dict) -> None:
+    """A sweep over distill.method: a configuration keeps the options its own method reads (the base
+    carries every searched method's), the others back at their defaults."""
+    from distill.config import DistillConfig
+    from distill.methods import only_read
+    from distill.methods.losses import METHODS
+
+    method = METHODS.get(data["distill"]["method"])
+    if method is not None:  # an unknown name is the config check's to name
+        data["distill"] = only_read(data["distill"], method, to_dict(DistillConfig()))
 
 
 def _short(value) -> str:

@@ -94,7 +94,7 @@ def write_sweep(path: Path, cfg: Config, grid, *, tune_status: Optional[dict] = 
                 interrupted: Optional[str] = None) -> dict:
     """Write and return sweep.json. `tune_status`: trial folder name -> Tune's status at the end;
     `interrupted`: the signal that stopped the sweep, if one did."""
-    from distill.store import write_json_atomic
+    from distill.runs.store import write_json_atomic
 
     metric, mode = cfg.tune.metric, mode_of(cfg.tune.metric)
     names = ("val_acc", "val_nll")
@@ -123,7 +123,7 @@ def write_sweep(path: Path, cfg: Config, grid, *, tune_status: Optional[dict] = 
 
 def write_interrupted(path: Path, cfg: Config, signal_name: str, where: str) -> dict:
     """sweep.json and error.txt of a sweep interrupted before Tune could list its trials."""
-    from distill.store import write_json_atomic
+    from distill.runs.store import write_json_atomic
 
     path.mkdir(parents=True, exist_ok=True)
     reason = (f"interrupted by {signal_name} {where}; `distill tune CONFIG --resume` (same config and "

@@ -246,9 +246,10 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
         return None
     if any(_affects_teacher(cfg, dim.key) for dim in dims):
         return None
-    from distill.config import build_config, to_dict
-    from distill.runner import train
-    from distill.sources import teacher_train_config
+    from distill.config import build_config
+    from distill.schema import to_dict
+    from distill.training.runner import train
+    from distill.teachers.sources import teacher_train_config
 
     data = to_dict(cfg)
     data.update(model=to_dict(cfg.teacher.model), train=to_dict(teacher_train_config(cfg)),

@@ -54,7 +54,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    from distill.store import write_json_atomic  # the one writer of run files (fsync, NaN as null)
+    from distill.runs.store import write_json_atomic  # the one writer of run files (fsync, NaN as null)
 
     write_json_atomic(path, obj)
 

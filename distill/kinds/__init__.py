@@ -25,7 +25,7 @@ import os
 import pkgutil
 from typing import Any, Callable, Optional
 
-from ..errors import UserError
+from distill.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)

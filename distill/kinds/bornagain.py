@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..schema import Section, spec
-from . import Kind, TuneTarget, View, default_label
+from distill.schema import Section, spec
+from distill.kinds import Kind, TuneTarget, View, default_label
 
 
 @dataclass

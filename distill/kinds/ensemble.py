@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import ConfigError
-from ..schema import Section, spec
-from . import Kind, TuneTarget, View, default_label
+from distill.errors import ConfigError
+from distill.schema import Section, spec
+from distill.kinds import Kind, TuneTarget, View, default_label
 
 COMBINES = ("mean_probs", "mean_logits", "per_teacher_kl")
 
@@ -37,8 +37,8 @@ class EnsembleConfig(Section):
 
 def check(cfg) -> None:
     """The sections nested in `ensemble` are checked as the sections they are."""
-    from ..config import ModelConfig, TrainConfig  # noqa: the config module imports this one
-    from ..schema import from_dict
+    from distill.config import ModelConfig, TrainConfig  # noqa: the config module imports this one
+    from distill.schema import from_dict
 
     e = cfg.ensemble
     if e.models and len(e.models) not in (1, e.members):

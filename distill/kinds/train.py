@@ -1,11 +1,11 @@
-"""`distill train`: one model per seed, from labels or from a teacher (the run is `distill.runner.train`).
+"""`distill train`: one model per seed, from labels or from a teacher (the run is `distill.training.runner.train`).
 
     distill train mnist1d-kd seeds=[0,1,2]
 """
 
 from __future__ import annotations
 
-from . import Kind, TuneTarget, View, default_label
+from distill.kinds import Kind, TuneTarget, View, default_label
 
 
 def label(row: dict) -> str:
@@ -16,7 +16,7 @@ def label(row: dict) -> str:
 KIND = Kind(
     name="train",
     help="train one model per seed, from labels or from a teacher",
-    run="distill.runner:train",
+    run="distill.training.runner:train",
     targets=(TuneTarget("student", "the student (the model, when it learns from labels), each epoch", "student",
                         fields=lambda cfg: {"role": ("student", "model")}),),
     label=label,

@@ -1,0 +1,154 @@
+"""A distillation method as one record: its formula, how its terms mix and reduce, the signal it
+reads, the distill.* options it takes, its paper. The records are made in `distill.methods.losses`, one
+decorator on each formula:
+
+    @register("jsd", reduction="batchmean", t2_scaling=True, paper="Agarwal et al. 2024 (GKD)",
+              matches="...", options=(Option("jsd_beta", "beta", float, 0.5, {"gt": 0.0, "lt": 1.0},
+                                             "the mixture weight beta"),))
+    def jsd(student_logits, teacher_logits, targets, *, temperature, beta): ...
+
+An option names the distill.* key it reads and the keyword it is passed as, `to` one of: the
+formula (`loss`), the mixer (`weights`: distill.methods.objectives.mix_weights), a learned temperature's
+schedule (`temperature`: ctkd) or the white-box hooks (`layers`, read where signal is features).
+The objective passes every option from the record, so a method reads what it declares and nothing
+else, and `Method.check` refuses a key that the method does not declare. This module imports no
+torch; the records live beside their formulas, in distill.methods.losses, a registry that config checks
+with the datasets and models (`check_names`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from distill.errors import ConfigError
+
+#: distill.* keys every method accepts: what the teacher is and how it is read (teacher, combine,
+#: standardize, top_k for language models), and T and alpha with their schedules, which each
+#: method reads or not as its record says (`Method.keys`) but never refuses, so one base config
+#: serves a sweep over methods
+SHARED_KEYS = ("method", "teacher", "combine", "temperature", "temperature_end", "temperature_schedule",
+               "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest")
+MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm", "labels")
+SIGNALS = ("logits", "features", "none")
+TEMPERATURES = ("config", "learned", "none")
+DESTINATIONS = ("loss", "weights", "temperature", "layers")
+_BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One distill.* key a method reads. `bounds` are those of its config field (ge, gt, le, lt),
+    `type` and `default` too; tests/test_method_options.py holds them equal to distill.config's."""
+
+    key: str          # the distill.* config key
+    kwarg: str        # the keyword it is passed as
+    type: Any
+    default: Any
+    bounds: dict
+    meaning: str      # one line
+    to: str = "loss"  # see DESTINATIONS and the module docstring
+
+    def __post_init__(self):
+        assert self.to in DESTINATIONS, self.to
+
+    def describe(self) -> str:
+        """`dkd_beta = 8.0 (>= 0): weight of NCKD`"""
+        bounds = ", ".join(f"{_BOUND_WORDS[name]} {value:g}" for name, value in self.bounds.items())
+        return f"{self.key} = {self.default!r}{f' ({bounds})' if bounds else ''}: {self.meaning}"
+
+
+@dataclass(frozen=True)
+class Method:
+    """What `distill.method=NAME` trains with; calling it evaluates its formula (see distill.methods.losses)."""
+
+    name: str
+    formula: Callable[..., dict]  # (student_logits, teacher_logits, targets, *, temperature, **loss options)
+    reduction: str                # of the teacher term: batchmean, mean, weighted_mean, weighted_sum
+    t2_scaling: bool              # the teacher term is scaled by T^2
+    matches: str                  # what the student is taught to match, for the listing
+    paper: str
+    mix: str = "alpha"            # how the objective weighs its terms: MIXES, see distill.methods.losses
+    signal: str = "logits"        # what it reads of the teacher: SIGNALS
+    options: tuple[Option, ...] = ()
+    temperature: str = "config"   # T: distill.temperature (config), learned by the objective, or none
+    combine_at_t1: bool = False   # an ensemble of teachers is combined at T = 1 (the formula tempers it)
+    draws: bool = False           # the formula draws random numbers from a `generator` the objective seeds
+
+    def __post_init__(self):
+        assert self.mix in MIXES and self.signal in SIGNALS and self.temperature in TEMPERATURES, self
+
+    def __call__(self, student_logits, teacher_logits, targets, **kwargs) -> dict:
+        return self.formula(student_logits, teacher_logits, targets, **kwargs)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The distill.* keys it reads: temperature and alpha where it uses them, then its own options."""
+        shared = ("temperature",) * (self.temperature == "config") + ("alpha",) * (self.mix == "alpha")
+        return shared + tuple(option.key for option in self.options)
+
+    @property
+    def needs_epochs(self) -> bool:
+        """DKD's warm-up and CTKD's curriculum count epochs: its objective needs train.epochs."""
+        return self.mix == "dkd" or self.temperature == "learned"
+
+    def values(self, cfg, to: str) -> dict:
+        """{keyword: value in `cfg` (a DistillConfig)} of the options that go `to` (DESTINATIONS)."""
+        return {option.kwarg: getattr(cfg, option.key) for option in self.options if option.to == to}
+
+    def info(self) -> dict:
+        """The fields every run records in its loss_info."""
+        return {"method": self.name, "reduction": self.reduction, "t2_scaling": self.t2_scaling,
+                "signal": self.signal, "mix": self.mix}
+
+    def check(self, given: set[str]) -> None:
+        """ConfigError (one line) if `given` holds a distill.* key this method does not read."""
+        declared = {option.key for option in self.options}
+        unread = sorted(key for key in given if key not in SHARED_KEYS and key not in declared)
+        if unread:
+            what, it = ("this option", "it") if len(unread) == 1 else ("these options", "them")
+            raise ConfigError(f"{', '.join('distill.' + key for key in unread)}: method {self.name} does not read "
+                              f"{what}; {self.name}'s options are {', '.join(self.keys) or 'none'}; remove {it} or "
+                              f"set distill.method to one that reads {it} (`distill list methods`)")
+
+    def describe(self) -> str:
+        """One line for `distill list methods`: paper, what it matches, the shared keys it reads, its options."""
+        shared = ", ".join(key for key in self.keys if key in SHARED_KEYS) or "none"
+        options = "; ".join(option.describe() for option in self.options) or "none"
+        return f"{self.name}: {self.paper}. Matches {self.matches}; keys (distill.*): {shared}; options: {options}"
+
+
+def options_given(data: dict, distill) -> set[str]:
+    """The distill.* keys a config's mapping `data` (its YAML with the overrides set) gives: the ones
+    its distill section sets to a value other than the default (`distill`: the section as built),
+    and the ones its `search:` sweeps. These are what `Method.check` holds against the method.
+
+    Not counted: a key set to its default (the run is the same whether the method reads it or
+    not, and a run directory written before a key was added still loads); everything when the
+    search sweeps distill.method (the base config carries the options of each method it may run,
+    and a narrowed grid such as a preset's quick run must still load; each trial then keeps only the
+    options its method reads, `only_read`).
+    """
+    section = data.get("distill") or {}
+    fields = {f.name for f in dataclasses.fields(distill)}
+    searched = _searched(data.get("search") or {}) & fields  # a key that is none is the search check's to name
+    if "method" in searched:
+        return set()
+    default = type(distill)()
+    return {key for key in section if getattr(distill, key) != getattr(default, key)} | searched
+
+
+def only_read(section: dict, method: Method, defaults: dict) -> dict:
+    """A distill section (a mapping) with the options `method` does not read set back to `defaults`:
+    a trial of a sweep over distill.method runs its method with that method's options only."""
+    read = set(SHARED_KEYS) | set(method.keys)
+    return {key: value if key in read else defaults.get(key, value) for key, value in section.items()}
+
+
+def _searched(search: dict) -> set[str]:
+    """The distill.* keys a `search:` section sweeps, written flat (`distill.alpha: {grid: ...}`) or
+    nested (`search.distill.alpha=...` on the command line nests)."""
+    nested = search.get("distill")
+    flat = {key.split(".", 1)[1] for key in search if isinstance(key, str) and key.startswith("distill.")}
+    return flat | set(nested if isinstance(nested, dict) else ())

@@ -1,0 +1,100 @@
+"""Building blocks of the loss formulas in `distill.methods.losses` (kept apart so that file reads as the list
+of methods): the tempered log-softmax and KL from log-probabilities (written once: every formula, the
+teacher signals and the fidelity figures read them), DKPP's permutation, TF-KD's virtual teacher,
+DIST's Pearson distance, attention maps and RKD's relations. Reductions are over the last dims
+(class -1, batch -2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CE(y, s) = -log softmax(s)_y, averaged over the batch (dim -2). One (B, C) batch, or K models'
+    (K, B, C) batches (one mean per model), take torch's fused F.cross_entropy: the same formula in
+    one kernel (test_losses holds them against the written-out line below)."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, targets)
+    if logits.dim() == 3:  # (K, C, B) is F.cross_entropy's (N, C, d) layout
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1)
+    return -tempered_log_softmax(logits).gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+def permute_non_argmax(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Each row's probabilities with the non-argmax entries randomly permuted (argmax stays put)."""
+    device = probs.device if generator is None else generator.device
+    keys = torch.rand(probs.shape, generator=generator, device=device).to(probs.device)
+    top = probs.argmax(dim=1, keepdim=True)
+    keys.scatter_(1, top, -1.0)  # the argmax sorts first, the rest in random order
+    order = keys.argsort(dim=1)  # order[:, 0] = argmax; order[:, 1:] = a random arrangement of the others
+    ranked = probs.sort(dim=1, descending=True).values  # ranked[:, 0] = the max
+    return torch.zeros_like(probs).scatter(1, order, ranked)
+
+
+def virtual_teacher_log_probs(targets: torch.Tensor, num_classes: int, correct_prob: float) -> torch.Tensor:
+    """log p_v: correct_prob on the true class, (1 - correct_prob) / (C - 1) on each other class."""
+    other = (1.0 - correct_prob) / (num_classes - 1)
+    probs = torch.full((*targets.shape, num_classes), other, device=targets.device)
+    probs.scatter_(-1, targets.unsqueeze(-1), correct_prob)
+    return probs.log()
+
+
+def tempered_log_softmax(logits: torch.Tensor, temperature=1.0) -> torch.Tensor:
+    """log p^T = log softmax(z / T) over the classes (the last dim): every tempered distribution of the
+    losses, the teacher signals and the fidelity figures is this line (p^T: its exp)."""
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def tempered_log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
+    """(log p_t^T, log p_s^T): the teacher's and the student's log-probabilities at temperature T."""
+    return tempered_log_softmax(teacher_logits, temperature), tempered_log_softmax(student_logits, temperature)
+
+
+def kl_per_example(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) = sum_c p_c (log p_c - log q_c) from log-probabilities, one value per example."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def kl_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) from log-probabilities, summed over classes, averaged over the batch (batchmean)."""
+    return kl_per_example(log_p, log_q).mean(-1)
+
+
+def log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w a + (1 - w) b) from log a and log b, for 0 <= w <= 1."""
+    log_w = math.log(weight_a) if weight_a > 0 else -math.inf
+    log_1w = math.log(1.0 - weight_a) if weight_a < 1 else -math.inf
+    return torch.logaddexp(log_a + log_w, log_b + log_1w)
+
+
+def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """1 - Pearson correlation of a and b along `dim` (DIST's d_p), one value per other index."""
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    return 1.0 - (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(1e-8)
+
+
+def attention_map(features: torch.Tensor) -> torch.Tensor:
+    """Zagoruyko & Komodakis 2017: a = mean_c f_c^2 over channels, flattened, L2-normalised per example."""
+    if features.dim() < 3:
+        features = features.unsqueeze(-1)  # (B, C) -> one position per channel
+    return F.normalize(features.pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def pairwise_distances(e: torch.Tensor) -> torch.Tensor:
+    """||e_i - e_j|| for all pairs, normalised by their mean over i != j (Park et al. 2019, psi_D)."""
+    d = (e[:, None, :] - e[None, :, :]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    off = ~torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
+    d = d * off  # the diagonal (clamped) is exactly zero
+    return d / d[off].mean().clamp_min(1e-12)
+
+
+def angles(e: torch.Tensor) -> torch.Tensor:
+    """cos of the angle at j between e_i - e_j and e_k - e_j, for all (i, j, k) (psi_A)."""
+    diff = F.normalize(e[None, :, :] - e[:, None, :], dim=2)  # diff[j, i] = unit(e_i - e_j)
+    return torch.bmm(diff, diff.transpose(1, 2)).flatten()

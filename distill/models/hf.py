@@ -1,0 +1,79 @@
+"""Hugging Face pieces, read from local folders only (optional: `pip install distill-runner[lm]`).
+
+    model.name=hf_causal_lm model.kwargs={path: models/tiny-gpt2}     # any AutoModelForCausalLM folder
+    dataset.text.tokenizer=models/tiny-gpt2                            # its tokenizer
+
+Nothing is downloaded: both are loaded with `local_files_only=True`. The model's weights
+come from the folder when it holds them (a teacher, or a student started from a checkpoint),
+else it is built from the folder's config.json with fresh weights. The wrapper returns the
+logits tensor, (B, L, vocab), as every model here does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distill.errors import ConfigError, UserError
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError("transformers is not installed; pip install 'distill-runner[lm]' (or transformers) "
+                          "to use a Hugging Face model or tokenizer") from None
+    return transformers
+
+
+def _folder(path: str, what: str) -> Path:
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file() and not (folder / "tokenizer.json").is_file() \
+            and not (folder / "tokenizer_config.json").is_file():
+        raise UserError(f"{what}: {folder} is no Hugging Face folder (no config.json or tokenizer.json); give a "
+                        f"local folder saved with save_pretrained")
+    return folder
+
+
+class HFTokenizer:
+    def __init__(self, tokenizer, name: str):
+        self.tokenizer = tokenizer
+        self.name = name
+        self.vocab = len(tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids])
+
+
+def load_tokenizer(path: str) -> HFTokenizer:
+    folder = _folder(path, "dataset.text.tokenizer")
+    tokenizer = _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return HFTokenizer(tokenizer, f"Hugging Face tokenizer {folder}")
+
+
+class HFCausalLM(nn.Module):
+    """An AutoModelForCausalLM as a plain module: tokens (B, L) -> logits (B, L, vocab)."""
+
+    def __init__(self, path: str, vocab: int):
+        super().__init__()
+        transformers = _transformers()
+        folder = _folder(path, "model.kwargs.path")
+        has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+        if has_weights:
+            self.lm = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+        else:
+            config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            self.lm = transformers.AutoModelForCausalLM.from_config(config)
+        if self.lm.get_output_embeddings().weight.shape[0] < vocab:
+            raise ConfigError(f"model.kwargs.path: {folder} has a vocabulary of "
+                              f"{self.lm.get_output_embeddings().weight.shape[0]} tokens but the data has {vocab}; "
+                              f"use the model's own tokenizer (dataset.text.tokenizer={folder})")
+        self.vocab = vocab
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=tokens).logits[..., :self.vocab]

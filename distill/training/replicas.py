@@ -1,0 +1,169 @@
+"""How the K models of one `engine.fit` call run a step: as themselves, or stacked.
+
+    replicas = make_replicas(models)               # Stacked when K >= 2, else Modules (models on their device)
+    logits, features = replicas.forward(xs, layers)  # xs (K, B, ...) -> (K, B, C)
+
+The training loop cannot tell the two apart; both give (K, B, C) logits for K batches,
+(K, N, C) logits of one shared batch for evaluation, their trainable parameters, each
+model's state_dict, and per-model gradient clipping.
+
+- `Modules` (K = 1): the model itself, so anything runs: BatchNorm, dropout, forward hooks
+  for white-box methods, `torch.compile`, channels_last.
+- `Stacked` (K >= 2, `can_stack` says when): the K models' parameters stacked along a new
+  first axis (`torch.func.stack_module_state`) and trained by one optimizer; the forward is
+  `vmap` over `functional_call`. Adam, AdamW and SGD act elementwise, so one optimizer over
+  stacked parameters is K independent optimizers. An MLP (Linear layers and parameter-free
+  activations) runs as batched matrix products on the stacked weights instead of vmap: the
+  same function, about 1.3x faster on CPU (feature-major, W @ h + b: weights used in their
+  stored layout, no transposed copies).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from distill.teachers.features import capture
+from distill.models.parts import has_batchnorm
+
+
+def can_stack(models: list[nn.Module], objectives: Optional[list] = None) -> tuple[bool, str]:
+    """(True, why) when these models can train stacked in one fit, else (False, why not)."""
+    if len(models) < 2:
+        return False, "only one model"
+    if any(has_batchnorm(m) for m in models):
+        return False, "the model has BatchNorm"
+    if any(isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0 for m in models for mod in m.modules()):
+        return False, "the model has active dropout"
+    shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in models}
+    if len({type(m) for m in models}) > 1 or len(shapes) > 1:
+        return False, "the models differ in architecture"
+    for objective in objectives or []:
+        if objective is not None and any(True for _ in objective.parameters()):
+            return False, "the distillation objective has trainable parameters"
+        if objective is not None and objective.student_layers:
+            return False, "the distillation objective reads intermediate features"
+    return True, f"{len(models)} models without BatchNorm or dropout"
+
+
+class Modules:
+    """One model, run as itself."""
+
+    def __init__(self, model: nn.Module, compile: bool = False, channels_last: bool = False):
+        self.models = [model]
+        self.forward_model = torch.compile(model) if compile else model
+        self.channels_last = channels_last
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.models[0].parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        self.models[0].train(mode)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, xs: torch.Tensor, layers=()) -> tuple[torch.Tensor, list]:
+        x = self._layout(xs[0])
+        if layers:
+            logits, features = capture(self.forward_model, list(layers), x, "distill.layers", "student")
+            return logits[None], [features]
+        return self.forward_model(x)[None], [[]]
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.models[0](self._layout(x))[None]
+
+    def state_dict(self, k: int) -> dict:
+        return {name: value.detach().clone() for name, value in self.models[0].state_dict().items()}
+
+    def load_state_dict(self, k: int, state: dict) -> None:
+        self.models[0].load_state_dict(state)
+
+    def clip_(self, max_norm: float) -> None:
+        nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+
+
+class Stacked:
+    """K models of one architecture with stacked parameters (see the module docstring)."""
+
+    def __init__(self, models: list[nn.Module]):
+        self.models = models
+        self.params, self.buffers = stack_module_state(models)
+        base = copy.deepcopy(models[0]).to("meta")
+
+        def call(p, b, x):
+            return functional_call(base, (p, b), (x,))
+
+        mlp = stacked_mlp_forward(models[0])
+        self._batched = (lambda p, b, xs: mlp(p, xs)) if mlp else vmap(call)                     # each its batch
+        self._shared = (lambda p, b, x: mlp(p, x, shared=True)) if mlp else vmap(call, in_dims=(0, 0, None))
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def train(self, mode: bool = True) -> None:
+        pass  # no BatchNorm, no dropout: nothing differs between modes
+
+    def forward(self, xs: torch.Tensor, layers=()) -> tuple[torch.Tensor, list]:
+        return self._batched(self.params, self.buffers, xs), [[] for _ in self.models]
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._shared(self.params, self.buffers, x)
+
+    def state_dict(self, k: int) -> dict:
+        return {name: value[k].detach().clone() for name, value in {**self.params, **self.buffers}.items()}
+
+    def load_state_dict(self, k: int, state: dict) -> None:
+        with torch.no_grad():
+            for name, value in {**self.params, **self.buffers}.items():
+                value[k].copy_(state[name])
+
+    def clip_(self, max_norm: float) -> None:
+        """torch.nn.utils.clip_grad_norm_ applied to each model's slice of the stacked gradients."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        squares = sum(g.pow(2).flatten(1).sum(1) for g in grads)
+        coef = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+
+
+def make_replicas(models: list[nn.Module], compile: bool = False, channels_last: bool = False):
+    return Modules(models[0], compile, channels_last) if len(models) == 1 else Stacked(models)
+
+
+def stacked_mlp_forward(model: nn.Module) -> Optional[Callable]:
+    """f(params, x) for stacked MLPs: x (K, B, ...) (each model its batch) or (B, ...) with
+    shared=True, returning (K, B, C) logits; None for any other model (vmap is used)."""
+    from distill.models import MLP
+
+    if type(model) is not MLP:
+        return None
+    steps = []
+    for name, module in [*model.features.named_children(), ("head", model.head)]:
+        if isinstance(module, nn.Linear):
+            steps.append(("linear", name if name == "head" else f"features.{name}"))
+        elif isinstance(module, nn.Flatten):
+            continue
+        elif isinstance(module, (nn.ReLU, nn.GELU, nn.SiLU, nn.Identity, nn.Dropout)):
+            steps.append(("apply", module))
+        else:
+            return None
+
+    def forward(params: dict, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        h = x.flatten(1).t() if shared else x.flatten(2).transpose(1, 2)  # (in, B) or (K, in, B)
+        for kind, what in steps:
+            if kind == "apply":
+                h = what(h)
+                continue
+            weight, bias = params[f"{what}.weight"], params.get(f"{what}.bias")
+            if h.dim() == 2:  # one batch for all models: a single (K*out, in) @ (in, B) product
+                h = torch.matmul(weight, h)
+                h = h if bias is None else h + bias.unsqueeze(2)
+            else:
+                h = torch.bmm(weight, h) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, h)
+        return h.transpose(1, 2)
+    return forward

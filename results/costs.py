@@ -1,0 +1,67 @@
+"""The Cost section of a page: what each model costs against its accuracy.
+
+    cost_view(exp, context)   parameters, FLOPs, latency, throughput and size per model kind (in a
+                              sweep, per setting: its trials' models, and the shared teacher apart),
+                              and test accuracy against FLOPs as a figure
+
+Each row's accuracy is mean ± 95% t half-width over seeds with n, and both accuracy and FLOPs
+are given as shares of the most accurate row's and of the costliest row's, so that "keeps X%
+of the accuracy at Y% of the cost" can be read off. Rows without cost columns: no section.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from . import experiments as ex
+from .page import Figure, Heading, Table
+from .settings import setting_groups
+from .views import Context, grouped
+
+COST_WORDS = {"params": "parameters", "flops": "FLOPs per example", "latency_ms": "latency ms (batch 1)",
+              "throughput": "examples/s (batch 256)", "size_bytes": "size (bytes)"}
+
+
+def cost_groups(exp: ex.Experiment) -> list[tuple[str, pd.DataFrame]]:
+    """(name, rows) per model kind; in a sweep, per model kind and setting of its trials (settings
+    differ in what they cost and score: never pooled), its shared teacher as itself."""
+    if exp.kind != "sweep":
+        return grouped(exp.rows)
+    trials = exp.rows[exp.rows["run"].isin(exp.trials)]
+    groups = grouped(exp.rows[exp.rows["run"].isin(exp.teachers)])
+    for model, rows in grouped(trials):
+        groups += [(f"{model} ({setting})", group) for setting, group in setting_groups(exp, rows)]
+    return groups
+
+
+def cost_view(exp: ex.Experiment, context: Context) -> list:
+    """Cost table and accuracy-vs-FLOPs plot when the rows carry cost columns; nothing otherwise."""
+    costs = [c for c in ("params", "flops", "latency_ms", "throughput", "size_bytes") if c in exp.rows.columns]
+    if not any(c in exp.rows.columns and exp.rows[c].notna().any() for c in costs[1:]):
+        return []
+    numbers = []
+    for name, group in cost_groups(exp):
+        mean, half, n = ex.cell(group["test_acc"], 100.0)
+        number = {"model": name, "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n}
+        number.update({c: pd.to_numeric(group[c], errors="coerce").mean() for c in costs})
+        numbers.append(number)
+    table = pd.DataFrame(numbers)
+    best_acc = table["test_acc_mean"].max()
+    top_flops = table["flops"].max() if "flops" in table else math.nan
+    shown = []
+    for number in numbers:
+        row = {"model": number["model"],
+               "test acc %": ex.text(number["test_acc_mean"], number["test_acc_ci"], number["test_acc_n"]),
+               "% of the best accuracy": f"{100 * number['test_acc_mean'] / best_acc:.1f}"}
+        if "flops" in number and top_flops and math.isfinite(top_flops):
+            row["% of the largest FLOPs"] = f"{100 * number['flops'] / top_flops:.3g}"
+        row.update({COST_WORDS[c]: f"{number[c]:.4g}" for c in costs})
+        shown.append(row)
+    blocks = [Heading("Cost", 3), Table(pd.DataFrame(shown), table, f"{exp.slug}-cost.csv")]
+    if context.plots is not None and "flops" in exp.rows.columns and exp.rows["flops"].notna().any():
+        path = context.plots.accuracy_vs_flops(table, context.figure(exp, "flops"))
+        blocks.append(Figure(path, "Test accuracy against FLOPs per example (log scale); the Pareto front "
+                                   "(no model both cheaper and more accurate) is marked"))
+    return blocks
