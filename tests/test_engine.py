@@ -102,6 +102,7 @@ def _strip(summary):  # without the timings, which differ from one measurement t
     return summary
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     """A run killed with SIGKILL mid-training and started again ends with the same summary."""
     args = ["train", "-", "--out", str(tmp_path / "killed"), "--quiet"] + tiny_overrides(

@@ -27,6 +27,7 @@ def module():
     return module
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_dry_run_every_check_ok(tmp_path):
     out = tmp_path / "gpu_check.json"
     done = gpu_check("--dry", "--out", str(out))

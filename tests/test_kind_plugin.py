@@ -95,6 +95,7 @@ def distill(env, *args) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_a_kind_written_as_one_module_runs_sweeps_and_reports(plugin):
     root, env = plugin
     listed = distill(env, "list", "kinds")

@@ -261,6 +261,7 @@ sys.exit(cli.main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_full_disk_fails_the_run_with_one_line_and_it_resumes(tmp_path, uninterrupted):
     cmd = _command(tmp_path)
     # the 8th atomic write (a checkpoint a few epochs in) finds the disk full; meta.json can still be written

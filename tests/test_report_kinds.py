@@ -168,6 +168,7 @@ def test_reproduce_report_shows_the_presets_paper_figure(reproduced):
 
 
 @pytest.mark.parametrize("name", with_figures())
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_every_presets_figures_map_onto_its_rows(reproduced, name):
     report = reproduced(name)
     models = csv(report, "models.csv")

@@ -113,6 +113,7 @@ def test_search_space_and_trial_config():
 # ---------------------------------------------------------------- Ray: failure, resume, cluster
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_failed_trial_is_named_others_finish_exit_1(tmp_path):
     """lr=1e30 makes the loss NaN in one trial; the other trials finish; exit status 1."""
     config = write(tmp_path, tiny(name="fails", search={"train.lr": {"grid": [0.01, 1.0e30, 0.003]}}))
@@ -197,6 +198,7 @@ def _assert_each_configuration_finished_once(out: Path, finished_before) -> None
     assert len(list(out.glob("*/*/*/meta.json"))) == 4
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_resume_when_the_snapshotted_checkpoint_was_deleted(tmp_path):
     """Ray deletes a trial's old checkpoints (num_to_keep=2); a driver killed before its snapshot
     names the newer one leaves a snapshot pointing at a deleted folder, which Ray cannot restore.
@@ -231,6 +233,7 @@ def test_resume_when_the_snapshotted_checkpoint_was_deleted(tmp_path):
     assert len(list(out.glob("*/*/*/meta.json"))) == 2  # no partial run left behind by a restarted trial
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_kill_driver_then_resume_finishes_each_configuration_once(tmp_path):
     config, out, finished_before = _kill_driver_after_a_trial(tmp_path)
     resumed = distill_tune(config, out, "--resume")
@@ -244,6 +247,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     """`ray start --head` + a second `ray start --address` on this machine, then `--address`."""
     ray_bin = str(BIN / "ray")
@@ -292,6 +296,7 @@ def test_best_config_is_the_best_mean_over_seeds():
     assert best_config(trials, "val_acc", "min")["params"] == {"distill.temperature": 1}
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_pbt_sweep_exploits_and_finishes(tmp_path):
     """PBT with 2 trials and a perturbation every epoch: the sweep finishes, every trial runs
     all its epochs (a trial that exploits another restarts from that trial's checkpoint)."""
@@ -316,6 +321,7 @@ def test_pbt_sweep_exploits_and_finishes(tmp_path):
         assert Path(trial["run_dir"]).name == trial["trial"]
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_bornagain_trials(tmp_path):
     """tune.kind=bornagain: each trial runs a chain; its folder holds the generations' rows."""
     config = write(tmp_path, tiny(name="ban-sweep", train={"epochs": 2}, bornagain={"generations": 1},

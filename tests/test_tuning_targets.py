@@ -114,6 +114,7 @@ def _assert_stream_is(run_dir: Path, expected: list[float]) -> None:
     assert [float(saw[i]["val_acc"]) for i in sorted(saw)] == pytest.approx(expected)
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_teacher_inside_each_trial_never_reaches_the_metric(tmp_path):
     """A searched teacher key trains the teacher in every trial; the teacher is far better
     than the (nearly untrained) student, yet every figure Tune saw, best_val_acc and
@@ -167,6 +168,7 @@ def _stop_all(driver: subprocess.Popen) -> None:
         pass
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_bornagain_reports_the_last_generation_even_after_a_kill(tmp_path):
     """tune.kind=bornagain: Tune sees generation 2's epochs only, before and after SIGKILL + --resume."""
     data = tiny(name="ban-target", train={"epochs": 3, "batch_size": 16}, bornagain={"generations": 2},
@@ -192,6 +194,7 @@ def test_bornagain_reports_the_last_generation_even_after_a_kill(tmp_path):
         assert set(trial["others"]) >= {"generation 0", "generation 1", "ens_1..2"}
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_bornagain_best_generation_is_reported_at_the_end(tmp_path):
     data = tiny(name="ban-best", train={"epochs": 2}, bornagain={"generations": 1}, distill={"method": "ban"},
                 tune={"kind": "bornagain", "target": "best_generation"})
@@ -207,6 +210,7 @@ def test_bornagain_best_generation_is_reported_at_the_end(tmp_path):
     _assert_stream_is(run_dir, _val_rows(run_dir, "generation", str(chosen["generation"])))
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_ensemble_trials_report_the_first_student(tmp_path):
     """tune.kind=ensemble: members are kept out of the metric; the stream is student 0's epochs."""
     data = tiny(name="ens-sweep", train={"epochs": 2}, ensemble={"members": 2, "train": {"epochs": 1}},
@@ -222,6 +226,7 @@ def test_ensemble_trials_report_the_first_student(tmp_path):
     assert {"member 0", "member 1", "ensemble mean_probs"} <= set(trial["others"])
 
 
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_optuna_with_asha_and_seeds_samples_the_declared_space(tmp_path):
     pytest.importorskip("optuna")
     data = tiny(name="optuna", seeds=[0, 1], train={"epochs": 2},
@@ -240,6 +245,7 @@ def test_optuna_with_asha_and_seeds_samples_the_declared_space(tmp_path):
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow  # end to end (Ray or every preset): CI runs it, make test does not
 def test_signal_leaves_an_interrupted_sweep_that_resumes(tmp_path, sig, status):
     """SIGTERM (a scheduler) or SIGINT to the process group (Ctrl-C): exit 143/130 with one line,
     sweep.json `interrupted` with unfinished trials `interrupted` (never stopped or done) and no
