@@ -146,6 +146,26 @@ def _reproduce(args):
 
 
 def dispatch(args) -> None:
+    import os
+
+    # idle OpenMP threads sleep instead of spinning (a spinning thread on a shared machine takes the core
+    # another process needs); read once, when torch loads, so set before it does (trials inherit it)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    def needs_gpu(cfg, name: str, quick: bool = False) -> None:  # a preset too slow on a CPU: not without a word
+        if cfg.preset is None or cfg.preset.needs.device != "gpu" or cfg.train.device != "auto":
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            return
+        if quick:  # the quick version is seconds long on any machine: say where it runs
+            args.overrides = [*args.overrides, "train.device=cpu"]
+            return
+        cost = f"{cfg.preset.cost.epochs:,} epochs x {cfg.preset.cost.examples:,} examples"
+        raise UserError(f"{name} needs a GPU (preset.needs.device: gpu; the full run is {cost}) and torch "
+                        f"finds none here; add train.device=cpu to train on the CPU anyway")
+
     if args.command == "list":
         return _list(args.what)
     if args.command == "export":
@@ -154,15 +174,28 @@ def dispatch(args) -> None:
         return
     if args.command in kinds.names():
         cfg = _load(args)  # the config is checked before the kind's run imports torch
+        if cfg.search:
+            def leaves(d, prefix=""):  # search.distill.alpha={grid: ...} -> distill.alpha
+                for key, value in d.items():
+                    samplers = {"grid", "choice", "uniform", "loguniform", "randint"}
+                    nested = isinstance(value, dict) and value and not samplers & set(value)
+                    yield from leaves(value, f"{prefix}{key}.") if nested else [f"{prefix}{key}"]
+
+            raise UserError(f"search: distill {args.command} does not search; run distill tune {args.config} to "
+                            f"search {', '.join(leaves(cfg.search))}, or drop the section with search={{}}")
+        needs_gpu(cfg, args.config)
         path = kinds.get(args.command).run_function()(cfg, args.out, progress=not args.quiet)
     elif args.command == "tune":
         cfg = _load(args)
+        needs_gpu(cfg, args.config)
         import tuning
         path = tuning.run(cfg, args.out, address=args.address, resume=args.resume, progress=not args.quiet)
     elif args.command == "reproduce":
         if args.list or not args.preset:
             print("\n".join(preset_lines()))
             return
+        from distill.config import load_config
+        needs_gpu(load_config(args.preset, args.overrides), args.preset, quick=args.quick)
         path = _reproduce(args)
     else:
         import results

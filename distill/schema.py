@@ -43,10 +43,13 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=YamlLoader)
 
 
-def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None, join=None):
+def spec(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, key=None, join=None,
+         words=None):
     """A config field: default, meaning, and the allowed values checked on load. `join`: a string
-    field that may also be given as a list of strings, stored joined by this separator."""
-    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key, "join": join}
+    field that may also be given as a list of strings, stored joined by this separator. `words`:
+    names that stand for a value (`{"auto": None}`: `train.threads=auto` is stored as null)."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "key": key, "join": join,
+            "words": words}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -124,6 +127,8 @@ def _check_range(value, meta, key: str):
 
 def _checked(value, tp, meta: dict, key: str):
     """`value` for a field of type `tp` with `meta` (spec's): converted, type and range checked."""
+    if isinstance(value, str) and value in (meta.get("words") or {}):
+        value = meta["words"][value]
     if meta.get("join") and isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         value = meta["join"].join(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a section given as itself

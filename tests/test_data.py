@@ -120,7 +120,7 @@ def denormalise(data, split):
 
 def test_registry_names_every_dataset():
     assert set(list_datasets()) == {"digits", "mnist1d", "fake", "mnist", "fashion_mnist", "cifar10", "cifar100",
-                                    "svhn", "pydoc", "text"}
+                                    "svhn", "pydoc", "text", "image_folder", "arrays"}
     assert list_datasets() == list(DATASETS)
 
 

@@ -14,7 +14,10 @@ normalises per channel with statistics of the train split only.
 
 The torchvision formats are read directly from `dataset.root` (idx-ubyte, CIFAR pickles,
 SVHN .mat) without torchvision's md5 checks, so tests can write tiny files in the same
-format. Nothing is downloaded unless `dataset.download=true`.
+format. Nothing is downloaded unless `dataset.download=true`. Your own data: an image folder
+or an .npz file of arrays (`distill/data/own.py`), or a loader of your own registered by the
+module `dataset.module` names or by an entry point (`distill/data/registry.py`). Every dataset
+carries its class names (`Data.class_names`, the export card's).
 
 `source_index` keeps, for every train/val row, its row number in the dataset's original
 training set (for "test": in its test set), so a file of teacher predictions with one row
@@ -78,6 +81,8 @@ class Data:
     shift: int
     mean: tuple[float, ...] = field(default=())  # per-channel statistics of the train split (before normalising)
     std: tuple[float, ...] = field(default=())
+    class_names: tuple[str, ...] = field(default=())  # one per class, in label order (the export card's)
+    scale: float = 1.0  # raw inputs / scale lie in [0, 1] (images) before normalising
     text: Optional[object] = None  # text corpora: tokenizer and documents (distill.data.text.TextInfo); x, y: token ids
 
     def to(self, device) -> "Data":
@@ -176,11 +181,17 @@ def resolve_augment(cfg: DatasetConfig) -> str:
 
 def load_data(cfg: DatasetConfig) -> Data:
     """Raw dataset -> stratified train/val split (+ train_subset) -> normalised tensors on CPU."""
+    if getattr(cfg, "module", None):  # a user's module registers its datasets (distill.data.registry)
+        cfg.import_module()
     if cfg.name not in DATASETS:
         raise UserError(f"dataset.name: unknown dataset {cfg.name!r}; choose one of {', '.join(DATASETS)}")
     raw = DATASETS[cfg.name](cfg)
     if isinstance(raw, Data):  # a text corpus comes tokenised and split by document (distill/data/text.py)
         return raw
+    if not isinstance(raw, RawData):
+        raise UserError(f"dataset.name: the loader of {cfg.name} returned a {type(raw).__name__}; a loader "
+                        f"returns distill.data.registry.RawData")
+    class_names = check_classes(raw, cfg.name)
     input_shape = tuple(raw.x_train.shape[1:])
     augment = resolve_augment(cfg)
     if augment in ("crop_flip", "crop") and len(input_shape) != 3:
@@ -206,7 +217,20 @@ def load_data(cfg: DatasetConfig) -> Data:
 
     return Data(name=cfg.name, num_classes=raw.num_classes, input_shape=input_shape, x=x, y=y,
                 source_index=source_index, augment=augment, shift=cfg.shift,
-                mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+                mean=tuple(mean.tolist()), std=tuple(std.tolist()), class_names=class_names, scale=raw.scale)
+
+
+def check_classes(raw: RawData, name: str) -> tuple[str, ...]:
+    """The class names of `raw` (its own, else the label numbers), its labels checked to be classes."""
+    k = raw.num_classes
+    for split, y in (("train", raw.y_train), ("test", raw.y_test)):
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+            raise UserError(f"dataset: {name}'s {split} labels go from {int(y.min())} to {int(y.max())}, but it has "
+                            f"{k} classes (labels 0..{k - 1}); fix the labels or the class names")
+    names = tuple(str(n) for n in raw.class_names) if raw.class_names is not None else tuple(map(str, range(k)))
+    if len(names) != k:
+        raise UserError(f"dataset: {name} names {len(names)} classes but has {k}; give one name per class")
+    return names
 
 
 def _to_float(x: Tensor, scale: float) -> Tensor:
@@ -256,7 +280,8 @@ def _load_digits(cfg: DatasetConfig) -> RawData:
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=digits.target,
                                            random_state=0)
     train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
-    return RawData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10, scale=16.0)
+    return RawData(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10, scale=16.0,
+                   class_names=[str(i) for i in range(10)])
 
 
 @functools.lru_cache(maxsize=4)
@@ -282,7 +307,7 @@ def _load_mnist1d(cfg: DatasetConfig) -> RawData:
     x, y, x_test, y_test = _mnist1d_arrays(cfg.num_samples)
     as_x = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32)).unsqueeze(1)  # noqa: E731
     as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
-    return RawData(as_x(x), as_y(y), as_x(x_test), as_y(y_test), 10)
+    return RawData(as_x(x), as_y(y), as_x(x_test), as_y(y_test), 10, class_names=[str(i) for i in range(10)])
 
 
 @register("pydoc")
@@ -316,3 +341,7 @@ def _load_fake(cfg: DatasetConfig) -> RawData:
 
 
 import distill.data.images  # noqa: E402,F401  (registers mnist, fashion_mnist, cifar10, cifar100, svhn)
+import distill.data.own  # noqa: E402,F401  (registers image_folder, arrays)
+from distill.data.registry import register_entry_points  # noqa: E402
+
+register_entry_points()  # datasets of installed packages (entry-point group distill.datasets)

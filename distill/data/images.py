@@ -1,6 +1,12 @@
 """Datasets in torchvision's on-disk formats, read from `dataset.root` (never downloaded unless
 `dataset.download=true`): MNIST and Fashion-MNIST (idx files), CIFAR-10/100 (pickles), SVHN (.mat).
 A missing or damaged file is a one-line UserError naming it.
+
+The classes come from each format's own metadata: CIFAR-10's `batches.meta` (label_names) and
+CIFAR-100's `meta` (fine_label_names) give the class names and their number (a 3-class folder in
+CIFAR-10's format is a 3-class dataset); without that file, the format's own 10 or 100 classes.
+SVHN's .mat files are the ten digits (label 10 is digit 0). Pickles written with bytes keys (as
+`pickle.load(f, encoding="bytes")` leaves them) are read too.
 """
 
 from __future__ import annotations
@@ -81,7 +87,14 @@ def _idx_dataset(cfg: DatasetConfig, folder: str, title: str, cls_name: str) -> 
     names = [f"{folder}/raw/{stem}" for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                                   "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
     x_train, y_train, x_test, y_test = (torch.from_numpy(_read_idx(p)) for p in _require(_root(cfg), title, names))
-    return RawData(x_train.unsqueeze(1), y_train.long(), x_test.unsqueeze(1), y_test.long(), 10, scale=255.0)
+    return RawData(x_train.unsqueeze(1), y_train.long(), x_test.unsqueeze(1), y_test.long(), 10, scale=255.0,
+                   class_names=FASHION_NAMES if folder == "FashionMNIST" else DIGITS)
+
+
+DIGITS = [str(i) for i in range(10)]
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @register("mnist")
@@ -94,41 +107,73 @@ def _load_fashion_mnist(cfg: DatasetConfig) -> RawData:
     return _idx_dataset(cfg, "FashionMNIST", "Fashion-MNIST", "FashionMNIST")
 
 
+def _text(value):
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
 def _read_pickle(path: Path) -> dict:
+    """A CIFAR pickle as a dict with str keys (bytes keys decoded)."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise UserError(f"dataset.root: {path} is not a readable CIFAR pickle ({err}); "
+            found = pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError) as err:
+        raise UserError(f"dataset.root: {path} is not a readable CIFAR pickle ({type(err).__name__}: {err}); "
                         f"replace it with the original file or set dataset.download=true") from None
+    if not isinstance(found, dict):
+        raise UserError(f"dataset.root: {path} holds a {type(found).__name__}, not a CIFAR batch (a dict); "
+                        f"replace it with the original file or set dataset.download=true")
+    return {_text(key): value for key, value in found.items()}
 
 
-def _cifar(cfg: DatasetConfig, title: str, cls_name: str, names: list[str], label_key: str,
-           num_classes: int) -> RawData:
+def _entry(batch: dict, key: str, path: Path):
+    if key not in batch:
+        raise UserError(f"dataset.root: {path} has no {key!r} entry (it has {', '.join(map(str, batch)) or 'none'}); "
+                        f"replace it with the original file or set dataset.download=true")
+    return batch[key]
+
+
+def _cifar(cfg: DatasetConfig, title: str, cls_name: str, names: list[str], label_key: str, meta: tuple[str, str],
+           default: tuple[int, list[str] | None]) -> RawData:
     _download(cfg, title, cls_name, [{"train": False}])
-    paths = _require(_root(cfg), title, names)
+    root = _root(cfg)
+    paths = _require(root, title, names)
     batches = [_read_pickle(p) for p in paths]
 
-    def stack(parts: list[dict]) -> tuple[Tensor, Tensor]:
-        x = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in parts])
-        y = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in parts])
+    def stack(parts: list[dict], files: list[Path]) -> tuple[Tensor, Tensor]:
+        try:
+            x = np.concatenate([np.asarray(_entry(b, "data", p), dtype=np.uint8).reshape(-1, 3, 32, 32)
+                                for b, p in zip(parts, files)])
+        except ValueError as err:
+            raise UserError(f"dataset.root: a {title} batch in {files[0].parent} holds data that is not 32x32 RGB "
+                            f"images ({err}); replace it with the original file") from None
+        y = np.concatenate([np.asarray(_entry(b, label_key, p), dtype=np.int64) for b, p in zip(parts, files)])
+        if len(x) != len(y):
+            raise UserError(f"dataset.root: a {title} batch in {files[0].parent} has {len(x)} images but {len(y)} "
+                            f"labels; replace it with the original file")
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    x_train, y_train = stack(batches[:-1])
-    x_test, y_test = stack(batches[-1:])
-    return RawData(x_train, y_train, x_test, y_test, num_classes, scale=255.0)
+    x_train, y_train = stack(batches[:-1], paths[:-1])
+    x_test, y_test = stack(batches[-1:], paths[-1:])
+    num_classes, class_names = default
+    meta_path = root / meta[0]
+    if meta_path.is_file():  # the format's own class names, and so their number
+        class_names = [str(_text(n)) for n in _entry(_read_pickle(meta_path), meta[1], meta_path)]
+        num_classes = len(class_names)
+    return RawData(x_train, y_train, x_test, y_test, num_classes, scale=255.0, class_names=class_names)
 
 
 @register("cifar10")
 def _load_cifar10(cfg: DatasetConfig) -> RawData:
     names = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)] + ["cifar-10-batches-py/test_batch"]
-    return _cifar(cfg, "CIFAR-10", "CIFAR10", names, "labels", 10)
+    return _cifar(cfg, "CIFAR-10", "CIFAR10", names, "labels", ("cifar-10-batches-py/batches.meta", "label_names"),
+                  (10, CIFAR10_NAMES))
 
 
 @register("cifar100")
 def _load_cifar100(cfg: DatasetConfig) -> RawData:
     names = ["cifar-100-python/train", "cifar-100-python/test"]
-    return _cifar(cfg, "CIFAR-100", "CIFAR100", names, "fine_labels", 100)
+    return _cifar(cfg, "CIFAR-100", "CIFAR100", names, "fine_labels", ("cifar-100-python/meta", "fine_label_names"),
+                  (100, None))
 
 
 @register("svhn")
@@ -144,7 +189,13 @@ def _load_svhn(cfg: DatasetConfig) -> RawData:
         except Exception as err:  # scipy raises several types for a damaged file
             raise UserError(f"dataset.root: {path} is not a readable SVHN .mat file ({err}); "
                             f"replace it with the original file or set dataset.download=true") from None
+        if "X" not in mat or "y" not in mat or mat["X"].ndim != 4 or mat["X"].shape[-1] != mat["y"].size:
+            raise UserError(f"dataset.root: {path} is not an SVHN .mat file (it needs X of shape (32, 32, 3, N) "
+                            f"and y of N labels 1..10); replace it with the original file")
+        labels = mat["y"].astype(np.int64).reshape(-1)
+        if labels.size and (labels.min() < 0 or labels.max() > 10):
+            raise UserError(f"dataset.root: {path} has labels from {labels.min()} to {labels.max()}, but SVHN's "
+                            f"are the digits 1..10 (10 is digit 0); replace it with the original file")
         x = torch.from_numpy(np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1))))
-        y = torch.from_numpy(mat["y"].astype(np.int64).reshape(-1) % 10)
-        out += [x, y]
-    return RawData(*out, num_classes=10, scale=255.0)
+        out += [x, torch.from_numpy(labels % 10)]
+    return RawData(*out, num_classes=10, scale=255.0, class_names=DIGITS)

@@ -15,8 +15,10 @@ The architecture is rebuilt from the run's config.yaml, the validation-selected 
 loaded from `checkpoints/<key>/best.pt`, and the model is saved with `torch.export.export`
 (batch size dynamic) and `torch.export.save`. Beside it, `<out>.json` (the card): the
 architecture, the classes, the input shape and normalisation, test accuracy (this seed; mean
-and 95% t-interval over the run's seeds), the cost (`distill.export.cost.model_cost`), and the
-teacher and loss the model was trained with.
+and 95% t-interval over the run's seeds), the cost (`distill.export.cost.model_cost`: with the
+spread of its timings, the load they were measured under and whether to trust them), and the
+teacher and loss the model was trained with. The classes are named as the data names them (its
+format's metadata, its folders, its file; else the label numbers).
 
 `--quantize int8` stores every Linear layer's weight as int8 with one scale per output unit
 (weight-only, symmetric; dequantised in the forward pass): torch's dynamic quantisation
@@ -283,26 +285,14 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, x: torch.Te
 # ---------------------------------------------------------------- the card
 
 
-CLASS_NAMES = {
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-}
-DIGIT_DATASETS = ("digits", "mnist", "mnist1d", "svhn")
-
-
-def class_names(dataset: str, num_classes: int) -> list[str]:
-    if dataset in CLASS_NAMES:
-        return CLASS_NAMES[dataset]
-    return [str(i) for i in range(num_classes)]  # digits: the digit; others: the label number
+def class_names(data) -> list[str]:
+    """The data's own class names (its format's metadata, its folders, its file), else the label numbers."""
+    return list(data.class_names) or [str(i) for i in range(data.num_classes)]
 
 
 def input_card(cfg, data) -> dict:
-    from distill.data import DATASETS
-
-    scale = DATASETS[cfg.dataset.name](cfg.dataset).scale
     return {"shape": ["batch", *data.input_shape], "dtype": str(data.x["test"].dtype).removeprefix("torch."),
-            "scale": scale,
+            "scale": data.scale,
             "mean": list(data.mean), "std": list(data.std),
             "normalise": "x = (raw / scale - mean[c]) / std[c] for each channel c (dim 1); mean and std are "
                          "of the training split"}
@@ -371,7 +361,7 @@ def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quanti
         **{k: row.get(k) for k in ("role", "name", "seed", "generation", "member", "selected_epoch")},
         "architecture": to_dict(architecture(cfg, row, run_dir / "checkpoints" / checkpoint_key(row))),
         "dataset": cfg.dataset.name,
-        "classes": class_names(cfg.dataset.name, data.num_classes),
+        "classes": class_names(data),
         "input": input_card(cfg, data),
         "output": f"logits (batch, {data.num_classes}); softmax gives class probabilities",
         "accuracy": {

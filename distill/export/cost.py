@@ -17,8 +17,18 @@ Figures (one dict, JSON-ready):
 - `throughput`: examples per second at batch size `batch_size` (256 by default), from the
   median time of repeated calls after a warm-up call.
 - `threads`, `batch_size`: the CPU thread count and large batch the timings were taken with.
-- with `device` a CUDA device, also `latency_ms_gpu` and `throughput_gpu`, timed with
-  `torch.cuda.synchronize()` around every call.
+- `latency_spread`, `throughput_spread`: the spread of the timed calls, (75th - 25th
+  percentile) / median of each figure's call times.
+- `load_cores`, `cores`: the cores that *other* processes kept busy while the CPU figures were
+  timed (`CpuLoad`: the busy time of this process's cores in /proc/stat less this process's own
+  CPU time, over the wall time; null where /proc/stat is missing), of the `cores` this process
+  may use.
+- `trusted`: false when the CPU figures are not to be trusted, `untrusted_because` says why:
+  other work took cores the timing threads needed (`load_cores` + `threads` > `cores` + 0.5),
+  or the calls spread more than `MAX_SPREAD` around their median. The same model timed on an
+  idle machine and on a busy one differs by orders of magnitude; these keys say which it was.
+- with `device` a CUDA device, also `latency_ms_gpu` and `throughput_gpu` (and their
+  `*_spread_gpu`), timed with `torch.cuda.synchronize()` around every call.
 
 Inputs are random normal examples, or zeros for integer inputs (token ids of a language model:
 `dtype=torch.long`). Experiments measure each trained model once, after training, with
@@ -29,12 +39,26 @@ of its members' rows.
 Timings are capped by time (`budget_s` per figure, at least `MIN_REPEATS` timed calls), so a
 small MLP is measured in well under a second. The model is copied for the measurement: the
 caller's model keeps its device and its train/eval mode. Nothing here trains.
+
+The same figures choose how many CPU threads train a model (`train.threads=null`, auto; used by
+`distill.engine.setup_torch` and `fit`): before a fit, the free cores (`free_cores`: the cores
+this process may use less those other processes keep busy, sampled for PROBE_SECONDS); at the
+start of each fit, one thread per WORK_PER_THREAD FLOPs of a training step (forward and
+backward of a batch, all K models), at least 1 and at most the free cores (`fit_threads`). A
+small model gets 1 thread: its ops are too short for threads to pay for their synchronisation,
+and on a shared machine a thread that waits for a descheduled sibling costs whole time slices
+(an MNIST-1D epoch took 2.4-8.4 s at 2 threads against 0.06-0.14 s at 1, with other work on
+2 cores). The command line also sets OMP_WAIT_POLICY=PASSIVE before torch loads
+(`distill.cli.dispatch`): idle OpenMP threads sleep instead of spinning. On a busy machine a
+large model's count follows the load, so a resumed run may use another count than its first
+session: set train.threads=N where bit-identical resumes of large models on the CPU matter.
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import os
 import statistics
 import time
 from typing import Callable
@@ -43,6 +67,9 @@ import torch
 from torch import nn
 
 MIN_REPEATS = 3    # timed calls per figure, whatever the budget
+WORK_PER_THREAD = 2e8  # train.threads=null: FLOPs of one training step per CPU thread
+PROBE_SECONDS = 0.1    # train.threads=null: how long the other processes' load is sampled
+MAX_SPREAD = 0.5   # timings whose (p75 - p25) / median is larger are not to be trusted
 MAX_REPEATS = 50   # timed calls per figure at most
 WARMUP = 2         # untimed calls before each figure
 COST_KEYS = ("params", "size_bytes", "flops", "latency_ms", "throughput")
@@ -81,9 +108,67 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...], device="cpu",
     return int(counter.get_total_flops())
 
 
+def cpu_count() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the cores this process may use have spent busy since boot (/proc/stat), or None."""
+    try:
+        mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except (OSError, AttributeError):
+        return None
+    busy = 0
+    for line in lines:
+        name, *ticks = line.split()
+        if name in mine:
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(t) for t in ticks[:8])
+            busy += user + nice + system + irq + softirq + steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class CpuLoad:
+    """`with CpuLoad() as load: ...` -> `load.others`: the cores other processes kept busy while
+    the block ran (this process's cores' busy time less its own CPU time, over the wall time),
+    None where /proc/stat is missing. Resolution: one clock tick (10 ms) per core over the block."""
+
+    def __enter__(self):
+        self.started, self.busy, self.own = time.perf_counter(), _busy_seconds(), time.process_time()
+        self.others = None
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.started
+        busy = _busy_seconds()
+        if busy is not None and self.busy is not None and wall > 0:
+            own = time.process_time() - self.own
+            self.others = round(max(0.0, (busy - self.busy - own) / wall), 2)
+        return False
+
+
+def spread(times: list[float]) -> float:
+    """(75th - 25th percentile) / median of `times`: 0 when every call took as long."""
+    if len(times) < 2:
+        return 0.0
+    low, _, high = statistics.quantiles(times, n=4, method="inclusive")
+    return round((high - low) / statistics.median(times), 3)
+
+
 def median_seconds(call: Callable[[], object], budget_s: float, sync: Callable[[], None] = lambda: None,
                    warmup: int = WARMUP) -> float:
-    """Median seconds of one `call()`, after `warmup` untimed calls; repeated while the timed
+    """Median seconds of one `call()` (see `timed_calls`)."""
+    return statistics.median(timed_calls(call, budget_s, sync, warmup))
+
+
+def timed_calls(call: Callable[[], object], budget_s: float, sync: Callable[[], None] = lambda: None,
+                warmup: int = WARMUP) -> list[float]:
+    """Seconds of each timed `call()`, after `warmup` untimed calls; repeated while the timed
     calls have taken less than `budget_s`, between MIN_REPEATS and MAX_REPEATS times."""
     for _ in range(warmup):
         call()
@@ -96,20 +181,34 @@ def median_seconds(call: Callable[[], object], budget_s: float, sync: Callable[[
         sync()
         times.append(time.perf_counter() - start)
         spent += times[-1]
-    return statistics.median(times)
+    return times
 
 
 def time_model(model: nn.Module, input_shape: tuple[int, ...], device, batch_size: int = 256,
                budget_s: float = 0.1, dtype: torch.dtype = torch.float32) -> dict:
-    """{"latency_ms": batch 1, "throughput": examples/s at `batch_size`} of `model` on `device`."""
+    """{"latency_ms": batch 1, "throughput": examples/s at `batch_size`, and each one's spread} of
+    `model` on `device`."""
     device = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     one = example_inputs((1, *input_shape), device, dtype)
     many = example_inputs((batch_size, *input_shape), device, dtype)
     with torch.inference_mode():
-        latency = median_seconds(lambda: model(one), budget_s, sync)
-        big = median_seconds(lambda: model(many), budget_s, sync, warmup=1)
-    return {"latency_ms": latency * 1e3, "throughput": batch_size / big}
+        latency = timed_calls(lambda: model(one), budget_s, sync)
+        big = timed_calls(lambda: model(many), budget_s, sync, warmup=1)
+    return {"latency_ms": statistics.median(latency) * 1e3, "throughput": batch_size / statistics.median(big),
+            "latency_spread": spread(latency), "throughput_spread": spread(big)}
+
+
+def trust(cost: dict) -> dict:
+    """`trusted` and `untrusted_because` of CPU figures measured under `load_cores` (see the module docstring)."""
+    reasons = []
+    if cost.get("load_cores") is not None and cost["load_cores"] + cost["threads"] > cost["cores"] + 0.5:
+        reasons.append(f"other processes kept {cost['load_cores']:.1f} of the {cost['cores']} cores busy while "
+                       f"{cost['threads']} threads were timed")
+    for key in ("latency", "throughput"):
+        if cost[f"{key}_spread"] > MAX_SPREAD:
+            reasons.append(f"the {key} calls spread {cost[f'{key}_spread']:.0%} around their median")
+    return {"trusted": not reasons, "untrusted_because": "; ".join(reasons) or None}
 
 
 def model_cost(model: nn.Module, input_shape: tuple[int, ...], device="cpu", *, batch_size: int = 256,
@@ -126,16 +225,18 @@ def model_cost(model: nn.Module, input_shape: tuple[int, ...], device="cpu", *, 
         "params": count_params(cpu_model),
         "size_bytes": state_dict_bytes(cpu_model),
         "flops": count_flops(cpu_model, input_shape, dtype=dtype),
-        **time_model(cpu_model, input_shape, "cpu", batch_size, budget_s, dtype),
-        "threads": torch.get_num_threads(),
-        "batch_size": batch_size,
     }
+    with CpuLoad() as load:
+        cost.update(time_model(cpu_model, input_shape, "cpu", batch_size, budget_s, dtype))
+    cost.update(threads=torch.get_num_threads(), batch_size=batch_size, load_cores=load.others, cores=cpu_count())
+    cost.update(trust(cost))
     del cpu_model
     device = torch.device(device)
     if device.type == "cuda":
         gpu_model = copy.deepcopy(model).to(device).eval()
         gpu = time_model(gpu_model, input_shape, device, batch_size, budget_s, dtype)
         cost.update(latency_ms_gpu=gpu["latency_ms"], throughput_gpu=gpu["throughput"],
+                    latency_spread_gpu=gpu["latency_spread"], throughput_spread_gpu=gpu["throughput_spread"],
                     gpu=torch.cuda.get_device_name(device))
     return cost
 
@@ -178,3 +279,44 @@ def ensemble_row_cost(rows: list[dict]) -> dict:
         return {}
     total = ensemble_cost(rows)
     return {key: total[key] for key in ("params", *ROW_KEYS) if key in total}
+
+
+# ---------------------------------------------------------------- threads (train.threads=null)
+
+
+def free_cores(seconds: float = PROBE_SECONDS) -> int:
+    """The cores this process may use less those other processes kept busy over `seconds`."""
+    cores = cpu_count()
+    with CpuLoad() as load:
+        time.sleep(seconds)
+    return max(1, min(cores, round(cores - (load.others or 0.0))))
+
+
+def threads_for_work(step_flops: float, free: int) -> int:
+    """Threads for a training step of `step_flops` FLOPs with `free` cores: one per WORK_PER_THREAD."""
+    return max(1, min(free, int(step_flops // WORK_PER_THREAD)))
+
+
+_FORWARD_FLOPS: dict[tuple, int] = {}  # (architecture as printed, input shape, dtype) -> forward FLOPs
+
+
+def step_flops(models: list[nn.Module], input_shape: tuple[int, ...], batch_size: int,
+               dtype: torch.dtype = torch.float32) -> float:
+    """FLOPs of one training step of every model: 3 x the forward FLOPs of a batch (backward ~ 2 x
+    forward), counted once per architecture on an eval-mode CPU copy of the first model (its
+    BatchNorm statistics untouched)."""
+    key = (repr(models[0]), tuple(input_shape), dtype)
+    if key not in _FORWARD_FLOPS:
+        _FORWARD_FLOPS[key] = count_flops(copy.deepcopy(models[0]).to("cpu").eval(), tuple(input_shape), dtype=dtype)
+    return 3.0 * _FORWARD_FLOPS[key] * batch_size * len(models)
+
+
+def fit_threads(train, models: list[nn.Module], data, device) -> None:
+    """train.threads=null and a CPU fit: set torch's thread count by the fit's work per step."""
+    if train.threads is not None or torch.device(device).type != "cpu":
+        return
+    try:
+        work = step_flops(models, data.input_shape, train.batch_size, data.x["train"].dtype)
+    except Exception:  # noqa: BLE001 - a model FlopCounterMode cannot run: as many threads as are free
+        work = float("inf")
+    torch.set_num_threads(1 if work < 2 * WORK_PER_THREAD else threads_for_work(work, free_cores()))

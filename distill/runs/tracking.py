@@ -1,8 +1,10 @@
-"""Mirrors of a run directory in TensorBoard and MLflow (opt-in: `log.tensorboard`, `log.mlflow`).
+"""Mirrors of a run directory in TensorBoard, MLflow and W&B (opt-in: `log.tensorboard`, `log.mlflow`,
+`log.wandb`).
 
-    distill train mnist1d-kd log.tensorboard=true log.mlflow=true
+    distill train mnist1d-kd log.tensorboard=true log.mlflow=true log.wandb=true
     tensorboard --logdir runs/<name>/<run-id>/tensorboard
     mlflow ui --backend-store-uri sqlite:///runs/<name>/<run-id>/mlflow.db
+    wandb sync runs/<name>/<run-id>/wandb/offline-run-*       # upload the offline W&B run later
 
 `distill.runs.store.Run` calls `start` when it opens a run and then `Tracker.rows` for every
 records.csv row it writes, `Tracker.summary` for every summary.json and `Tracker.finish`
@@ -18,12 +20,18 @@ mirrored without its runner knowing. What is mirrored:
   `<model>/<split>/<figure>` at step = epoch and `<model>/summary/<figure>`, tags
   `distill.kind`, `distill.run_dir`, `distill.status`, artifacts config.yaml, summary.json,
   meta.json. The default store is `sqlite:///<run dir>/mlflow.db`.
+- W&B: one run per run directory (named after it, in project `log.wandb_project`, default the
+  config's name; tags: the kind), offline by default (`log.wandb_mode`): the files go to
+  `<run dir>/wandb/offline-run-*/` and `wandb sync` uploads them later. Config = every config
+  key, metrics `<model>/<split>/<figure>` and `<model>/lr` against the step metric
+  `<model>/epoch`, summary `<model>/summary/<figure>` and `distill.status`.
 
 The run directory stays the source of truth: a mirror that fails (a missing package, an
 unreachable server) prints one warning line and is off for the rest of the run, which goes
 on. A resumed run replays every row from its checkpoints, so each session rebuilds the
 mirrors: the TensorBoard folder is written afresh and the MLflow run of the previous
-session (its id in `<run dir>/tracking.json`) is deleted and logged again in a new one.
+session (its id in `<run dir>/tracking.json`) is deleted and logged again in a new one; so is
+an offline W&B run's folder (an online W&B run of an earlier session stays on the server).
 """
 
 from __future__ import annotations
@@ -48,6 +56,19 @@ from distill.schema import to_dict
 FIGURES = ("loss", "acc", "nll", "ece")  # the records.csv columns mirrored per split
 IDENTITY = ("role", "name", "generation", "member", "size", "combine", "seed", "parent")
 INSTALL = "pip install 'distill-runner[track]'"
+STATE = "tracking.json"  # the mirrors' runs of the last session (MLflow run id, W&B run folder)
+
+
+def _state(run_dir: Path) -> dict:
+    try:
+        found = json.loads((run_dir / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _update_state(run_dir: Path, **keys) -> None:
+    write_bytes_atomic(run_dir / STATE, json.dumps({**_state(run_dir), **keys}, indent=2).encode() + b"\n")
 
 
 def _number(value) -> Optional[float]:
@@ -170,11 +191,7 @@ class MlflowMirror:
         found = self.client.get_experiment_by_name(name)
         experiment = found.experiment_id if found else self.client.create_experiment(
             name, artifact_location=None if cfg.log.mlflow_uri else str(run_dir.resolve() / "mlartifacts"))
-        state_path = run_dir / "tracking.json"
-        try:
-            old = json.loads(state_path.read_text())
-        except (OSError, ValueError):
-            old = {}
+        old = _state(run_dir)
         if old.get("mlflow_uri") == uri and old.get("mlflow_run_id"):
             try:  # the previous session's run: replaced by this one, which logs every row again
                 self.client.delete_run(old["mlflow_run_id"])
@@ -182,8 +199,7 @@ class MlflowMirror:
                 pass
         self.run_id = self.client.create_run(experiment, run_name=run_dir.name, tags={
             "distill.kind": kind, "distill.run_dir": str(run_dir.resolve()), "distill.status": "running"}).info.run_id
-        write_bytes_atomic(state_path, json.dumps({"mlflow_uri": uri, "mlflow_experiment": name,
-                                                   "mlflow_run_id": self.run_id}, indent=2).encode() + b"\n")
+        _update_state(run_dir, mlflow_uri=uri, mlflow_experiment=name, mlflow_run_id=self.run_id)
         from mlflow.entities import Param
 
         params = [Param(k, v) for k, v in config_params(cfg).items()]
@@ -223,6 +239,55 @@ class MlflowMirror:
             if (self.run_dir / name).exists():
                 self.client.log_artifact(self.run_id, str(self.run_dir / name))
         self.client.set_terminated(self.run_id, {"done": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
+
+
+class WandbMirror:
+    """One W&B run per run directory, offline by default (`wandb sync` uploads it later)."""
+
+    def __init__(self, run_dir: Path, cfg: Config, kind: str):
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self.run_dir = run_dir
+        old = _state(run_dir).get("wandb_dir")
+        if old and Path(old).parent == (run_dir / "wandb").resolve():  # the previous session's offline run
+            shutil.rmtree(old, ignore_errors=True)                   # is replaced by this one (every row again)
+        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, x_save_requirements=False)
+        self.run = wandb.init(project=cfg.log.wandb_project or cfg.name, name=run_dir.name, dir=str(run_dir),
+                              mode=cfg.log.wandb_mode, config=config_params(cfg), tags=[kind], job_type=kind,
+                              reinit="create_new", settings=settings)
+        folder = Path(self.run.dir).parent.resolve()  # <run dir>/wandb/<offline-run-...>/files -> its run folder
+        _update_state(run_dir, wandb_dir=str(folder) if cfg.log.wandb_mode == "offline" else None,
+                      wandb_run_id=self.run.id, wandb_mode=cfg.log.wandb_mode)
+        self.models: set[str] = set()
+
+    def _define(self, key: str) -> None:
+        if key not in self.models:  # each model's figures against its own epoch
+            self.run.define_metric(f"{key}/epoch", hidden=True)
+            self.run.define_metric(f"{key}/*", step_metric=f"{key}/epoch")
+            self.models.add(key)
+
+    def rows(self, keyed: list[tuple[str, dict]]) -> None:
+        points: dict[tuple[str, int], dict] = {}  # one log call per model and epoch, every split in it
+        for key, row in keyed:
+            epoch = int(row["epoch"])
+            point = points.setdefault((key, epoch), {f"{key}/epoch": epoch})
+            for figure in FIGURES + (("lr", "temperature") if row["split"] == "train" else ()):
+                value = _number(row.get(figure))
+                if value is not None:
+                    name = figure if figure in ("lr", "temperature") else f"{row['split']}/{figure}"
+                    point[f"{key}/{name}"] = value
+        for (key, _), point in points.items():
+            self._define(key)
+            self.run.log(point)
+
+    def summary(self, keyed: list[tuple[str, dict]]) -> None:
+        self.run.summary.update({f"{key}/summary/{figure}": float(value) for key, row in keyed
+                                 for figure, value in row.items() if figure not in IDENTITY and _number(value) is not None})
+
+    def finish(self, status: str, reason: Optional[str]) -> None:
+        self.run.summary.update({"distill.status": status, **({"distill.reason": reason[:5000]} if reason else {})})
+        self.run.finish(exit_code=0 if status == "done" else 1)
 
 
 class Tracker:
@@ -274,7 +339,7 @@ def _stderr(line: str) -> None:
 def start(run_dir: Path, cfg: Config, kind: str, config_text: str,
           warn: Callable[[str], None] = _stderr) -> Optional[Tracker]:
     """The tracker of a run just opened (None when `log` asks for no mirror); never raises."""
-    if not (cfg.log.tensorboard or cfg.log.mlflow):
+    if not (cfg.log.tensorboard or cfg.log.mlflow or cfg.log.wandb):
         return None
     tracker = Tracker(Path(run_dir), warn)
     if cfg.log.tensorboard:
@@ -283,4 +348,7 @@ def start(run_dir: Path, cfg: Config, kind: str, config_text: str,
     if cfg.log.mlflow:
         tracker._guard("mlflow", lambda: tracker.mirrors.__setitem__(
             "mlflow", MlflowMirror(tracker.run_dir, cfg, kind)))
+    if cfg.log.wandb:
+        tracker._guard("wandb", lambda: tracker.mirrors.__setitem__(
+            "wandb", WandbMirror(tracker.run_dir, cfg, kind)))
     return tracker
