@@ -21,7 +21,7 @@ def machine() -> str:
     """CPU model, cores this process may use, and the GPU if any."""
     import torch
 
-    from distill.engine import cpu_count
+    from distill.export.cost import cpu_count
 
     cpu = platform.processor() or platform.machine()
     try:

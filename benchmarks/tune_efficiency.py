@@ -39,7 +39,7 @@ import common  # noqa: F401  (puts the repository on sys.path)
 import ray
 
 from distill.config import build_config
-from distill.engine import cpu_count
+from distill.export.cost import cpu_count
 import tuning
 
 HERE = Path(__file__).resolve().parent

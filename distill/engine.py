@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.runs.checkpoints import load_checkpoint, load_state, pack_rows, rng_state, save_atomic, set_rng_state, unpack_rows
+from distill.runs.checkpoints import load_best, load_checkpoint, load_state, pack_rows, rng_state, save_atomic, set_rng_state, unpack_rows
 from distill.config import TrainConfig
+from distill.export.cost import cpu_count, fit_threads, free_cores
 from distill.training.evaluation import autocast, evaluate, use_channels_last
 from distill.methods.objectives import Batch, CrossEntropy, mix
 from distill.training.replicas import make_replicas
@@ -64,16 +65,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def setup_torch(train: TrainConfig) -> None:
-    """Pin the thread count and (optionally) make every algorithm deterministic."""
-    torch.set_num_threads(train.threads or cpu_count())
+    """Pin the thread count (null, auto: the free cores until each fit sets its own by its work per
+    step, distill.export.cost.fit_threads) and (optionally) make every algorithm deterministic."""
+    torch.set_num_threads(train.threads or (free_cores() if train.threads is None else cpu_count()))
     if train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -178,7 +173,7 @@ def fit_one(model: nn.Module, data, train: TrainConfig, *, seed: int, objective=
 def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], objectives: Optional[list] = None,
         tags: Optional[list[dict]] = None, model_dirs: Optional[list[Path]] = None, state_dir: Optional[Path] = None,
         on_epoch: Optional[Callable[[dict], None]] = None, emit: Optional[Callable[[list[dict]], None]] = None,
-        device: Optional[torch.device] = None) -> list[FitResult]:
+        device: Optional[torch.device] = None, replicas_of: Optional[Callable] = None) -> list[FitResult]:
     """Train `models` (K >= 1; K >= 2 must pass `replicas.can_stack`) for `train.epochs` epochs.
 
     `tags[k]` (role, name, generation, member, seed) are copied into model k's history rows;
@@ -186,9 +181,14 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
     dict per model and epoch of train and validation figures (never test), with `model`
     (k), `seed`, `checkpointed` and `checkpoint`. `state_dir` (default: the one model's dir,
     or `<first model dir>-pack<K>`) holds the training state. Returns one FitResult per model.
+    `replicas_of(models, compile=, channels_last=)` builds how the K models run a step instead of
+    `replicas.make_replicas` (mutual learning's peers that cannot stack run side by side). A `joint`
+    objective (one for all K, e.g. mutual learning's) reads the K models' logits of one batch: their
+    `seeds` (data order and augmentation) must then be one seed.
     """
     K = len(models)
     device = device or resolve_device(train.device)
+    fit_threads(train, models, data, device)  # train.threads=null: by this fit's work per step
     objectives = [o if o is not None else CrossEntropy() for o in (objectives or [None] * K)]
     tags = [dict(t) for t in (tags or [{} for _ in range(K)])]
     if state_dir is None and model_dirs is not None:
@@ -199,7 +199,7 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
-    replicas = make_replicas(models, compile=train.compile, channels_last=channels_last)
+    replicas = (replicas_of or make_replicas)(models, compile=train.compile, channels_last=channels_last)
     for objective in objectives:
         objective.to(device).train()
     groups = [{"params": replicas.parameters()}]
@@ -217,15 +217,22 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
     start_epoch, train_seconds = 0, 0.0
     state = _resume_state(last_path, model_dirs, train, device)
     if state is not None:
-        for k in range(K):
-            replicas.load_state_dict(k, state["models"][k])
-            if state["objectives"][k] is not None:
-                objectives[k].load_state_dict(state["objectives"][k])
-        if state["optimizer"] is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        histories, bests = [unpack_rows(h) for h in state["histories"]], list(state["bests"])
-        start_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        try:  # a readable file of the wrong model, optimizer or history: one line naming it
+            for k in range(K):
+                replicas.load_state_dict(k, state["models"][k])
+                if state["objectives"][k] is not None:
+                    objectives[k].load_state_dict(state["objectives"][k])
+            if state["optimizer"] is not None:
+                optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+            histories, bests = [unpack_rows(h) for h in state["histories"]], list(state["bests"])
+            start_epoch, train_seconds = state["epoch"], float(state["train_seconds"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+            from distill.errors import UserError
+
+            raise UserError(f"checkpoint {last_path} does not fit this fit ({type(err).__name__}: "
+                            f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else 'no message'}); "
+                            f"delete {last_path.parent} to train these models again from the start") from None
         best_states = _earlier_bests(model_dirs, bests, start_epoch, device)
         if emit:
             for history in histories:
@@ -233,6 +240,9 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
     resumed_from, saved_at = start_epoch, time.perf_counter()
     layers = objectives[0].student_layers
     stacked_terms = K > 1 and all(o.stackable and type(o) is type(objectives[0]) for o in objectives)
+    if objectives[0].joint and not (stacked_terms and len(set(seeds)) == 1):
+        raise ValueError("a joint objective reads K >= 2 models' logits of one batch: give every model it, and "
+                         "one data seed")
 
     for epoch in range(start_epoch, train.epochs):
         replicas.train(True)
@@ -307,10 +317,12 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                           "train_loss": loss_sums[k] / count, "train_acc": correct_sums[k] / count,
                           **{f"val_{name}": v for name, v in evaluated[k]["val"].items()}})
 
-    if K > 1 and model_dirs is not None and start_epoch < train.epochs:  # each model a last.pt of its own
-        for k in range(K):
-            save_atomic(training_state(train.epochs, train_seconds / K, [seeds[k]], None, [replicas.state_dict(k)],
-                                       [None], [histories[k]], [bests[k]]), model_dirs[k] / "last.pt")
+    if K > 1 and model_dirs is not None:  # each model a last.pt of its own: part of a finished fit, so a
+        for k in range(K):                 # fit stopped while writing them writes the missing ones when resumed
+            if start_epoch < train.epochs or not _finished_own(model_dirs[k] / "last.pt", train.epochs):
+                save_atomic(training_state(train.epochs, train_seconds / K, [seeds[k]], None,
+                                           [replicas.state_dict(k)], [None], [histories[k]], [bests[k]]),
+                            model_dirs[k] / "last.pt")
     results = []
     for k, model in enumerate(models):
         model.load_state_dict(best_states[k])  # hand back the validation-selected weights
@@ -341,10 +353,10 @@ def _resume_state(last_path: Optional[Path], model_dirs, train: TrainConfig, dev
     model already has a finished last.pt of its own (trained in another grouping), those."""
     if last_path is None:
         return None
-    state = load_state(last_path, device)
+    state = load_state(last_path, device, count=len(model_dirs) if model_dirs else None)
     if state is not None or model_dirs is None or len(model_dirs) == 1:
         return state
-    own = [load_state(d / "last.pt", device) for d in model_dirs]
+    own = [load_state(d / "last.pt", device, count=1) for d in model_dirs]
     if any(s is None or s["epoch"] != train.epochs for s in own):
         return None
     return {"epoch": train.epochs, "train_seconds": sum(s["train_seconds"] for s in own), "rng": own[0]["rng"],
@@ -352,12 +364,24 @@ def _resume_state(last_path: Optional[Path], model_dirs, train: TrainConfig, dev
             "histories": [s["histories"][0] for s in own], "bests": [s["bests"][0] for s in own]}
 
 
+def _finished_own(path: Path, epochs: int) -> bool:
+    """Whether a stacked model's own last.pt is there, readable and at the last epoch."""
+    from distill.errors import UserError
+
+    if not path.is_file():
+        return False
+    try:
+        return load_checkpoint(path).get("epoch") == epochs
+    except UserError:
+        return False
+
+
 def _earlier_bests(model_dirs, bests, start_epoch: int, device) -> list[Optional[dict]]:
     """Each model's best weights from its best.pt, read at the start of a resumed fit (a damaged
     file is reported now, not after the remaining epochs)."""
     if model_dirs is None:
         return [None] * len(bests)
-    return [load_checkpoint(folder / "best.pt", device)["model"] if best is not None else None
+    return [load_best(folder / "best.pt", device)["model"] if best is not None else None
             for folder, best in zip(model_dirs, bests)]
 
 

@@ -36,7 +36,6 @@ epoch count (`epochs`); a Tune trial forwards only its target model's (see `tuni
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -52,15 +51,15 @@ from distill.export.cost import ensemble_row_cost, row_cost
 from distill.training.experiment import prepare
 from distill.teachers.fidelity import fidelity
 from distill.errors import ConfigError, UserError
-from distill.runs.checkpoints import load_checkpoint
+from distill.runs.checkpoints import check_state, load_best, load_checkpoint
 from distill.training.evaluation import predict, use_channels_last
 from distill.training.jobs import Job, arch_key, fit_jobs
-from distill.kinds.ensemble import KIND
+from distill.kinds.ensemble import KIND, unread_teacher_keys
 from distill.models import check_name, create_model
 from distill.models.parts import count_params
 from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
 from distill.teachers.sources import stand_in_student
-from distill.runs.store import fit_summary, summary_row
+from distill.runs.store import fit_summary, read_meta, summary_row
 
 from .evaluate import COMBINES, gap_recovered, size_curve, subsets
 
@@ -124,6 +123,9 @@ def _config_of(path: Path) -> Config:
         return load_config(path / "config.yaml")
     except ConfigError as err:
         raise UserError(f"ensemble.from: {path}/config.yaml no longer loads ({err})") from None
+    except (OSError, ValueError) as err:  # not text (UnicodeDecodeError), unreadable
+        raise UserError(f"ensemble.from: {path}/config.yaml cannot be read ({type(err).__name__}); give the "
+                        f"folder of an intact `distill ensemble` run") from None
 
 
 def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) -> Earlier:
@@ -132,8 +134,8 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
     if not path.is_dir():
         raise UserError(f"ensemble.from: {path} does not exist; give the folder of an earlier `distill ensemble` run")
     old = _config_of(path)
-    meta = path / "meta.json"
-    kind = json.loads(meta.read_text()).get("kind") if meta.is_file() else None
+    meta = read_meta(path / "meta.json")  # a damaged one: a one-line UserError naming it
+    kind = meta.get("kind")
     if kind != KIND.name:
         raise UserError(f"ensemble.from: {path} is a `distill {kind or '?'}` run, not a `distill ensemble` run")
     ignore = {"root", "download"}
@@ -162,14 +164,14 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
             if not (folder / "best.pt").is_file() or not (folder / "last.pt").is_file():
                 raise UserError(f"ensemble.from: {folder} holds no finished member (no best.pt/last.pt); run the "
                                 f"earlier ensemble with seed {seed} to the end first, or drop seed {seed}")
-            last = load_checkpoint(folder / "last.pt")
+            last = check_state(load_checkpoint(folder / "last.pt"), folder / "last.pt", count=1)
             if last.get("epoch") != old_train.epochs:
                 raise UserError(f"ensemble.from: member {m} of seed {seed} in {source} stopped at epoch "
                                 f"{last.get('epoch')} of {old_train.epochs}; finish that run first")
             model = create_model(arch, data.input_shape, data.num_classes)
             try:
-                model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
-            except (RuntimeError, KeyError) as err:
+                model.load_state_dict(load_best(folder / "best.pt")["model"])
+            except (RuntimeError, KeyError, TypeError, ValueError) as err:
                 reason = str(err).splitlines()[0]
                 raise UserError(f"ensemble.from: {folder}/best.pt does not fit {arch.name} ({reason})") from None
             dirs[(seed, m)] = folder
@@ -199,11 +201,9 @@ def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, com
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
         on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
     """Members -> ensemble evaluation -> students, once per seed; returns the run directory."""
+    unread_teacher_keys(cfg)  # before anything loads: a teacher this kind does not read is an error
     setup = prepare(cfg, progress)
     data, device, seeds, show, say = setup.data, setup.device, setup.seeds, setup.show, setup.say
-    if cfg.distill.teacher is not None:
-        raise UserError("distill.teacher: an ensemble run teaches its students from its own members; "
-                        "set distill.teacher=null (reuse earlier members with ensemble.from=RUN_DIR)")
     archs, students = member_archs(cfg), student_archs(cfg)
     for arch in archs + students:
         check_name(arch.name)

@@ -79,17 +79,40 @@ def find_runs(paths: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _read_config(run: Path) -> dict:
     try:
         loaded = yaml.safe_load((run / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def file_problem(path: Path, kind: str = "json") -> str | None:
+    """What is wrong with a run's meta.json, config.yaml or a sweep.json, if it is there: None when it
+    is missing or a readable mapping, else the reason (naming the file)."""
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        return f"{path.name} cannot be read ({type(err).__name__})"
+    try:
+        loaded = json.loads(text) if kind == "json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        return f"{path.name} is not valid {kind.upper()} ({str(err).strip().splitlines()[0][:100]})"
+    if not isinstance(loaded, dict):
+        return f"{path.name} is not a mapping of keys (it holds {type(loaded).__name__})"
+    if path.name == "meta.json" and not isinstance(loaded.get("status", ""), str):
+        return f"meta.json has status {loaded.get('status')!r}, not a word"
+    if path.name == "sweep.json" and not isinstance(loaded.get("trials", []), list):
+        return "sweep.json has no list of trials"
+    return None
 
 
 def _cell(value):
@@ -111,9 +134,17 @@ def flatten(mapping: dict, prefix: str = "") -> dict:
     return flat
 
 
+_WARNED: set = set()  # damaged sweep.json files already named on stderr
+
+
 def _sweep_root(run: Path) -> str | None:
     for parent in run.parents:
         if (parent / "sweep.json").exists():
+            problem = file_problem(parent / "sweep.json")
+            if problem is not None and str(parent) not in _WARNED:
+                _WARNED.add(str(parent))
+                print(f"results: warning: {parent}: {problem}; its trials are read without it", file=sys.stderr,
+                      flush=True)
             return str(parent)
     return None
 
@@ -148,6 +179,10 @@ NUMBER_KEYS = ("seed", "generation", "member", "size", "selected_epoch", "val_ac
 
 def read_summary(run: Path) -> tuple[dict, str | None]:
     """(summary.json of `run`, None), or ({}, the reason it cannot be used)."""
+    for name, kind in (("meta.json", "json"), ("config.yaml", "yaml")):
+        problem = file_problem(run / name, kind)
+        if problem is not None:
+            return {}, problem
     path = run / "summary.json"
     try:
         summary = json.loads(path.read_text())

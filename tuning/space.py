@@ -154,13 +154,52 @@ def flat_search(search: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _integer_key(key: str) -> bool:
+    """Whether `key` holds integers only (int or Optional[int]): a uniform draw of floats never fits it."""
+    tp = _leaf_keys().get(key)
+    args = typing.get_args(tp) if typing.get_origin(tp) is typing.Union else (tp,)
+    return int in args and float not in args
+
+
+def teacher_path_problem(value) -> str | None:
+    """What is wrong with a distill.teacher value as paths on disk (each must exist; a run directory must
+    have finished), or None. Torch-free, so a sweep checks it before Ray starts."""
+    from distill.runs.store import read_meta
+
+    if not isinstance(value, str):
+        return None
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        path = Path(part).expanduser()
+        if not path.exists():
+            return f"{path} does not exist; give a run directory, a checkpoint (.pt) or a predictions file"
+        if path.is_dir():
+            meta = read_meta(path / "meta.json")  # damaged: a one-line UserError naming it
+            if meta and meta.get("status") != "done":
+                return (f"the run {path} did not finish (its meta.json says {meta.get('status')}); finish it, or "
+                        f"name one of its checkpoint files to use it as it is")
+    return None
+
+
 def parse_search(cfg: Config) -> list[Dimension]:
-    """Every `search:` entry checked: a real key, one of the five kinds, values the config accepts."""
+    """Every `search:` entry checked: a real key, one of the five kinds, values the config accepts
+    (a float draw on an integer key is refused; teacher paths must exist)."""
     base = base_dict(cfg)
+    problem = teacher_path_problem(base["distill"]["teacher"])
+    if problem is not None:
+        raise ConfigError(f"distill.teacher: {problem}")
     dims = []
     for key, spec in flat_search(cfg.search).items():
         _check_key(key)
         dim = parse_dimension(key, spec)
+        if dim.kind in ("uniform", "loguniform") and _integer_key(key):
+            low, high = dim.values
+            raise ConfigError(f"search.{key}: {dim.kind} draws fractions, but {key} is an integer; use "
+                              f"{{randint: [{math.ceil(low)}, {math.floor(high) + 1}]}} (high excluded) or a grid")
+        if key == "distill.teacher":
+            for value in dim.values:
+                problem = teacher_path_problem(absolute_paths(key, value))
+                if problem is not None:
+                    raise ConfigError(f"search.distill.teacher: value {value!r}: {problem}")
         for value in dim.representatives():
             data = copy.deepcopy(base)
             set_dotted(data, key.split("."), absolute_paths(key, value))

@@ -18,8 +18,11 @@ interruption `best_config` is marked provisional.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import math
+import pickle
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -39,10 +42,12 @@ def _clean(value):
 
 
 def _read(path: Path) -> dict:
+    """A JSON mapping, or {} when the file is missing, damaged or not a mapping."""
     try:
-        return json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _status(result, meta: dict, tune_status: Optional[str], scheduler: str, interrupted: Optional[str],
@@ -121,19 +126,58 @@ def write_sweep(path: Path, cfg: Config, grid, *, tune_status: Optional[dict] = 
     return summary
 
 
-def write_interrupted(path: Path, cfg: Config, signal_name: str, where: str) -> dict:
-    """sweep.json and error.txt of a sweep interrupted before Tune could list its trials."""
-    from distill.runs.store import write_json_atomic
+def write_interrupted(path: Path, cfg: Config, signal_name: Optional[str], where: str = "", *,
+                      reason: Optional[str] = None) -> dict:
+    """sweep.json and error.txt of a sweep interrupted before Tune could list its trials (by
+    `signal_name`, or for `reason`: Tune failed under it)."""
+    from distill.runs.store import write_json_atomic, write_text_atomic
 
     path.mkdir(parents=True, exist_ok=True)
-    reason = (f"interrupted by {signal_name} {where}; `distill tune CONFIG --resume` (same config and "
-              f"overrides) continues it")
+    reason = reason or (f"interrupted by {signal_name} {where}; `distill tune CONFIG --resume` (same config and "
+                        f"overrides) continues it")
     summary = {"best_config": None, "name": cfg.name, "sweep": path.name, "path": str(path),
                "kind": cfg.tune.kind, "target": targets.check(cfg).as_dict(), "scheduler": cfg.tune.scheduler,
                "search_alg": cfg.tune.search_alg, "metric": cfg.tune.metric, "mode": mode_of(cfg.tune.metric),
-               "status": "interrupted", "reason": reason,
+               "status": "interrupted", "reason": reason, "signal": signal_name,
                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "counts": {}, "epochs": 0, "best": None, "trials": []}
     write_json_atomic(path / "sweep.json", summary)
-    (path / "error.txt").write_text(reason + "\n")
+    write_text_atomic(path / "error.txt", reason + "\n")
     return summary
+
+
+class SweepStopped(OSError):
+    """Tune failed under the sweep on a full disk; sweep.json says `interrupted` with the reason."""
+
+
+def disk_full(err: BaseException, path: Path) -> bool:
+    """Whether `err` (or what caused it) is a full disk: ENOSPC, or Tune's saved state unreadable on a
+    disk with next to no space left (Tune's UnpicklingError of a file it could not finish)."""
+    seen, hops = err, 0
+    while seen is not None and hops < 20:
+        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or "No space left on device" in str(seen):
+            return True
+        if isinstance(seen, (pickle.UnpicklingError, EOFError)):
+            try:
+                return shutil.disk_usage(path if path.exists() else path.parent).free < 64 * 2**20
+            except OSError:
+                return True
+        seen, hops = seen.__cause__ or seen.__context__, hops + 1
+    return False
+
+
+def stopped(path: Path, cfg: Config, err: BaseException) -> BaseException:
+    """Record a sweep that Tune failed under (sweep.json `interrupted`, with the reason) and return the
+    error to raise: `SweepStopped` on a full disk (one line, exit 1), else `err` itself (a bug)."""
+    full = disk_full(err, path)
+    lines = str(err).strip().splitlines()
+    cause = f"{type(err).__name__}: {lines[-1][:200] if lines else 'no message'}"
+    if full:
+        reason = f"the disk is full ({cause}); free some space, then `distill tune CONFIG --resume` continues it"
+    else:
+        reason = f"Tune failed ({cause}); `distill tune CONFIG --resume` continues the sweep"
+    try:
+        write_interrupted(path, cfg, None, reason=reason)
+    except OSError:
+        pass  # not even sweep.json fits: stderr still says it
+    return SweepStopped(errno.ENOSPC, f"the sweep in {path} stopped: {reason}") if full else err

@@ -25,7 +25,6 @@ signal, `best_config` (from finished configurations only) is marked provisional,
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import time
@@ -36,14 +35,14 @@ from distill.config import Config, config_hash
 from distill.errors import UserError
 from ray import tune
 
-from . import space
+from . import cluster, space
 from . import target as targets
 from .choose import print_table
 from .signals import SweepInterrupted, _Signals
-from .summary import mode_of, write_interrupted, write_sweep
+from .summary import SweepStopped, mode_of, stopped, write_interrupted, write_sweep
 from .trainable import kind_runner, run_trial
 
-__all__ = ["SweepInterrupted", "TrialsFailed", "experiment_dir", "mode_of", "run", "write_sweep"]
+__all__ = ["SweepInterrupted", "SweepStopped", "TrialsFailed", "experiment_dir", "mode_of", "run", "write_sweep"]
 
 
 class TrialsFailed(Exception):
@@ -145,44 +144,6 @@ def _reason(error_file) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def _init_ray(address: str | None) -> bool:
-    """Join `address`, or start a local Ray with this machine's CPUs; True when started here."""
-    import ray
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # each epoch's checkpoint forces an experiment snapshot (num_to_keep); that is the point, not a problem
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if ray.is_initialized():
-        return False
-    kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
-    # kinds from outside this package (distill.kinds) must be found by every trial, on every node
-    passed = {name: os.environ[name] for name in ("DISTILL_KINDS", "PYTHONPATH") if os.environ.get(name)}
-    if passed.get("DISTILL_KINDS"):
-        kwargs["runtime_env"] = {"env_vars": passed}
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, ValueError, RuntimeError) as err:
-            raise UserError(f"--address {address}: cannot join a Ray cluster there ({err}); start one with "
-                            f"`ray start --head` and pass the address it prints") from None
-        return True
-    from distill.engine import cpu_count
-
-    # address="local": never join a cluster that `ray start` left running on this machine
-    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, **kwargs)
-    return True
-
-
-def _check_resources(cfg: Config) -> None:
-    import ray
-
-    have = ray.cluster_resources()
-    for name, want in (("CPU", cfg.tune.cpus_per_trial), ("GPU", cfg.tune.gpus_per_trial)):
-        if want > 0 and have.get(name, 0) < want:
-            raise UserError(f"tune.{name.lower()}s_per_trial={want:g} but the Ray cluster has "
-                            f"{have.get(name, 0):g} {name}s; lower it or add nodes")
-
-
 def _scheduler(cfg: Config, dims, max_t: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
@@ -193,13 +154,18 @@ def _scheduler(cfg: Config, dims, max_t: int):
                              stop_last_trials=False)  # a trial at the top rung finishes on its own
     if t.scheduler == "pbt":
         found = space.mutations(dims)
-        if not found:
-            raise UserError("tune.scheduler=pbt perturbs searched keys, but search: is empty; "
-                            "add e.g. search.distill.alpha={uniform: [0.1, 0.9]}")
+        check_scheduler(cfg, dims)
         return PopulationBasedTraining(time_attr="training_iteration",
                                        perturbation_interval=t.perturbation_interval,
                                        hyperparam_mutations=found)
     return FIFOScheduler()
+
+
+def check_scheduler(cfg: Config, dims) -> None:
+    """PBT perturbs searched keys: with nothing searched it has nothing to do (one line, before Ray)."""
+    if cfg.tune.scheduler == "pbt" and not dims:
+        raise UserError("tune.scheduler=pbt perturbs searched keys, but search: is empty; "
+                        "add e.g. search.distill.alpha={uniform: [0.1, 0.9]}")
 
 
 def _searcher(cfg: Config, metric: str, mode: str):
@@ -261,19 +227,28 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
     return str(train(build_config(data), path, run_dir=run_dir, progress=progress))
 
 
-
 def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, resume: bool = False,
         progress: bool = True) -> Path:
     """Run the sweep of `cfg.search` x seeds as Tune trials; returns the experiment folder.
 
     Raises `TrialsFailed` (after every other trial finished and sweep.json is written) when
-    any trial failed, `SweepInterrupted` (after sweep.json is written) on SIGINT or SIGTERM.
+    any trial failed, `SweepInterrupted` (after sweep.json is written) on SIGINT or SIGTERM,
+    `cluster.RayUnavailable` when Ray cannot start or be joined, `SweepStopped` (sweep.json:
+    interrupted, with the reason) when Tune itself fails, e.g. on a full disk.
     """
     dims = space.parse_search(cfg)  # everything about the input is checked before Ray starts
     targets.check(cfg)
     kind_runner(cfg.tune.kind)  # importable here (a kind outside this package: DISTILL_KINDS, PYTHONPATH)
+    cluster.check_address(address)
+    check_scheduler(cfg, dims)
+    cluster.check_local_resources(cfg, address)
     path = experiment_dir(cfg, out)
     _searcher(cfg, cfg.tune.metric, mode_of(cfg.tune.metric))  # optuna installed?
+    if resume and _read_status(path) == "done":
+        if progress:
+            print(f"distill: the sweep in {path} is finished; nothing to resume (sweep.json has its results)",
+                  file=sys.stderr)
+        return path
     restorable = tune.Tuner.can_restore(str(path)) if path.exists() else False
     if restorable and not resume:
         raise UserError(f"{path} holds this sweep already; add --resume to continue it (finished trials are "
@@ -288,30 +263,36 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
         base["train"]["device"] = "cpu"  # a trial without a GPU never touches one
     signals = _Signals()
     signals.install()
-    started, interrupted = False, None
+    session, interrupted = None, None
     try:
+        session = cluster.start(address)  # before the shared teacher: a Ray that cannot start costs nothing
+        signals.install()  # ray.init sets a SIGTERM handler of its own
+        cluster.check_resources(cfg)
         teacher = shared_teacher(cfg, dims, path, progress)
         if teacher is not None:
             base["distill"]["teacher"], base["teacher"] = teacher, {"model": None, "train": {}}
-        started = _init_ray(address)
-        signals.install()  # ray.init sets a SIGTERM handler of its own
-        _check_resources(cfg)
         lines = TrialLines(progress, cfg.tune.metric)
-        grid = _fit(cfg, dims, base, path, restorable, lines, progress)
-        interrupted = signals.name or ("SIGINT" if _unfinished(grid, lines) else None)
-        summary = write_sweep(path, cfg, grid, tune_status={Path(r.path).name: lines.status_of(r) for r in grid},
-                              interrupted=interrupted)
+        try:
+            grid = _fit(cfg, dims, base, path, restorable, lines, progress)
+            interrupted = signals.name or ("SIGINT" if _unfinished(grid, lines) else None)
+            summary = write_sweep(path, cfg, grid, tune_status={Path(r.path).name: lines.status_of(r) for r in grid},
+                                  interrupted=interrupted)
+        except Exception as err:  # noqa: BLE001 - Tune itself failed (a full disk): recorded, not a crash
+            problem = err if isinstance(err, UserError) else stopped(path, cfg, err)
+            if problem is err:
+                raise
+            raise problem from err
     except KeyboardInterrupt:
         name = signals.name or "SIGINT"
-        if not (path / "sweep.json").exists() or _read_status(path) != "interrupted":
-            write_interrupted(path, cfg, name, "before Tune could list the trials")
+        if _read_status(path) != "interrupted":
+            try:
+                write_interrupted(path, cfg, name, "before Tune could list the trials")
+            except OSError:
+                pass  # a full disk: the exit status and the line on stderr still say it
         raise SweepInterrupted(path, name) from None
     finally:
         signals.restore()
-        if started:
-            import ray
-
-            ray.shutdown()
+        cluster.stop(session)
     if progress:
         print_table(summary)
     if interrupted:
@@ -326,9 +307,10 @@ def _read_status(path: Path):
     import json
 
     try:
-        return json.loads((path / "sweep.json").read_text()).get("status")
+        found = json.loads((path / "sweep.json").read_text())
     except (OSError, ValueError):
         return None
+    return found.get("status") if isinstance(found, dict) else None
 
 
 def _unfinished(grid, lines: TrialLines) -> bool:

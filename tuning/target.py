@@ -108,10 +108,13 @@ def check(cfg: Config) -> Target:
 
 
 def _rows(run_dir: Path) -> list[dict]:
+    """summary.json's model rows (the mappings among them); [] when it is missing or damaged."""
     try:
-        return json.loads((run_dir / "summary.json").read_text()).get("models", [])
+        found = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return []
+    rows = found.get("models") if isinstance(found, dict) else None
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 def epoch_reports(run_dir: Path, role: str, seed: int, generation: Optional[int] = None) -> list[dict]:
     """One model's per-epoch reports rebuilt from records.csv (train and val rows of each epoch).

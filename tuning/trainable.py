@@ -47,10 +47,12 @@ def _now() -> str:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON mapping, or {} when the file is missing, damaged or not a mapping."""
     try:
-        return json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _write_json(path: Path, obj) -> None:

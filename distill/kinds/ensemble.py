@@ -35,6 +35,24 @@ class EnsembleConfig(Section):
                                 "{name: cnn1d, width: 16}]; empty = the model section")
 
 
+OWN_KEYS = ("ensemble.members, ensemble.models, ensemble.train, ensemble.from (members of an earlier run), "
+            "ensemble.combine, ensemble.students")
+
+
+def unread_teacher_keys(cfg) -> None:
+    """A teacher key this kind does not read (its students learn from its own members): a ConfigError
+    naming its own keys. Called by its run, and by `check` for a sweep of this kind."""
+    given = [(key, value) for key, value in (("distill.teacher", cfg.distill.teacher),
+                                             ("teacher.model", cfg.teacher.model),
+                                             ("teacher.train", cfg.teacher.train or None)) if value is not None]
+    if given:
+        key, _ = given[0]
+        raise ConfigError(f"{key}: `distill ensemble` does not read it (its students learn from its own "
+                          f"members); its teachers are set by {OWN_KEYS}; set "
+                          f"{key}={'{}' if key == 'teacher.train' else 'null'} (reuse earlier members with "
+                          f"ensemble.from=RUN_DIR)")
+
+
 def check(cfg) -> None:
     """The sections nested in `ensemble` are checked as the sections they are."""
     from distill.config import ModelConfig, TrainConfig  # noqa: the config module imports this one
@@ -53,6 +71,8 @@ def check(cfg) -> None:
             raise ConfigError(f"ensemble.combine[{i}]: {how!r} is not allowed; choose one of {', '.join(COMBINES)}")
     if len(set(e.combine)) != len(e.combine):
         raise ConfigError(f"ensemble.combine: {e.combine} repeats a combination; name each once")
+    if cfg.tune.kind == "ensemble":
+        unread_teacher_keys(cfg)
     if cfg.tune.kind == "ensemble" and cfg.tune.target == "student" and not e.combine:
         raise ConfigError("tune.target=student: ensemble.combine is empty, so no student is trained; "
                           "set tune.target=ensemble or give ensemble.combine=[mean_probs]")

@@ -48,9 +48,10 @@ def previous_path(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path, device="cpu") -> dict:
-    """torch.load of a checkpoint this project wrote; a one-line UserError naming the file if it is damaged."""
+    """torch.load of a checkpoint this project wrote; a one-line UserError naming the file if it is damaged.
+    Loaded with weights_only (tensors and plain values, nothing else unpickled): a file is never code."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
         raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {_first_line(err)}); "
                         f"{_remedy(path)}") from None
@@ -70,22 +71,62 @@ def _remedy(path: Path) -> str:
     return f"delete {path.parent / (path.stem + '*')} to train that model again from the start"
 
 
-def load_state(path: Path, device="cpu") -> Optional[dict]:
+STATE_KEYS = ("epoch", "train_seconds", "rng", "optimizer", "seeds", "models", "objectives", "histories", "bests")
+
+
+def check_state(state: dict, path: Path, count: Optional[int] = None) -> dict:
+    """A training state's keys and shapes (see the module docstring); a one-line UserError naming
+    the file and what is wrong. `count`: the number of models the fit trains."""
+    missing = [key for key in STATE_KEYS if key not in state]
+    problem = f"it has no {', '.join(missing)}" if missing else None
+    if problem is None:
+        epoch = state["epoch"]
+        lists = [key for key in ("models", "objectives", "histories", "bests", "seeds")
+                 if not isinstance(state[key], (list, tuple))]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            problem = f"its epoch is {epoch!r}, not a count of epochs"
+        elif lists:
+            problem = f"its {lists[0]} is a {type(state[lists[0]]).__name__}, not a list"
+        elif len({len(state[k]) for k in ("models", "objectives", "histories", "bests")}) != 1:
+            problem = "its models, objectives, histories and bests differ in length"
+        elif count is not None and len(state["models"]) != count:
+            problem = f"it holds {len(state['models'])} models, this fit trains {count}"
+        elif not all(isinstance(m, dict) for m in state["models"]):
+            problem = "its models are not weight mappings"
+    if problem is not None:
+        raise UserError(f"checkpoint {path} is not a training state of this run ({problem}); {_remedy(path)}")
+    return state
+
+
+def load_best(path: Path, device="cpu") -> dict:
+    """A best.pt ({"epoch", "model", "val"}), checked; a one-line UserError naming it if not."""
+    state = load_checkpoint(path, device)
+    if not isinstance(state.get("model"), dict) or not isinstance(state.get("epoch"), int):
+        raise UserError(f"checkpoint {path} holds no validation-best weights (expected epoch and model); "
+                        f"{_remedy(path)}")
+    return state
+
+
+def load_state(path: Path, device="cpu", count: Optional[int] = None) -> Optional[dict]:
     """The newest readable training state: `path`, else its .prev file (a damaged last.pt costs
     the epochs since the one before, never the run; the damaged file is renamed <name>.damaged
     and named in one line on stderr), else None when neither exists. A damaged file with no
-    readable fallback raises the one-line UserError naming it."""
+    readable fallback raises the one-line UserError naming it. Each is checked (`check_state`)."""
     previous = previous_path(path)
+
+    def load(which: Path) -> dict:
+        return check_state(load_checkpoint(which, device), which, count)
+
     if not path.exists():
-        return load_checkpoint(previous, device) if previous.exists() else None
+        return load(previous) if previous.exists() else None
     try:
-        return load_checkpoint(path, device)
+        return load(path)
     except UserError as err:
         if not previous.exists():
             raise
         problem = err
     try:
-        state = load_checkpoint(previous, device)
+        state = load(previous)
     except UserError:
         raise problem from None
     damaged = path.with_name(path.name + ".damaged")

@@ -32,6 +32,7 @@ import platform
 import subprocess
 import sys
 import traceback
+import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -166,36 +167,49 @@ class Run:
         self.kind = kind
         self.meta: dict = {}
         self.tracker: Optional[tracking.Tracker] = None  # log.tensorboard / log.mlflow mirrors
+        self.finished: Optional[dict] = None  # the summary of a finished run, opened read-only
 
     @classmethod
     def open(cls, cfg: Config, kind: str, out: str | Path = "runs", run_dir: str | Path | None = None) -> "Run":
-        """Create `out/<name>/<run-id>/` (or `run_dir`), or reopen it to resume; hold its lock."""
+        """Create `out/<name>/<run-id>/` (or `run_dir`), or reopen it to resume; hold its lock.
+        A finished run (`finished_summary`) is opened read-only: nothing in it is written again."""
         path = Path(run_dir) if run_dir is not None else Path(out) / cfg.name / (cfg.run_id or config_hash(cfg))
         run = cls(path, cfg, kind)
         config_text = dump_yaml(cfg)
         config_path = path / "config.yaml"
-        if config_path.exists() and not tracking.same_run_config(config_path.read_text(), config_text):
+        if config_path.exists() and not tracking.same_run_config(_read_text(config_path), config_text):
             raise UserError(f"{path} holds a run with a different config; pick another run_id=... or --out, "
                             f"or delete that folder")
-        path.mkdir(parents=True, exist_ok=True)
-        lock_run_dir(path)
-        (path / "checkpoints").mkdir(exist_ok=True)
-        write_text_atomic(config_path, config_text)
-        old = _read_meta(path / "meta.json")
+        old = read_meta(path / "meta.json")
         if old.get("kind", kind) != kind:
-            unlock_run_dir(path)
             raise UserError(f"{path} holds a `distill {old['kind']}` run with the same config; pick another "
                             f"run_id=... or --out for this `distill {kind}` run")
-        run.meta = {
-            "kind": kind, "status": "running", "reason": None,
-            "created": old.get("created", _now()), "started": _now(), "finished": None,
-            "resumed": _has_checkpoints(path), "sessions": old.get("sessions", 0) + 1,
-            "versions": versions(), "git_commit": git_commit(), "host": platform.node(), "pid": os.getpid(),
-            "command": " ".join(sys.argv),
-        }
-        run.write_meta()
-        with open(path / "records.csv", "w", newline="") as f:  # rebuilt from checkpoints as models resume
-            csv.writer(f).writerow(RECORD_COLUMNS)
+        run.finished = finished_summary(path) if old.get("status") == "done" else None
+        if run.finished is not None:
+            run.meta = old
+            if cfg.log.tensorboard or cfg.log.mlflow or cfg.log.wandb:  # mirrors asked of a finished run: filled from its files
+                run.tracker = tracking.start(path, cfg, kind, config_text)
+            return run
+        path.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(path)
+        try:
+            (path / "checkpoints").mkdir(exist_ok=True)
+            write_text_atomic(config_path, config_text)
+            run.meta = {
+                "kind": kind, "status": "running", "reason": None,
+                "created": old.get("created", _now()), "started": _now(), "finished": None,
+                "resumed": _has_checkpoints(path), "sessions": old.get("sessions", 0) + 1,
+                "versions": versions(), "git_commit": git_commit(), "host": platform.node(), "pid": os.getpid(),
+                "command": " ".join(sys.argv),
+            }
+            run.write_meta()
+            with open(path / "records.csv", "w", newline="") as f:  # rebuilt from checkpoints as models resume
+                csv.writer(f).writerow(RECORD_COLUMNS)
+        except OSError as err:  # a full disk: meta.json says so if anything can still be written
+            run.meta = run.meta or dict(old)
+            run.fail(one_line(err))
+            unlock_run_dir(path)
+            raise
         run.tracker = tracking.start(path, cfg, kind, config_text)
         return run
 
@@ -203,17 +217,26 @@ class Run:
         """One model's checkpoint folder; with `model_cfg`, its architecture is written there as
         model.json (what `distill export` rebuilds the model from)."""
         folder = self.path / "checkpoints" / key
-        if model_cfg is not None:
+        if model_cfg is not None and self.finished is None:
             folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(folder / "model.json", to_dict(model_cfg))
         return folder
 
     def write_meta(self, **updates) -> None:
+        """meta.json with `updates`; on a full disk, written in place over the old file if that fits."""
+        if self.finished is not None:
+            return
         self.meta.update(updates)
-        write_json_atomic(self.path / "meta.json", self.meta)
+        try:
+            write_json_atomic(self.path / "meta.json", self.meta)
+        except OSError:
+            if not write_in_place(self.path / "meta.json", self.meta):
+                raise
 
     def emit(self, rows: list[dict]) -> None:
         """Append history rows to records.csv."""
+        if self.finished is not None:
+            return
         with open(self.path / "records.csv", "a", newline="") as f:
             writer = csv.DictWriter(f, RECORD_COLUMNS, extrasaction="ignore")
             writer.writerows(rows)
@@ -221,6 +244,8 @@ class Run:
             self.tracker.rows(rows)
 
     def write_summary(self, models: list[dict], status: str, **extra) -> dict:
+        if self.finished is not None:
+            return self.finished
         summary = {"status": status, **extra, "models": models}
         write_json_atomic(self.path / "summary.json", summary)
         if self.tracker:
@@ -228,6 +253,8 @@ class Run:
         return summary
 
     def finish(self, status: str, reason: Optional[str] = None, **extra) -> None:
+        if self.finished is not None:
+            return
         self.write_meta(status=status, reason=reason, finished=_now(), **extra)
         if self.tracker:  # the mirrors end with the run's status (never raises)
             self.tracker, tracker = None, self.tracker
@@ -243,12 +270,95 @@ class Run:
             pass  # a full or vanished disk: the exit status and stderr still say what happened
 
 
-def _read_meta(path: Path) -> dict:
+def _read_text(path: Path) -> str:
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} cannot be read ({type(err).__name__}); delete that run folder or pick another "
+                        f"--out") from None
+
+
+def read_meta(path: Path) -> dict:
+    """A run's meta.json ({} when there is none); a one-line UserError naming it when it is damaged."""
+    if not path.exists():
         return {}
-    return meta if isinstance(meta, dict) else {}
+    try:
+        meta = json.loads(_read_text(path))
+    except ValueError as err:
+        meta = err
+    if not isinstance(meta, dict) or not isinstance(meta.get("status", ""), str):
+        raise UserError(f"{path} is damaged (not a JSON mapping with a status); delete it (the run resumes "
+                        f"from its checkpoints) or pick another --out")
+    return meta
+
+
+def finished_summary(path: Path) -> Optional[dict]:
+    """The summary of a finished run in `path`: meta.json and summary.json both `done`, and every model
+    with a best.pt has its last.pt (a fit stopped while writing those is not finished); else None."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "done" or not isinstance(summary.get("models"), list):
+        return None
+    if any(not (best.parent / "last.pt").is_file() for best in path.glob("checkpoints/*/best.pt")):
+        return None
+    if not all(_intact(p) for p in path.glob("checkpoints/*/*.pt") if p.name in ("last.pt", "best.pt")):
+        return None  # a damaged checkpoint: the same command resumes, and says which (checkpoints.load_state)
+    return summary
+
+
+def _intact(path: Path) -> bool:
+    """Whether a checkpoint is a whole torch.save archive (every entry's CRC checked; nothing unpickled)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None and any(n.endswith("data.pkl") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def write_in_place(path: Path, obj) -> bool:
+    """The last resort on a full disk: `obj` written over the existing file's own blocks (no new file
+    is needed, so it often fits where a temp file does not). True when it was written."""
+    data = json.dumps(finite(obj), allow_nan=False, default=_json_default).encode() + b"\n"
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        if len(data) > os.fstat(fd).st_size:  # only where the old file's blocks hold it all
+            data = json.dumps({k: finite(obj).get(k) for k in ("kind", "status", "reason", "created", "started",
+                                                                "finished", "sessions")}).encode() + b"\n"
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _replay(run: Run) -> None:
+    """Mirrors turned on for a finished run: every records.csv row and summary row, from its files."""
+    parents = {(r.get("role"), r.get("name"), r.get("generation"), r.get("member"), r.get("seed")): r.get("parent")
+               for r in run.finished["models"] if isinstance(r, dict)}
+    rows = []
+    with open(run.path / "records.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            typed = {k: (None if v in ("", None) else v) for k, v in row.items()}
+            for key in ("generation", "member", "seed", "epoch"):
+                typed[key] = int(typed[key]) if typed.get(key) is not None else None
+            for key in ("loss", "acc", "nll", "ece", "lr", "seconds", "temperature"):
+                typed[key] = float(typed[key]) if typed.get(key) is not None else None
+            ident = tuple(typed.get(k) for k in ("role", "name", "generation", "member", "seed"))
+            rows.append({**typed, "parent": parents.get(ident)})
+    run.tracker.rows(rows)
+    run.tracker.summary([r for r in run.finished["models"] if isinstance(r, dict)])
+    run.tracker.finish("done")
 
 
 def one_line(err: BaseException) -> str:
@@ -259,7 +369,15 @@ def one_line(err: BaseException) -> str:
 def run_guarded(run: Run, body: Callable[[], dict]) -> dict:
     """Run `body`, marking the run done, or failed with the reason (and re-raising): a signal
     (`errors.Interrupted`, or Ctrl-C) as "terminated by SIGTERM" / "interrupted", with the signal.
-    The run folder's lock is released at the end."""
+    The run folder's lock is released at the end. A finished run is not run again: its summary."""
+    if run.finished is not None:
+        if run.tracker is not None:
+            try:
+                _replay(run)
+            except (OSError, ValueError, KeyError) as err:
+                print(f"warning: the mirrors of {run.path} could not be filled from its files ({one_line(err)})",
+                      file=sys.stderr, flush=True)
+        return run.finished
     try:
         summary = body()
         run.finish("done")

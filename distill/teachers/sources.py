@@ -15,6 +15,7 @@ the objective, its loss_info, and the teacher section to train first (or None).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -73,7 +74,11 @@ def _model_cfg_of_run(run_dir: Path) -> Optional[ModelConfig]:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         return None
-    data = read_yaml(config_path)
+    try:
+        data = read_yaml(config_path)
+    except (OSError, ValueError) as err:  # not text (UnicodeDecodeError), unreadable
+        raise UserError(f"distill.teacher: {config_path} cannot be read ({type(err).__name__}); give a run "
+                        f"directory whose config.yaml is intact, or one of its checkpoint files") from None
     section = data.get("model") if isinstance(data, dict) else None
     if not isinstance(section, dict):
         return None
@@ -108,26 +113,49 @@ def _pick_checkpoint(run_dir: Path, seed: int) -> Path:
     return best if best.is_file() else root / key / "last.pt"
 
 
+def unfinished(run_dir: Path) -> Optional[str]:
+    """Why the run in `run_dir` is not finished (meta.json's status and reason), or None when it is
+    done or has no meta.json; a one-line UserError when its meta.json is damaged."""
+    from distill.runs.store import read_meta
+
+    meta = read_meta(run_dir / "meta.json")
+    if not meta or meta.get("status") == "done":
+        return None
+    reason = f": {meta['reason']}" if meta.get("reason") else ""
+    return f"its meta.json says {meta.get('status') or 'no status'}{reason}"
+
+
 def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Module, str]:
-    """A teacher from a run directory or a checkpoint file: (model, description)."""
+    """A teacher from a run directory or a checkpoint file: (model, description).
+
+    A run directory that did not finish is refused; one of its checkpoint files, named as the
+    teacher, is used as it is (the description, which the summary records, says so)."""
     path = Path(path_text).expanduser()
     if not path.exists():
         raise UserError(f"distill.teacher: {path} does not exist; give a run directory, a checkpoint (.pt) "
                         f"or a predictions file (.npy/.csv)")
     if path.is_dir():
         checkpoint, run_dir = _pick_checkpoint(path, seed), path
+        why = unfinished(run_dir)
+        if why is not None:
+            raise UserError(f"distill.teacher: the run {run_dir} did not finish ({why}); run its command again to "
+                            f"finish it, or name one of its checkpoints (e.g. distill.teacher={checkpoint}) to "
+                            f"use it as it is")
     else:
         checkpoint = path
         run_dir = path.parent.parent.parent if path.parent.parent.name == "checkpoints" else None
+    why = unfinished(run_dir) if run_dir is not None else None
     model_cfg = cfg.teacher.model or (run_dir and _model_cfg_of_run(run_dir)) or cfg.model
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors and plain values only
     except Exception as err:  # noqa: BLE001 - any unreadable file is bad input
         raise UserError(f"distill.teacher: {checkpoint} is not a readable torch checkpoint "
                         f"({type(err).__name__}); give a best.pt/last.pt of a run") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if not isinstance(state, dict):
+    elif isinstance(state, dict) and isinstance(state.get("models"), list) and len(state["models"]) == 1:
+        state = state["models"][0]  # a last.pt: the training state of one model
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"distill.teacher: {checkpoint} holds no model weights; give a best.pt/last.pt of a run")
     model = new_model(model_cfg, data, seed)
     problem = _mismatch(model, state)
@@ -135,7 +163,15 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
         raise UserError(f"distill.teacher: checkpoint {checkpoint} does not fit model {model_cfg.name} "
                         f"({problem}); set teacher.model.name (and width/depth) to the teacher's architecture, "
                         f"or give another checkpoint")
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise UserError(f"distill.teacher: checkpoint {checkpoint} holds NaN or infinite weights ({broken}); "
+                        f"give the checkpoint of a teacher that trained")
     model.load_state_dict(state)
+    if why is not None:  # asked for by name: used, and said
+        print(f"distill: warning: teacher {checkpoint} is from a run that did not finish ({why})",
+              file=sys.stderr, flush=True)
+        return model, f"{checkpoint} (from an unfinished run: {why})"
     return model, str(checkpoint)
 
 
@@ -149,9 +185,15 @@ def read_predictions(path: Path, cfg: Config, data) -> tuple[torch.Tensor, str]:
                 array = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
             except ValueError:  # a header row
                 array = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=1)
-    except (OSError, ValueError) as err:
-        raise UserError(f"distill.teacher: cannot read predictions from {path} ({str(err).splitlines()[0]}); "
-                        f"give a .npy array or a .csv of numbers, one row per training example") from None
+    except Exception as err:  # noqa: BLE001 - not an array, not text, truncated, pickled: bad input all
+        lines = str(err).strip().splitlines()
+        raise UserError(f"distill.teacher: cannot read predictions from {path} ({type(err).__name__}: "
+                        f"{lines[0][:120] if lines else 'no message'}); give a .npy array or a .csv of numbers, "
+                        f"one row per training example") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        what = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise UserError(f"distill.teacher: {path} holds {what} values, not numbers; give logits or probabilities "
+                        f"as floats, one row per training example")
     array = np.asarray(array, dtype=np.float64)
     if array.ndim != 2:
         raise UserError(f"distill.teacher: {path} holds an array of shape {array.shape}; give a 2-D array "
