@@ -3,10 +3,10 @@
     distill bornagain ban-mnist1d seeds=[0,1,2]
     distill bornagain ban-mnist1d seeds=[0] train.epochs=2 bornagain.generations=2   # tiny
 
-Generation 0 learns from labels. Generation g = 1..G is a fresh model (of `model.name`, or
-`bornagain.model`) taught by `bornagain.teacher`: `previous` (generation g-1 of the same
-seed) or `ensemble` (generations 0..g-1 of the same seed, combined by the distillation
-objective). The loss is `distill.method` (`ban`, `kd`, `cwtm`, `dkpp`, ... : `distill list
+Generation 0 learns from labels. Generation g = 1..G is a fresh model (of `model.name`,
+`bornagain.model`, or the g-th of `bornagain.models`) taught by `bornagain.teacher`:
+`previous` (generation g-1 of the same seed) or `ensemble` (generations 0..g-1 of the same
+seed, combined by the distillation objective). The loss is `distill.method` (`ban`, `kd`, `cwtm`, `dkpp`, ... : `distill list
 methods`). Generation g of seed s is initialised and shuffled with its own seed,
 `generation_seed(s, g)`.
 
@@ -20,6 +20,12 @@ Evaluated: every generation on validation and test, and the born-again ensembles
 are the sums of their generations' (`distill.export.cost.ensemble_row_cost`). With
 `bornagain.stop`, the chain ends early when the newest generation is not better on
 validation than the one before; the summary says why it stopped.
+
+Teacher-assistant chains (TAKD, Mirzadeh et al. 2020): `bornagain.models` gives each generation
+after 0 its own architecture (teacher -> assistant(s) -> student). With two or more of them
+(`bornagain.direct`), each seed also trains the direct baseline, role `direct`: generation 0
+distilled straight into the last generation's architecture with the same loss and the last
+generation's seed (`direct_jobs`), so the page pairs the chain's student with direct KD by seed.
 
 A chain killed in generation g and started again with the same command returns the
 finished generations from their checkpoints and resumes generation g at its last epoch.
@@ -38,14 +44,15 @@ from distill.export.cost import ensemble_row_cost
 from distill.training.experiment import prepare
 from distill.training.evaluation import predict
 from distill.teachers.fidelity import fidelity
-from distill.training.jobs import Job, fit_jobs
+from distill.training.jobs import Job, arch_key, fit_jobs
 from distill.training.metrics import probs_metrics
 from distill.models import create_model
 from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
 from distill.teachers.signals import combine_log_probs
 from distill.teachers.sources import stand_in_student
-from distill.kinds.bornagain import KIND
+from distill.kinds.bornagain import KIND, unread_teacher_keys
 from distill.runs.store import summary_row
+from distill.schema import from_dict
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -54,6 +61,12 @@ def generation_seed(seed: int, generation: int) -> int:
 
 
 def generation_model_config(cfg: Config, generation: int) -> ModelConfig:
+    """Generation g's architecture: the model section for 0; `bornagain.models` (one for all or one
+    per generation), else `bornagain.model`, else the model section for g >= 1."""
+    sections = cfg.bornagain.models
+    if generation > 0 and sections:
+        i = 0 if len(sections) == 1 else generation - 1
+        return from_dict(ModelConfig, sections[i], prefix=f"bornagain.models[{i}].")
     if generation == 0 or cfg.bornagain.model is None:
         return cfg.model
     return ModelConfig(**{**cfg.model.__dict__, "name": cfg.bornagain.model})
@@ -91,6 +104,34 @@ def should_stop(cfg: Config, val_by_generation: dict[int, list[float]], generati
     return None
 
 
+def direct_jobs(cfg: Config, data, device, models: dict, last: int) -> list[Job]:
+    """TAKD's baseline (Mirzadeh et al. 2020): generation 0 of each seed distilled straight into the
+    architecture of generation `last`, with the chain's loss and generation `last`'s seed (so its
+    initialisation and batches): role `direct`. Only for a chain of `bornagain.models` with 2+
+    generations (with one, it would be generation 1 again)."""
+    if not (cfg.bornagain.models and cfg.bornagain.direct and last >= 2):
+        return []
+    arch, jobs = generation_model_config(cfg, last), []
+    for seed in models:
+        objective, info = make_objective(cfg.distill, [models[seed][0]], data, device,
+                                         seed=generation_seed(seed, last), student=stand_in_student(cfg, arch, data),
+                                         description="generation 0 (direct)", epochs=cfg.train.epochs)
+        jobs.append(Job(key=f"direct-s{seed}", arch=arch, seed=generation_seed(seed, last),
+                        tags={"role": "direct", "name": arch.name, "seed": seed, "parent": "generation 0",
+                              **loss_tags(info)},
+                        label=f"direct KD {arch.name} seed {seed}",
+                        report={"role": "direct", "seed": seed, "epochs": cfg.train.epochs}, objective=objective))
+    return jobs
+
+
+def direct_note(cfg: Config, direct: list[Job], last: int) -> Optional[dict]:
+    """summary.json's `direct`: what the direct baseline is, or None when the run has none."""
+    if not direct:
+        return None
+    return {"architecture": direct[0].arch.name, "teacher": "generation 0", "compared_with": f"generation {last}",
+            "seed": f"generation {last}'s (the same initialisation and batches)", "loss": cfg.distill.method}
+
+
 @torch.inference_mode()
 def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: int,
                   costs: dict[int, dict] | None = None) -> list[dict]:
@@ -125,10 +166,16 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     `generation`, `seed` and `epochs` (the generation's epoch count) added; generations come
     one after another, so a Tune trial sees the chain's epochs in order.
     """
+    unread_teacher_keys(cfg)  # before anything loads: a teacher this kind does not read is an error
     setup = prepare(cfg, progress)
     data, device, seeds, show, say = setup.data, setup.device, setup.seeds, setup.show, setup.say
-    for g in (0, 1):  # build each architecture once before the run folder exists: bad combos fail here
-        create_model(generation_model_config(cfg, g), data.input_shape, data.num_classes)
+    archs = [generation_model_config(cfg, g) for g in range(cfg.bornagain.generations + 1)]
+    for arch in {arch_key(a): a for a in archs}.values():  # each built once before the run folder exists
+        create_model(arch, data.input_shape, data.num_classes)
+    with torch.random.fork_rng(devices=[]):  # the loss's own checks (layers, options), on a stand-in teacher
+        make_objective(cfg.distill, [create_model(archs[0], data.input_shape, data.num_classes)], data, device,
+                       seed=seeds[0], student=stand_in_student(cfg, archs[1], data),
+                       description=parent_name(cfg, 1), epochs=cfg.train.epochs)
     run = setup.open(KIND.name, out, run_dir)
 
     def body() -> dict:
@@ -176,8 +223,16 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             generation_rows = {r["generation"]: r for r in rows if r["role"] == "generation" and r["seed"] == seed}
             rows.extend(ensemble_rows(cfg, data, models[seed], seed, generation_rows))
         last = max(val_by_generation)
+        direct = direct_jobs(cfg, data, device, models, last)
+        if direct:  # TAKD's baseline: generation 0 straight into the last architecture
+            (entry,) = fit_jobs(direct, data, cfg.train, run, pack=cfg.bornagain.pack, device=device,
+                                on_epoch=on_epoch, show=show, say=say)
+            packing["direct"] = f"{'packed' if entry['packed'] else 'one after another'}: {entry['why']}"
+            for job in direct:
+                job.row.update(fidelity(job.model, job.objective, data, cfg.train))
+                rows.append(job.row)
         return run.write_summary(rows, "done", loss=loss_info or None, packing=packing,
-                                 generations_trained=last,
+                                 generations_trained=last, direct=direct_note(cfg, direct, last),
                                  stopped={"after_generation": last, "reason": stopped or
                                           f"all {cfg.bornagain.generations} generations trained"})
 

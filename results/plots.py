@@ -5,6 +5,7 @@
     results.plots.sweep_heatmap(one_sweeps_rows, "report/heatmap.png")
     results.plots.generations(born_again_rows, "report/generations.png")
     results.plots.size_curve(ensemble_rows, "report/size.png")
+    results.plots.capacity_curve(student_rows, teacher_rows, "report/capacity.png")
 
 Bands and error bars are the same Student-t 95% intervals over seeds as the tables
 (`results.stats.mean_ci`), not seaborn's bootstrap, so plots and tables agree.
@@ -24,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 from .labels import distilled_rows, model_label, sweep_columns  # noqa: E402
 from .stats import is_fraction_metric, mean_ci  # noqa: E402
@@ -249,3 +250,46 @@ def accuracy_vs_agreement(rows: pd.DataFrame, out) -> Path:
     ax.legend(fontsize="small", title=None)
     ax.grid(alpha=0.3)
     return _save(fig, out)
+
+
+def capacity_curve(rows: pd.DataFrame, teachers: pd.DataFrame, out, sizes: Optional[list[str]] = None,
+                   method: str = "cfg.distill.method", metric: str = "test_acc") -> Path:
+    """The capacity curve of a sweep: `metric` (%) against the student's parameters (log x), one line
+    and 95% band over seeds per method (`method` column), the teacher's mean as a horizontal line.
+    The x ticks are the sizes, named by the `sizes` columns (e.g. cfg.model.width) when given."""
+    scale = 100.0 if is_fraction_metric(metric) else 1.0
+    points = rows.assign(_x=pd.to_numeric(rows["params"], errors="coerce"),
+                         _y=pd.to_numeric(rows[metric], errors="coerce") * scale).dropna(subset=["_x"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    methods = sorted(points[method].astype(str).unique(), key=lambda m: (m == "labels", m))
+    colours = sns.color_palette(n_colors=len(methods) + 1)
+    for colour, name in zip(colours, methods):
+        group = points[points[method].astype(str) == name]
+        stats = [(x, *mean_ci(g["_y"].tolist())) for x, g in group.groupby("_x", sort=True)]
+        x, means, lows, highs, ns = (np.array(v, dtype=float) for v in zip(*stats))
+        label = f"student from labels ({name})" if name == "labels" else f"student, {name}"
+        label += f" (n={int(ns.max())} seeds per size)"
+        ax.plot(x, means, marker="o", color=colour, linestyle="--" if name == "labels" else "-", label=label)
+        if np.isfinite(lows).any():
+            ax.fill_between(x, lows, highs, color=colour, alpha=0.2, linewidth=0)
+    if len(teachers):
+        values = pd.to_numeric(teachers[metric], errors="coerce") * scale
+        ax.axhline(values.mean(), color="black", linestyle=":",
+                   label=f"teacher {teachers['name'].iloc[0]} (n={values.notna().sum()} seeds)")
+    ax.set_xscale("log")
+    ticks = sorted(points["_x"].unique())
+    if sizes:
+        names = {x: ", ".join(f"{c.split('.')[-1]}={_tick(g[c].iloc[0])}" for c in sizes)
+                 for x, g in points.groupby("_x")}
+        ax.set_xticks(ticks, [f"{x:,.0f}\n{names[x]}" for x in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("student parameters (log scale)")
+    ax.set_ylabel(f"{_words(metric)}{' (%)' if scale != 1 else ''}")
+    ax.set_title(f"Capacity curve: {_words(metric)}, mean and 95% CI over seeds")
+    ax.legend(fontsize="small", loc="best")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, out)
+
+
+def _tick(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -4,7 +4,9 @@ A setting is one combination of the searched keys (`results.settings`); its figu
 means over that setting's trials (one seed each) with n. The best setting is the one with
 the best mean validation accuracy; it is paired by seed against the runner-up. A teacher
 the sweep trained once for every trial is shown as the teacher, apart from the trials.
-With ASHA or PBT, a table says which trials stopped after how many epochs.
+With ASHA or PBT, a table says which trials stopped after how many epochs. A sweep over
+the student's size crossed with distill.method, `labels` among the methods, gets a "Capacity
+curve" section (`results.capacity`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import experiments as ex
+from .capacity import capacity_blocks
 from .page import Figure, Para, Table
 from .settings import describe, setting_rows, settings_table, trial_rows
 from .views import Context, comparison_row, comparison_table, figure_table, grouped, in_words, paired, paper_note
@@ -57,7 +60,7 @@ def sweep_view(exp: ex.Experiment, context: Context) -> list:
     blocks += _stopped(sweep, keys)
     if context.plots is not None and keys:
         blocks += _figures(exp, context, keys)
-    return blocks
+    return blocks + capacity_blocks(exp, context)
 
 
 def _teachers(exp: ex.Experiment, context: Context) -> list:

@@ -4,7 +4,8 @@
     bornagain_view(exp, context)  generation 0, BAN-1..G, Ens x k, each paired against generation 0
     ensemble_view(exp, context)   the size curve, mean member, students, gap recovered, diversity
     labels_view(exp, context)     the model(s) trained from labels
-    models_view(exp, context)     any other kind: one table of every model its kind's `label` names
+    models_view(exp, context)     any other kind: one table of every model its kind's `label` names, and
+                                  each paired with its architecture's model of the kind's first role
 
 Every figure is mean ± 95% Student-t half-width over seeds with its n; differences are
 paired by seed (`results.stats.compare`) and given a verdict in words. A language model's
@@ -146,7 +147,31 @@ def models_view(exp: ex.Experiment, context: Context) -> list:
     blocks = [Para(f"{exp.view.title}: each model of the run as its kind names it, over seeds."),
               Table(shown, numbers, f"{exp.slug}-models.csv")]
     paper_note(context, blocks, shown)
-    return blocks
+    return blocks + against_reference(exp, groups)
+
+
+def against_reference(exp: ex.Experiment, groups: list[tuple[str, pd.DataFrame]]) -> list:
+    """The generic page's comparisons: the first role an installed kind's View lists is its reference
+    (mutual learning's `alone`); every other model is paired by seed with the reference model of its
+    own architecture (`name`), on the page's judged metric. Nothing when there is no such reference."""
+    roles = exp.view.roles if exp.registered is not None else ()
+    reference = exp.rows[exp.rows["role"] == roles[0]] if roles else exp.rows.iloc[:0]
+    if reference.empty:
+        return []
+    metric = judged_metric(exp.rows)
+    items = []
+    for name, rows in groups:
+        names = set(rows["name"].astype(str))
+        base = reference[reference["name"].astype(str).isin(names)]
+        if (rows["role"] == roles[0]).all() or base.empty or len(names) > 1:
+            continue
+        items.append(comparison_row(f"{name} − {exp.model_label(base.iloc[0])}", paired(rows, base, metric)))
+    if not items:
+        return []
+    return [Para(f"Each model against the {roles[0]} model of its architecture, paired by seed "
+                 f"({METRICS[metric].replace(' %', '')}); a difference is higher or lower only when its 95% "
+                 f"interval excludes 0."),
+            comparison_table(items, f"{exp.slug}-vs-{roles[0]}.csv")]
 
 
 def labels_runs(exp: ex.Experiment, everything: pd.DataFrame) -> pd.DataFrame:
@@ -247,16 +272,50 @@ def bornagain_view(exp: ex.Experiment, context: Context) -> list:
     if "paper" in shown.columns:
         shown = shown[[c for c in shown.columns if c != "paper"] + ["paper"]]
     numbers[["diff_vs_gen0", "low", "high", "pairs"]] = pd.DataFrame(diffs, index=numbers.index)
+    generations = rows[rows["role"] == "generation"]
+    sizes = pd.to_numeric(generations["params"], errors="coerce").nunique() if "params" in generations else 0
+    if generations["name"].nunique() > 1 or sizes > 1:
+        _architecture_columns(groups, shown, numbers)  # a chain that changes size: what each generation is
     blocks = [Para("The born-again paper's layout: generation 0 is trained from labels and teaches BAN-1; each "
                    "BAN-g is taught by the one before; Ens x k averages the predictions of k generations. "
                    "Test accuracy at the validation-selected epoch; differences paired by seed."),
               Table(shown, numbers, f"{exp.slug}-generations.csv")]
     paper_note(context, blocks, shown)
+    blocks += _direct_blocks(exp, generations)
     if context.plots is not None:
         path = context.plots.generations(rows, context.figure(exp, "generations"))
         blocks.append(Figure(path, "Test accuracy per generation (mean and 95% CI over seeds), with the "
                                    "ensembles of generations 1..k at x = k"))
     return blocks
+
+
+def _architecture_columns(groups, shown: pd.DataFrame, numbers: pd.DataFrame) -> None:
+    """The model and parameter count of each row group, after its label."""
+    params = [pd.to_numeric(g["params"], errors="coerce").mean() if "params" in g else math.nan for _, g in groups]
+    names = ["+".join(dict.fromkeys(g["name"].astype(str))) if (g["role"] == "generation").all() else ""
+             for _, g in groups]  # an ensemble's rows are named by the generations it averages
+    for frame in (shown, numbers):
+        frame.insert(1, "architecture", names)
+    shown.insert(2, "parameters", ["" if math.isnan(p) else f"{p:,.0f}" for p in params])
+    numbers.insert(2, "params", params)
+
+
+def _direct_blocks(exp: ex.Experiment, generations: pd.DataFrame) -> list:
+    """A teacher-assistant chain (TAKD): its last generation against direct KD from generation 0 into
+    the same architecture (role direct, trained by the same run with the same loss and seeds)."""
+    direct = exp.rows[exp.rows["role"] == "direct"]
+    if direct.empty or generations.empty:
+        return []
+    last = generations[generations["generation"] == generations["generation"].max()]
+    through, straight = ex.label(last.iloc[0]), f"direct KD {direct['name'].iloc[0]}"
+    shown, numbers = figure_table([(f"{through} (through the assistants)", last), (straight, direct)],
+                                  metrics=("test_acc", "val_acc", "test_nll"))
+    c = paired(last, direct)
+    items = [comparison_row(f"{through} (through the assistants) − {straight} from generation 0", c)]
+    return [Para("Teacher-assistant chain (Mirzadeh et al. 2020): the last generation, taught through the "
+                 "assistant generation(s), against generation 0 distilled straight into the same architecture with "
+                 "the same loss, initialisation and batches (role `direct`, the same run), paired by seed."),
+            Table(shown, numbers, f"{exp.slug}-direct.csv"), comparison_table(items, f"{exp.slug}-takd-gain.csv")]
 
 
 def _members_per_seed(members: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:

@@ -4,6 +4,11 @@
 
 Generation 0 learns from labels, generation g from generation g-1 (or from the ensemble of all
 earlier ones); the generations and their ensembles (Ens x k) are evaluated side by side.
+With `bornagain.models` the generations change size: a teacher-assistant chain (TAKD, Mirzadeh
+et al. 2020), teacher -> assistant(s) -> student, beside the direct teacher -> student KD
+(role `direct`) as its baseline:
+
+    distill bornagain takd-mnist1d seeds=[0,1,2]
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from distill.errors import ConfigError
 from distill.schema import Section, spec
 from distill.kinds import Kind, TuneTarget, View, default_label
 
@@ -26,6 +32,48 @@ class BornAgainConfig(Section):
                      choices=["never", "delta", "spread"])
     stop_delta: float = spec(0.0, "stop=delta: smallest gain in mean validation accuracy that continues", ge=0.0)
     pack: bool = spec(True, "train the seeds of a generation at once with torch.func when the model allows")
+    models: list[dict] = spec([], "architectures of generations 1..G as model-section mappings, one for all or one "
+                              "per generation: a chain that changes size, teacher -> assistant(s) -> student "
+                              "(TAKD, Mirzadeh et al. 2020), e.g. [{name: cnn1d, width: 16}, {name: mlp}]; empty "
+                              "= bornagain.model or the model section")
+    direct: bool = spec(True, "with bornagain.models and 2+ generations: also distil generation 0 straight into "
+                        "the last generation's architecture (role direct, TAKD's baseline), with the same loss, "
+                        "initialisation and batches as the last generation")
+
+    def __post_init__(self):
+        from distill.config import ModelConfig  # noqa: the config module imports this one
+        from distill.schema import from_dict
+
+        if self.models and len(self.models) not in (1, self.generations):
+            raise ConfigError(f"bornagain.models: {len(self.models)} architectures for {self.generations} "
+                              f"generations after generation 0; give one for all or one per generation (and "
+                              f"bornagain.generations={len(self.models)})")
+        if self.models and self.model is not None:
+            raise ConfigError("bornagain.model and bornagain.models both name the generations' architecture; "
+                              "set bornagain.model=null")
+        for i, section in enumerate(self.models):
+            from_dict(ModelConfig, section, prefix=f"bornagain.models[{i}].")
+
+
+OWN_KEYS = "bornagain.teacher (previous or ensemble), bornagain.generations, bornagain.model, bornagain.models"
+
+
+def unread_teacher_keys(cfg) -> None:
+    """A teacher key this kind does not read (its generations teach each other): a ConfigError naming
+    the keys that do choose its teachers. Called by its run, and by `check` for a sweep of this kind."""
+    given = [(key, value) for key, value in (("distill.teacher", cfg.distill.teacher),
+                                             ("teacher.model", cfg.teacher.model),
+                                             ("teacher.train", cfg.teacher.train or None)) if value is not None]
+    if given:
+        key, _ = given[0]
+        raise ConfigError(f"{key}: `distill bornagain` does not read it (generation 0 learns from labels, each "
+                          f"next one from the generations before it); its teachers are chosen by {OWN_KEYS}; "
+                          f"set {key}={'{}' if key == 'teacher.train' else 'null'}")
+
+
+def check(cfg) -> None:
+    if cfg.tune.kind == "bornagain":
+        unread_teacher_keys(cfg)
 
 
 def best(rows: list, metric: str) -> Optional[dict]:
@@ -43,6 +91,8 @@ def _of(role: str, rows: list) -> list:
 def label(row: dict) -> str:
     if row.get("role") == "ensemble":
         return str(row.get("name"))  # ens_1..k: the generations it averages
+    if row.get("role") == "direct":
+        return f"direct KD {row.get('name')}"  # generation 0 distilled straight into the last architecture
     return default_label(row)
 
 
@@ -55,6 +105,7 @@ KIND = Kind(
     help="born-again chain: generation 0 from labels, each next from the last",
     run="bornagain:run",
     section=BornAgainConfig,
+    check=check,
     targets=(
         TuneTarget("last", "the last generation ({generation}), each epoch", "generation {generation}",
                    fields=lambda cfg: {"role": "generation", "generation": cfg.bornagain.generations},
@@ -69,6 +120,6 @@ KIND = Kind(
     ),
     label=label,
     order=1,
-    view=View("born-again chain", layout="bornagain", roles=("generation", "ensemble"),
+    view=View("born-again chain", layout="bornagain", roles=("generation", "ensemble", "direct"),
               headline=lambda rows: last_generation(rows[rows["role"] == "generation"])),
 )

@@ -95,6 +95,10 @@ class Objective(nn.Module, metaclass=abc.ABCMeta):
     #: terms() also takes K models' stacked batches, (K, B, ...), and returns one value per model:
     #: K stacked models with such objectives make one call per step instead of K
     stackable: bool = False
+    #: terms() needs all K models' logits of one batch at once (mutual learning: each model's loss
+    #: reads the others'): the one objective of a fit of K >= 2 models sharing a data seed, always
+    #: called once per step with (K, B, ...) (implies `stackable`)
+    joint: bool = False
 
     @abc.abstractmethod
     def terms(self, batch: Batch, logits: torch.Tensor, features: list, progress: float) -> dict:
