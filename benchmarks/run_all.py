@@ -30,6 +30,8 @@ TARGETS = {
     "tune_efficiency": [("efficiency", ">= 0.80", lambda v: v >= 0.80),
                         ("asha_epoch_fraction", "<= 0.30", lambda v: v <= 0.30),
                         ("asha_best_gap", "<= 0.5 points", lambda v: v <= 0.5)],
+    "threads": [("mlp_default_over_best", "<= 1.20", lambda v: v <= 1.20),
+                ("cnn1d_default_over_best", "<= 1.20", lambda v: v <= 1.20)],
 }
 
 

@@ -64,8 +64,16 @@ class TextConfig(Section):
 @dataclass
 class DatasetConfig(Section):
     name: str = spec("mnist1d", "dataset: digits, mnist1d, fake, mnist, fashion_mnist, cifar10, cifar100, svhn, "
-                     "pydoc (English text shipped with Python), text (dataset.text.files)")
-    root: str = spec("data", "folder holding a torchvision dataset (never downloaded unless download=true)")
+                     "pydoc (Python's docs), text (dataset.text.files), image_folder (root: class folders), arrays "
+                     "(root: an .npz file), or one registered by dataset.module or a package (`distill list datasets`)")
+    root: str = spec("data", "folder holding a torchvision dataset (never downloaded unless download=true); "
+                     "image_folder: the folder of train/ and test/ (or of the class folders); arrays: the .npz file")
+    module: Optional[str] = spec(None, "a module (on PYTHONPATH) that registers datasets (distill.data.registry), "
+                                 "imported by every process that reads this config, Ray trials too")
+    image_size: Optional[list[int]] = spec(None, "image_folder: [height, width] every image is resized to; "
+                                           "null = every image must have the first one's size", ge=1)
+    test_fraction: float = spec(0.2, "image_folder without train/ and test/: share of each class held out for "
+                                "test (stratified, with split_seed)", gt=0.0, lt=1.0)
     download: bool = spec(False, "let torchvision download the dataset into root")
     val_fraction: float = spec(0.1, "share of the training set held out for model selection", gt=0.0, lt=1.0)
     split_seed: int = spec(0, "seed of the stratified train/validation split (fixed across run seeds)", ge=0)
@@ -78,6 +86,17 @@ class DatasetConfig(Section):
     fake_shape: list[int] = spec([3, 32, 32], "fake: shape of one example (C, H, W)")
     fake_classes: int = spec(10, "fake: number of classes", ge=2)
     text: TextConfig = field(default_factory=lambda: TextConfig())  # pydoc, text: token blocks (distill/data/text.py)
+
+    def import_module(self) -> None:
+        """Import `module` (its @register lines run); a one-line ConfigError when it cannot be imported."""
+        import importlib
+
+        try:
+            self.module and importlib.import_module(self.module)
+        except Exception as err:  # noqa: BLE001 - any failure of the user's module is bad input
+            why = (str(err).strip().splitlines() or ["no message"])[0]
+            raise ConfigError(f"dataset.module: cannot import {self.module} ({type(err).__name__}: {why})"
+                              + ("; put its folder on PYTHONPATH" if isinstance(err, ImportError) else "")) from None
 
 
 @dataclass
@@ -112,7 +131,10 @@ class TrainConfig(Section):
     channels_last: Optional[bool] = spec(None, "channels_last memory format for image models: null = on CUDA "
                                          "only, true, false")
     compile: bool = spec(False, "wrap the model in torch.compile")
-    threads: int = spec(0, "torch CPU threads, 0 = all CPUs this process may use", ge=0)
+    threads: Optional[int] = spec(None, "torch CPU threads: null = auto (1 for a model whose training step is "
+                                  "small, else by its work per step, up to the cores other work leaves free), "
+                                  "0 = all CPUs this process may use, N = N", ge=0,
+                                  words={"auto": None})
     deterministic: bool = spec(True, "deterministic algorithms: the same command gives the same numbers on CPU")
     eval_batch_size: int = spec(1024, "examples per evaluation batch", ge=1)
     select: str = spec("acc", "model selection: the epoch of the best validation accuracy, ties by lower NLL "
@@ -210,7 +232,7 @@ class TuneConfig(Section):
 
 @dataclass
 class LogConfig(Section):
-    """Mirrors of the run directory in TensorBoard and MLflow (distill/runs/tracking.py); not part of the run id."""
+    """Mirrors of the run directory in TensorBoard, MLflow and W&B (distill/runs/tracking.py); not part of the run id."""
 
     tensorboard: bool = spec(False, "also write TensorBoard event files to <run dir>/tensorboard/<model>/ "
                              "(pip install 'distill-runner[track]')")
@@ -218,6 +240,11 @@ class LogConfig(Section):
                         "(pip install 'distill-runner[track]')")
     mlflow_uri: Optional[str] = spec(None, "MLflow tracking URI, null = sqlite:///<run dir>/mlflow.db")
     mlflow_experiment: Optional[str] = spec(None, "MLflow experiment name, null = the config's name")
+    wandb: bool = spec(False, "also log config, per-epoch figures and summary to a Weights & Biases run in "
+                       "<run dir>/wandb/ (pip install 'distill-runner[track]')")
+    wandb_mode: str = spec("offline", "W&B: offline (files only; upload later with `wandb sync <run dir>/wandb/"
+                           "offline-run-*`) or online", choices=["offline", "online"])
+    wandb_project: Optional[str] = spec(None, "W&B project, null = the config's name (entity: WANDB_ENTITY)")
 
 
 @dataclass
@@ -288,6 +315,8 @@ def read_yaml(path) -> dict:
         data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_reason(err)}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -332,7 +361,9 @@ def check_names(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Cross-key checks, torch-free (each kind's own among them)."""
+    """Cross-key checks, torch-free (each kind's own among them). `dataset.module` is imported here,
+    so that every process that builds a config (Ray trials too) has its datasets registered."""
+    cfg.dataset.import_module()
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.train.device):
         raise ConfigError(f"train.device: {cfg.train.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
     if cfg.seeds is not None:

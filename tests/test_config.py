@@ -99,3 +99,15 @@ def test_a_value_assigned_in_python_is_checked_like_the_same_value_in_yaml():
     cfg.train.epochs = 7  # a good value is taken, converted as YAML's would be
     cfg.distill.alpha = 1
     assert cfg.train.epochs == 7 and cfg.distill.alpha == 1.0 and isinstance(cfg.distill.alpha, float)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 9\); save it as UTF-8"):
+        load_config(path)
+
+
+def test_a_word_stands_for_its_value():
+    assert load_config(None, ["train.threads=auto"]).train.threads is None  # auto: the thread policy
+    assert load_config(None, ["train.threads=2"]).train.threads == 2

@@ -13,7 +13,7 @@ import pytest
 import results
 from distill.cli import main, preset_lines
 from distill.config import build_config, load_config
-from distill.presets_config import preset_names, presets_root, resolve_config_path
+from distill.presets_config import COMMANDS, preset_names, presets_root, resolve_config_path
 from distill.errors import ConfigError
 from results import reproduction
 from tests.test_data import balanced_labels, images, write_idx
@@ -88,7 +88,8 @@ def test_reproduce_list_names_command_needs_cost_and_source(capsys):
     out = capsys.readouterr().out
     assert out.splitlines() == preset_lines()
     for name in preset_names():
-        assert re.search(rf"^{re.escape(name)}  \((train|bornagain|ensemble|tune)\) ", out, re.M), name
+        commands = "|".join(COMMANDS)  # the experiment kinds and tune
+        assert re.search(rf"^{re.escape(name)}  \(({commands})\) ", out, re.M), name
     assert "needs: gpu; data: dataset.root holding cifar-100-python/" in out
     assert "cost: 540 epochs x 54,000 examples" in out
     assert "source: Hinton, Vinyals and Dean 2015" in out
