@@ -31,7 +31,8 @@ import torch
 import common  # noqa: E402  (puts the repository on sys.path)
 
 from distill import engine  # noqa: E402
-from distill.config import DatasetConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
+from distill.config import DatasetConfig, ModelConfig, TrainConfig
+from distill.methods import DistillConfig
 from distill.data import load_data  # noqa: E402
 from distill.methods.objectives import make_objective  # noqa: E402
 

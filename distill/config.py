@@ -31,6 +31,7 @@ import yaml
 
 from distill.errors import ConfigError
 from distill import kinds
+from distill.methods import DistillConfig
 from distill.presets_config import PaperConfig, PresetConfig, resolve_config_path
 from distill.schema import (Section, _hints, _yaml_key, _yaml_reason, from_dict, load_yaml, parse_override,
                             set_dotted, spec, to_dict)
@@ -148,56 +149,6 @@ class TrainConfig(Section):
 
 
 @dataclass
-class DistillConfig(Section):
-    method: str = spec("kd", "loss: a name `distill list methods` prints (with each method's options and "
-                       "paper), e.g. kd, ban, dkd, dist, jsd, fitnet")
-    temperature: float = spec(4.0, "softmax temperature T of teacher and student (at the start of training)",
-                              gt=0.0)
-    temperature_end: Optional[float] = spec(None, "T at the end of training, null = constant T", gt=0.0)
-    temperature_schedule: str = spec("linear", "how T goes from temperature to temperature_end over training",
-                                     choices=["constant", "linear", "cosine"])
-    alpha: float = spec(0.9, "weight of the distillation term; 1 - alpha weighs the label loss (at the start)",
-                        ge=0.0, le=1.0)
-    alpha_end: Optional[float] = spec(None, "alpha at the end of training, null = constant alpha", ge=0.0, le=1.0)
-    alpha_schedule: str = spec("linear", "how alpha goes from alpha to alpha_end over training",
-                               choices=["constant", "linear", "cosine"])
-    teacher: Optional[str] = spec(None, "teacher: a run directory, a checkpoint, a .npy/.csv predictions file, "
-                                  "or several run dirs/checkpoints (an ensemble) as a list or separated by "
-                                  "commas; null = train from labels (or the teacher section)", join=",")
-    combine: str = spec("mean_probs", "ensemble teacher: average probabilities at T, average logits, or sum "
-                        "one KL per teacher", choices=["mean_probs", "mean_logits", "per_teacher_kl"])
-    layers: list[str] = spec(["features"], "fitnet/attention/rkd: student layers whose outputs are matched "
-                             "(names from model.named_modules())")
-    teacher_layers: Optional[list[str]] = spec(None, "fitnet/attention/rkd: the teacher's layers, one per "
-                                               "student layer; null = the same names")
-    feature_weight: float = spec(1.0, "fitnet/attention/rkd: multiplier of the feature loss", ge=0.0)
-    smoothing: float = spec(0.1, "label_smoothing: probability mass spread uniformly over the classes",
-                            ge=0.0, lt=1.0)
-    correct_prob: float = spec(0.9, "tfkd_reg: probability of the true class in the virtual teacher",
-                               gt=0.0, lt=1.0)
-    standardize: bool = spec(False, "logit standardisation (Sun et al. 2024): z -> (z - mean) / std per example, "
-                             "student and teacher, before the temperature softmax (any logit method)")
-    dkd_alpha: float = spec(1.0, "dkd: weight of the target-class term TCKD", ge=0.0)
-    dkd_beta: float = spec(8.0, "dkd: weight of the non-target-class term NCKD", ge=0.0)
-    dkd_warmup_epochs: float = spec(20.0, "dkd: the teacher terms' weight grows as min(epoch / this, 1); 0 = off",
-                                    ge=0.0)
-    dist_beta: float = spec(1.0, "dist: weight of the inter-class (per example) correlation term", ge=0.0)
-    dist_gamma: float = spec(1.0, "dist: weight of the intra-class (per class, over the batch) term", ge=0.0)
-    wttm_beta: float = spec(1.0, "wttm: weight of the weighted transformed-teacher term (CE weight 1)", ge=0.0)
-    ctkd_lambda: float = spec(1.0, "ctkd: largest gradient-reversal strength on the learned temperature", ge=0.0)
-    ctkd_loops: float = spec(10.0, "ctkd: epochs over which the reversal strength rises from 0 to ctkd_lambda",
-                             ge=0.0)
-    jsd_beta: float = spec(0.5, "jsd: the mixture weight beta of the generalised Jensen-Shannon divergence",
-                           gt=0.0, lt=1.0)
-    skew: float = spec(0.1, "skew_kl: skew lambda of the mixture (0 = plain KL / reverse KL)", ge=0.0, lt=1.0)
-    skew_reverse: bool = spec(False, "skew_kl: the skew reverse KL (SRKL) instead of the skew KL (SKL)")
-    top_k: int = spec(32, "language models: the teacher's cache keeps the k most likely next tokens per "
-                      "position (memory bounded by k, not the vocabulary)", ge=1)
-    top_k_rest: str = spec("drop", "language models: the mass outside the top k: drop (renormalise the top k) "
-                           "or spread (uniformly over the other tokens)", choices=["drop", "spread"])
-
-
-@dataclass
 class TeacherConfig(Section):
     model: Optional[ModelConfig] = spec(None, "teacher architecture: trained first for each seed when "
                                         "distill.teacher is null; names the checkpoint's architecture otherwise; "
@@ -303,6 +254,11 @@ def iter_keys(cls=Config, prefix: str = ""):
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             yield key, default, f.metadata.get("help", "")
+    if getattr(cls, "OPEN", False):  # distill: the options the methods declare
+        from distill.methods.options import all_options
+
+        for option, methods in all_options():
+            yield prefix + option.key, option.default, f"{', '.join(methods)}: {option.meaning}"
 
 
 # ---------------------------------------------------------------- loading
@@ -349,7 +305,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), names
 def check_names(cfg: Config) -> None:
     """The names that live in registries (imported here: they import torch)."""
     from distill import data, models
-    from distill.methods import losses
+    from distill.methods import losses, options
 
     if cfg.dataset.name not in data.DATASETS:
         raise ConfigError(f"dataset.name: unknown dataset {cfg.dataset.name!r}; choose one of "
@@ -358,6 +314,8 @@ def check_names(cfg: Config) -> None:
     if cfg.distill.method not in losses.METHODS:
         raise ConfigError(f"distill.method: unknown method {cfg.distill.method!r}; choose one of "
                           f"{', '.join(losses.METHODS)}")
+    for key, value in list(cfg.distill.options.items()):  # each method's options: known, typed, in range
+        cfg.distill.options[key] = options.checked_option(key, value)
 
 
 def validate(cfg: Config) -> None:

@@ -153,7 +153,11 @@ def _hints(cls) -> dict:
 class Section:
     """Base of every config section: a value assigned in Python (`cfg.distill.temperature = -3`)
     is checked as the same value in YAML would be, so a config cannot leave validation by
-    assignment. Cross-key checks (`distill.config.validate`) run when a config is built."""
+    assignment. Cross-key checks (`distill.config.validate`) run when a config is built.
+
+    A section with `OPEN = True` (distill: each method declares its own options) takes keys
+    beyond its fields into `options`; the registry that declares them checks them
+    (`distill.config.check_names`), and reading one that was not given returns its declared default."""
 
     def __setattr__(self, name, value):
         fields = {f.name: f for f in dataclasses.fields(self)} if dataclasses.is_dataclass(self) else {}
@@ -179,14 +183,16 @@ def from_dict(cls, data: dict, prefix: str = ""):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
     hints = _hints(cls)
     fields = {_yaml_key(f): f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
+    extra = {key: value for key, value in data.items() if key not in fields}
+    for key in extra if not getattr(cls, "OPEN", False) else ():
             close = [k for k in fields if k.startswith(str(key)[:3])]
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed keys are {', '.join(fields)}")
     kwargs = {f.name: _checked(data[ykey], hints[f.name], f.metadata, prefix + ykey)
               for ykey, f in fields.items() if ykey in data}
     obj = cls(**kwargs)
+    if extra:  # an open section's other keys: checked against their registry later (see Section)
+        object.__setattr__(obj, "options", copy.deepcopy(extra))
     if isinstance(obj, Section):
         _name_sections(obj, prefix)
     return obj
@@ -198,6 +204,7 @@ def to_dict(obj) -> dict:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         out[_yaml_key(f)] = to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+    out.update(copy.deepcopy(obj.__dict__.get("options", {})))  # an open section's keys given beyond its fields
     return out
 
 

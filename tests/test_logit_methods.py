@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from distill.methods import losses
+from distill.methods import losses, options
 from distill.methods.losses import LOSS_INFO, METHODS
 from distill.methods.objectives import ctkd_reversal, ctkd_temperature
 from tests.test_losses import batch  # noqa: F401 (the same random batch fixture)
@@ -215,10 +215,10 @@ def test_labels_is_cross_entropy_and_ignores_the_teacher(batch):
 
 def test_every_method_lists_what_it_matches_its_keys_and_its_paper(capsys):
     from distill.cli import main
-    from distill.config import DistillConfig
+    from distill.methods import DistillConfig
     from distill.methods.objectives import loss_info
 
-    fields = set(DistillConfig.__dataclass_fields__)
+    fields = set(DistillConfig.__dataclass_fields__) | {option.key for option, _ in options.all_options()}
     for name, method in METHODS.items():
         assert method.matches and method.paper, name
         assert set(method.keys) <= fields, (name, set(method.keys) - fields)

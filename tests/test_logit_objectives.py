@@ -13,7 +13,8 @@ import torch
 from distill import engine
 
 from distill.methods import losses
-from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config, load_config
+from distill.config import DatasetConfig, ModelConfig, build_config, load_config
+from distill.methods import DistillConfig
 from distill.data import load_data
 from distill.errors import UserError
 from distill.teachers.fidelity import agreement, fidelity, teacher_kl, teacher_log_probs

@@ -9,14 +9,14 @@ import dataclasses
 import inspect
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import pytest
 import torch
 
 from distill.methods import losses
-from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config, load_config
+from distill.config import DatasetConfig, ModelConfig, build_config, iter_keys, load_config
+from distill.methods import DistillConfig
 from distill.schema import to_dict
 from distill.data import load_data
 from distill.errors import ConfigError
@@ -125,18 +125,29 @@ def test_the_command_line_exits_2_with_one_line(tmp_path):
 # ---------------------------------------------------------------- the records
 
 
-def test_each_option_is_its_config_field():
-    fields = {f.name: f for f in dataclasses.fields(DistillConfig)}
-    hints = typing.get_type_hints(DistillConfig)
-    declared = set()
+def test_options_live_with_their_methods_not_in_the_config_section():
+    """The distill section's fields are the shared keys only; each option is declared once, by the
+    methods that read it (one declaration per key: type, default and range agree)."""
+    assert {f.name for f in dataclasses.fields(DistillConfig)} == set(SHARED_KEYS)
+    seen = {}
     for method in METHODS.values():
         for option in method.options:
-            field = fields[option.key]
-            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-            bounds = {k: field.metadata[k] for k in BOUNDS if field.metadata.get(k) is not None}
-            assert (option.type, option.default, option.bounds) == (hints[option.key], default, bounds), option
-            declared.add(option.key)
-    assert set(fields) == set(SHARED_KEYS) | declared  # every distill key is shared or some method's option
+            assert seen.setdefault(option.key, option) == option, option  # one meaning per key
+    defaults = load_config(None, ["distill.method=dkd"]).distill
+    assert all(getattr(defaults, key) == option.default for key, option in seen.items())
+    assert "distill.dkd_beta" in {key for key, _, _ in iter_keys()}  # distill list keys names them
+
+
+def test_an_option_is_checked_like_a_field():
+    with pytest.raises(ConfigError, match=r"^distill.dkd_beta: -1.0 is out of range; it must be >= 0.0$"):
+        load_config(None, ["distill.method=dkd", "distill.dkd_beta=-1"])
+    with pytest.raises(ConfigError, match=r"^distill.dkd_betta: unknown key \(did you mean dkd_beta\?\)"):
+        load_config(None, ["distill.method=dkd", "distill.dkd_betta=1"])
+    cfg = load_config(None, ["distill.method=dkd"])
+    cfg.distill.dkd_beta = 2  # assignment is checked too
+    assert cfg.distill.dkd_beta == 2.0 and to_dict(cfg)["distill"]["dkd_beta"] == 2.0
+    with pytest.raises(ConfigError, match="out of range"):
+        cfg.distill.dkd_beta = -2
 
 
 def test_options_for_the_formula_are_its_keywords():
@@ -197,13 +208,15 @@ def test_a_new_logit_method_with_one_option_is_one_record(data, monkeypatch):
         return {**terms, "teacher": strength * terms["teacher"]}
 
     register("scaled_kd", reduction="batchmean", t2_scaling=True, paper="a test", matches="kd, scaled",
-             options=(Option("skew", "strength", float, 0.1, {"ge": 0.0, "lt": 1.0}, "scale of the KD term"),))(
-        scaled_kd)
-    cfg = load_config(None, ["distill.method=scaled_kd", "distill.skew=0.5"])
+             options=(Option("kd_scale", "strength", float, 0.1, {"ge": 0.0, "lt": 1.0}, "scale of the KD term"),))(
+        scaled_kd)  # a new key, distill.kd_scale: declared here and nowhere else
+    cfg = load_config(None, ["distill.method=scaled_kd", "distill.kd_scale=0.5"])
     objective, info = make_objective(cfg.distill, [model(seed=1)], data, "cpu")
     batch = first_batch(data)
     objective.terms(batch, model(seed=9)(batch.x), [], 0.0)
-    assert seen == [0.5] and info["skew"] == 0.5 and info["method"] == "scaled_kd"
-    with pytest.raises(ConfigError, match="scaled_kd's options are temperature, alpha, skew"):
+    assert seen == [0.5] and info["kd_scale"] == 0.5 and info["method"] == "scaled_kd"
+    with pytest.raises(ConfigError, match="out of range"):
+        load_config(None, ["distill.method=scaled_kd", "distill.kd_scale=2"])
+    with pytest.raises(ConfigError, match="scaled_kd's options are temperature, alpha, kd_scale"):
         load_config(None, ["distill.method=scaled_kd", "distill.jsd_beta=0.3"])
     assert any(line.startswith("scaled_kd: a test.") for line in losses.list_methods())

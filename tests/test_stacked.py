@@ -106,7 +106,7 @@ def test_stacked_mlp_forward_equals_vmap(kwargs, depth):
 @pytest.mark.parametrize("method", ["kd", "ban", "cwtm"])
 def test_stacked_students_with_their_own_teachers_equal_sequential(method):
     """Born-again style: student k taught by teacher k (cached logits), stacked vs one at a time."""
-    from distill.config import DistillConfig
+    from distill.methods import DistillConfig
     from distill.methods.objectives import make_objective
 
     cfg = load_config(None, tiny_overrides(**{"train.epochs": 2}))

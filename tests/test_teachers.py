@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from distill import cli
-from distill.config import DatasetConfig, DistillConfig, ModelConfig, build_config
+from distill.config import DatasetConfig, ModelConfig, build_config
+from distill.methods import DistillConfig
 from distill.export.cost import TIMING_KEYS
 from distill.data import load_data
 from distill.errors import ConfigError

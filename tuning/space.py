@@ -74,6 +74,9 @@ def _leaf_keys() -> dict[str, Any]:
                 found[key] = tp
 
     walk(Config, "")
+    from distill.methods.options import all_options  # each method's options: keys of the distill section
+
+    found.update({f"distill.{option.key}": option.type for option, _ in all_options()})
     return found
 
 
@@ -274,7 +277,7 @@ def trial_config(base: dict, params: dict, *, seeds: list[int] | None = None, **
 def keep_method_options(data: dict) -> None:
     """A sweep over distill.method: a configuration keeps the options its own method reads (the base
     carries every searched method's), the others back at their defaults."""
-    from distill.config import DistillConfig
+    from distill.methods import DistillConfig
     from distill.methods import only_read
     from distill.methods.losses import METHODS
 

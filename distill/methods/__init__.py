@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from distill.errors import ConfigError
+from distill.schema import Section, spec
 
 #: distill.* keys every method accepts: what the teacher is and how it is read (teacher, combine,
 #: standardize, top_k for language models), and T and alpha with their schedules, which each
@@ -39,8 +40,8 @@ _BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 @dataclass(frozen=True)
 class Option:
-    """One distill.* key a method reads. `bounds` are those of its config field (ge, gt, le, lt),
-    `type` and `default` too; tests/test_method_options.py holds them equal to distill.config's."""
+    """One distill.* key a method reads, declared here and nowhere else: `type`, `default` and
+    `bounds` (ge, gt, le, lt) are how the config checks and fills it (distill.methods.options)."""
 
     key: str          # the distill.* config key
     kwarg: str        # the keyword it is passed as
@@ -131,8 +132,9 @@ def options_given(data: dict, distill) -> set[str]:
     options its method reads, `only_read`).
     """
     section = data.get("distill") or {}
-    fields = {f.name for f in dataclasses.fields(distill)}
-    searched = _searched(data.get("search") or {}) & fields  # a key that is none is the search check's to name
+    # a searched key that is no key of the section (a field, or an option some method declares) is the
+    # search check's to name
+    searched = {key for key in _searched(data.get("search") or {}) if hasattr(distill, key)}
     if "method" in searched:
         return set()
     default = type(distill)()
@@ -140,10 +142,12 @@ def options_given(data: dict, distill) -> set[str]:
 
 
 def only_read(section: dict, method: Method, defaults: dict) -> dict:
-    """A distill section (a mapping) with the options `method` does not read set back to `defaults`:
+    """A distill section (a mapping) without the options `method` does not read (shared keys it
+    does not read set back to `defaults`):
     a trial of a sweep over distill.method runs its method with that method's options only."""
     read = set(SHARED_KEYS) | set(method.keys)
-    return {key: value if key in read else defaults.get(key, value) for key, value in section.items()}
+    return {key: value if key in read else defaults[key] for key, value in section.items()
+            if key in read or key in defaults}
 
 
 def _searched(search: dict) -> set[str]:
@@ -152,3 +156,73 @@ def _searched(search: dict) -> set[str]:
     nested = search.get("distill")
     flat = {key.split(".", 1)[1] for key in search if isinstance(key, str) and key.startswith("distill.")}
     return flat | set(nested if isinstance(nested, dict) else ())
+
+
+# ---------------------------------------------------------------- the distill section of the config
+
+
+@dataclass
+class DistillConfig(Section):
+    """The keys every method shares; each method's own options (dkd_beta, jsd_beta, layers, ...) are
+    declared with its formula (distill.methods.losses, `distill list methods`) and live in `options`."""
+
+    OPEN = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", {})
+
+    def __getattr__(self, name):  # a method's option (only names that are not fields get here)
+        if name.startswith("_") or name == "options":
+            raise AttributeError(name)
+        if name in self.__dict__.get("options", {}):
+            return self.options[name]
+        from distill.methods.options import option_default
+
+        return option_default(name)
+
+    def __setattr__(self, name, value):
+        if name.startswith("_") or name == "options" or name in {f.name for f in dataclasses.fields(self)}:
+            return super().__setattr__(name, value)
+        from distill.methods.options import checked_option
+
+        self.options[name] = checked_option(name, value, self.__dict__.get("_prefix", "distill."))
+
+    method: str = spec("kd", "loss: a name `distill list methods` prints (with each method's options and "
+                       "paper), e.g. kd, ban, dkd, dist, jsd, fitnet")
+    temperature: float = spec(4.0, "softmax temperature T of teacher and student (at the start of training)",
+                              gt=0.0)
+    temperature_end: Optional[float] = spec(None, "T at the end of training, null = constant T", gt=0.0)
+    temperature_schedule: str = spec("linear", "how T goes from temperature to temperature_end over training",
+                                     choices=["constant", "linear", "cosine"])
+    alpha: float = spec(0.9, "weight of the distillation term; 1 - alpha weighs the label loss (at the start)",
+                        ge=0.0, le=1.0)
+    alpha_end: Optional[float] = spec(None, "alpha at the end of training, null = constant alpha", ge=0.0, le=1.0)
+    alpha_schedule: str = spec("linear", "how alpha goes from alpha to alpha_end over training",
+                               choices=["constant", "linear", "cosine"])
+    teacher: Optional[str] = spec(None, "teacher: a run directory, a checkpoint, a .npy/.csv predictions file, "
+                                  "or several run dirs/checkpoints (an ensemble) as a list or separated by "
+                                  "commas; null = train from labels (or the teacher section)", join=",")
+    combine: str = spec("mean_probs", "ensemble teacher: average probabilities at T, average logits, or sum "
+                        "one KL per teacher", choices=["mean_probs", "mean_logits", "per_teacher_kl"])
+    standardize: bool = spec(False, "logit standardisation (Sun et al. 2024): z -> (z - mean) / std per example, "
+                             "student and teacher, before the temperature softmax (any logit method)")
+    top_k: int = spec(32, "language models: the teacher's cache keeps the k most likely next tokens per "
+                      "position (memory bounded by k, not the vocabulary)", ge=1)
+    top_k_rest: str = spec("drop", "language models: the mass outside the top k: drop (renormalise the top k) "
+                           "or spread (uniformly over the other tokens)", choices=["drop", "spread"])
+
+
+def _distill_init(generated):
+    """DistillConfig(method="dkd", dkd_beta=2.0) from Python, as from YAML: a keyword that is no field is
+    a method's option (checked as one)."""
+    names = {f.name for f in dataclasses.fields(DistillConfig)}
+
+    def __init__(self, **kwargs):
+        generated(self, **{k: v for k, v in kwargs.items() if k in names})
+        for key, value in {**kwargs.pop("options", {}), **kwargs}.items():
+            if key not in names and not key.startswith("_"):
+                setattr(self, key, value)
+    return __init__
+
+
+DistillConfig.__init__ = _distill_init(DistillConfig.__init__)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from distill.methods import losses
-from distill.config import DistillConfig
+from distill.methods import DistillConfig
 from distill.teachers.features import capture
 from distill.teachers.signals import teacher_views
 

@@ -22,7 +22,8 @@ from typing import Callable, Optional
 import torch
 
 from distill import engine
-from distill.config import Config, DistillConfig, ModelConfig
+from distill.config import Config, ModelConfig
+from distill.methods import DistillConfig
 from distill.errors import UserError
 from distill.export.cost import ensemble_row_cost, row_cost
 from distill.kinds.mutual import KIND, problem
