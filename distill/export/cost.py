@@ -312,8 +312,12 @@ def step_flops(models: list[nn.Module], input_shape: tuple[int, ...], batch_size
 
 
 def fit_threads(train, models: list[nn.Module], data, device) -> None:
-    """train.threads=null and a CPU fit: set torch's thread count by the fit's work per step."""
-    if train.threads is not None or torch.device(device).type != "cpu":
+    """Set torch's thread count for a CPU fit: train.threads=null by the fit's work per step, N as
+    given, 0 all CPUs (each fit sets its own, so one fit's choice never carries over to the next)."""
+    if torch.device(device).type != "cpu":
+        return
+    if train.threads is not None:
+        torch.set_num_threads(train.threads or cpu_count())
         return
     try:
         work = step_flops(models, data.input_shape, train.batch_size, data.x["train"].dtype)
