@@ -186,7 +186,7 @@ def test_a_bornagain_given_a_nan_predictions_file_is_refused(tmp_path, capsys):
     assert code == 2 and "distill.teacher" in _one_line(err) and not (tmp_path / "out").exists()
 
 
-def test_a_teacher_run_that_did_not_finish_is_refused_unless_a_checkpoint_is_named(tmp_path, capsys):
+def test_a_teacher_run_that_did_not_finish_is_refused_unless_asked_for(tmp_path, capsys):
     cfg = load_config(None, tiny_overrides(name="t", seeds="[0]"))
     from distill.training.runner import train
 
@@ -202,6 +202,9 @@ def test_a_teacher_run_that_did_not_finish_is_refused_unless_a_checkpoint_is_nam
     assert code == 2 and "did not finish" in line and "running" in line and not (tmp_path / "out").exists()
     best = teacher / "checkpoints" / "model-s0" / "best.pt"
     code, err = _main(capsys, *student, f"distill.teacher={best}", "--out", str(tmp_path / "out"))
+    assert code == 2 and "distill.teacher_unfinished=true" in _one_line(err)  # a checkpoint of it: refused too
+    code, err = _main(capsys, *student, f"distill.teacher={best}", "distill.teacher_unfinished=true",
+                      "--out", str(tmp_path / "out"))
     assert code == 0 and "did not finish" in err
     (run_dir,) = (tmp_path / "out" / "s").iterdir()
     (row,) = json.loads((run_dir / "summary.json").read_text())["models"]

@@ -164,9 +164,10 @@ def _integer_key(key: str) -> bool:
     return int in args and float not in args
 
 
-def teacher_path_problem(value) -> str | None:
+def teacher_path_problem(value, unfinished_ok: bool = False) -> str | None:
     """What is wrong with a distill.teacher value as paths on disk (each must exist; a run directory must
-    have finished), or None. Torch-free, so a sweep checks it before Ray starts."""
+    have finished unless `unfinished_ok`, distill.teacher_unfinished), or None. Torch-free, so a sweep
+    checks it before Ray starts."""
     from distill.runs.store import read_meta
 
     if not isinstance(value, str):
@@ -177,9 +178,9 @@ def teacher_path_problem(value) -> str | None:
             return f"{path} does not exist; give a run directory, a checkpoint (.pt) or a predictions file"
         if path.is_dir():
             meta = read_meta(path / "meta.json")  # damaged: a one-line UserError naming it
-            if meta and meta.get("status") != "done":
+            if meta and meta.get("status") != "done" and not unfinished_ok:
                 return (f"the run {path} did not finish (its meta.json says {meta.get('status')}); finish it, or "
-                        f"name one of its checkpoint files to use it as it is")
+                        f"set distill.teacher_unfinished=true to use it as it is")
     return None
 
 
@@ -187,7 +188,8 @@ def parse_search(cfg: Config) -> list[Dimension]:
     """Every `search:` entry checked: a real key, one of the five kinds, values the config accepts
     (a float draw on an integer key is refused; teacher paths must exist)."""
     base = base_dict(cfg)
-    problem = teacher_path_problem(base["distill"]["teacher"])
+    unfinished_ok = bool(base["distill"].get("teacher_unfinished"))
+    problem = teacher_path_problem(base["distill"]["teacher"], unfinished_ok)
     if problem is not None:
         raise ConfigError(f"distill.teacher: {problem}")
     dims = []
@@ -200,7 +202,7 @@ def parse_search(cfg: Config) -> list[Dimension]:
                               f"{{randint: [{math.ceil(low)}, {math.floor(high) + 1}]}} (high excluded) or a grid")
         if key == "distill.teacher":
             for value in dim.values:
-                problem = teacher_path_problem(absolute_paths(key, value))
+                problem = teacher_path_problem(absolute_paths(key, value), unfinished_ok)
                 if problem is not None:
                     raise ConfigError(f"search.distill.teacher: value {value!r}: {problem}")
         for value in dim.representatives():

@@ -30,7 +30,7 @@ from distill.schema import Section, spec
 #: method reads or not as its record says (`Method.keys`) but never refuses, so one base config
 #: serves a sweep over methods
 SHARED_KEYS = ("method", "teacher", "combine", "temperature", "temperature_end", "temperature_schedule",
-               "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest")
+               "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest", "teacher_unfinished")
 MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm", "labels")
 SIGNALS = ("logits", "features", "none")
 TEMPERATURES = ("config", "learned", "none")
@@ -210,6 +210,8 @@ class DistillConfig(Section):
                       "position (memory bounded by k, not the vocabulary)", ge=1)
     top_k_rest: str = spec("drop", "language models: the mass outside the top k: drop (renormalise the top k) "
                            "or spread (uniformly over the other tokens)", choices=["drop", "spread"])
+    teacher_unfinished: bool = spec(False, "use a distill.teacher run (or its checkpoint) whose meta.json does not "
+                                    "say done, as it is; the student's parent records that it was unfinished")
 
 
 def _distill_init(generated):

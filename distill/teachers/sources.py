@@ -128,23 +128,22 @@ def unfinished(run_dir: Path) -> Optional[str]:
 def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Module, str]:
     """A teacher from a run directory or a checkpoint file: (model, description).
 
-    A run directory that did not finish is refused; one of its checkpoint files, named as the
-    teacher, is used as it is (the description, which the summary records, says so)."""
+    A run that did not finish (given as its folder or one of its checkpoints) is refused unless
+    distill.teacher_unfinished=true; then it is used as it is, and the description, which the
+    summary records as the student's parent, says so."""
     path = Path(path_text).expanduser()
     if not path.exists():
         raise UserError(f"distill.teacher: {path} does not exist; give a run directory, a checkpoint (.pt) "
                         f"or a predictions file (.npy/.csv)")
     if path.is_dir():
         checkpoint, run_dir = _pick_checkpoint(path, seed), path
-        why = unfinished(run_dir)
-        if why is not None:
-            raise UserError(f"distill.teacher: the run {run_dir} did not finish ({why}); run its command again to "
-                            f"finish it, or name one of its checkpoints (e.g. distill.teacher={checkpoint}) to "
-                            f"use it as it is")
     else:
         checkpoint = path
         run_dir = path.parent.parent.parent if path.parent.parent.name == "checkpoints" else None
     why = unfinished(run_dir) if run_dir is not None else None
+    if why is not None and not cfg.distill.teacher_unfinished:
+        raise UserError(f"distill.teacher: the run {run_dir} did not finish ({why}); run its command again to "
+                        f"finish it, or set distill.teacher_unfinished=true to use {checkpoint} as it is")
     model_cfg = cfg.teacher.model or (run_dir and _model_cfg_of_run(run_dir)) or cfg.model
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors and plain values only
@@ -168,7 +167,7 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
         raise UserError(f"distill.teacher: checkpoint {checkpoint} holds NaN or infinite weights ({broken}); "
                         f"give the checkpoint of a teacher that trained")
     model.load_state_dict(state)
-    if why is not None:  # asked for by name: used, and said
+    if why is not None:  # asked for (distill.teacher_unfinished): used, said and recorded
         print(f"distill: warning: teacher {checkpoint} is from a run that did not finish ({why})",
               file=sys.stderr, flush=True)
         return model, f"{checkpoint} (from an unfinished run: {why})"
