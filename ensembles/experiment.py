@@ -53,7 +53,7 @@ from distill.teachers.fidelity import fidelity
 from distill.errors import ConfigError, UserError
 from distill.runs.checkpoints import check_state, load_best, load_checkpoint
 from distill.training.evaluation import predict, use_channels_last
-from distill.training.jobs import Job, arch_key, fit_jobs
+from distill.training.jobs import Job, arch_key, archs_for, fit_jobs
 from distill.kinds.ensemble import KIND, unread_teacher_keys
 from distill.models import check_name, create_model
 from distill.models.parts import count_params
@@ -69,11 +69,7 @@ from .evaluate import COMBINES, gap_recovered, size_curve, subsets
 
 def member_archs(cfg: Config) -> list[ModelConfig]:
     """The architecture of each member: `ensemble.models` (one for all, or one each) or the model section."""
-    sections = cfg.ensemble.models
-    if not sections:
-        return [cfg.model] * cfg.ensemble.members
-    archs = [from_dict(ModelConfig, s, prefix=f"ensemble.models[{i}].") for i, s in enumerate(sections)]
-    return archs * cfg.ensemble.members if len(archs) == 1 else archs
+    return archs_for(cfg.ensemble.models, cfg.ensemble.members, cfg.model, "ensemble.models")
 
 
 def student_archs(cfg: Config) -> list[ModelConfig]:

@@ -34,7 +34,7 @@ from torch import nn
 
 from distill import engine
 from distill.config import ModelConfig, TrainConfig
-from distill.schema import to_dict
+from distill.schema import from_dict, to_dict
 from distill.export.cost import row_cost
 from distill.models.parts import count_params
 from distill.runs.progress import Progress
@@ -57,6 +57,15 @@ class Job:
     model: Optional[nn.Module] = None
     result: Optional[engine.FitResult] = None
     row: Optional[dict] = None     # the summary row (fit_summary)
+
+
+def archs_for(sections: list[dict], count: int, default: ModelConfig, key: str) -> list[ModelConfig]:
+    """The architecture of each of `count` models: `sections` (model-section mappings under the config
+    key `key`, one for all or one each; checked as model sections) or, when empty, `default`."""
+    if not sections:
+        return [default] * count
+    archs = [from_dict(ModelConfig, s, prefix=f"{key}[{i}].") for i, s in enumerate(sections)]
+    return archs * count if len(archs) == 1 else archs
 
 
 def arch_key(arch: ModelConfig) -> str:

@@ -32,11 +32,10 @@ from distill.methods.parts import cross_entropy, kl_logs, tempered_log_softmax
 from distill.models import create_model
 from distill.models.parts import count_params
 from distill.runs.store import fit_summary, summary_row
-from distill.schema import from_dict
 from distill.teachers.signals import combine_log_probs
 from distill.training.evaluation import predict
 from distill.training.experiment import prepare
-from distill.training.jobs import Job, arch_key, fit_jobs
+from distill.training.jobs import Job, arch_key, archs_for, fit_jobs
 from distill.training.metrics import probs_metrics
 from distill.training.replicas import Modules, can_stack, make_replicas
 
@@ -123,11 +122,7 @@ class SideBySide:
 
 def peer_archs(cfg: Config) -> list[ModelConfig]:
     """Each peer's architecture: `mutual.models` (one for all, or one each) or the model section."""
-    sections = cfg.mutual.models
-    if not sections:
-        return [cfg.model] * cfg.mutual.peers
-    archs = [from_dict(ModelConfig, s, prefix=f"mutual.models[{i}].") for i, s in enumerate(sections)]
-    return archs * cfg.mutual.peers if len(archs) == 1 else archs
+    return archs_for(cfg.mutual.models, cfg.mutual.peers, cfg.model, "mutual.models")
 
 
 def first_of_arch(archs: list[ModelConfig]) -> dict[str, int]:
