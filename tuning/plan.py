@@ -28,7 +28,6 @@ import itertools
 import json
 import math
 import random
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -110,7 +109,7 @@ def tune_folder(plan: Plan) -> str:
 
 def member_name(params: dict, seed: int) -> str:
     """A (configuration, seed)'s run folder name: its values, short, and a hash of them."""
-    tag = re.sub(r"[^\w.=,-]+", "", space.describe(params))[:60] or "base"
+    tag = space.trial_dirname("", params).lstrip("_")[:60] or "base"
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return f"{tag}-{digest}-s{seed}"
 
