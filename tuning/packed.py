@@ -37,10 +37,10 @@ def pack_params(params: dict, configs: Optional[list], packs: list) -> list[dict
 
 
 def member_config(base: dict, params: dict, seed: int, name: str, teachers: Optional[dict]):
-    top = {"seeds": [seed], "run_id": name}
+    top = {"run_id": name}
     if teachers:
         top["distill.teacher"] = teachers[seed]
-    return trial_config(base, params, **top)
+    return trial_config({**base, "seeds": [seed]}, params, **top)
 
 
 def _members(sweep: Path, base: dict, params_list: list[dict], seeds: list, teachers):

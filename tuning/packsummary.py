@@ -9,7 +9,6 @@ seeds, models, seconds, how their models trained (`packing`) and Tune's view of 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -81,5 +80,6 @@ def entries(result, cfg: Config, plan: Plan, sweep: Path, tune_status: Optional[
 def pack_lines(summary: dict) -> list[str]:
     """One line per pack for the printed table."""
     return [f"pack {p['trial']}: {len(p['configurations'])} configuration(s) x {len(p['seeds'])} seed(s), "
-            f"{p['seconds'] or 0:.1f} s; {json.dumps(p['packing']) if p['packing'] else ''}"
+            f"{p['trained'] or 0} model(s) trained now, {p['seconds'] or 0:.1f} s"
+            + "".join(f"; {role}: {how}" for role, how in (p["packing"] or {}).items())
             for p in summary.get("packs", [])]

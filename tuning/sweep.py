@@ -264,6 +264,10 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
         cluster.stop(session)
     if progress:
         print_table(summary)
+        if summary.get("packs"):
+            from .packsummary import pack_lines
+
+            print("\n".join(pack_lines(summary)), file=sys.stderr, flush=True)
     if interrupted:
         raise SweepInterrupted(path, interrupted)
     failed = {t["trial"]: t["reason"] for t in summary["trials"] if t["status"] == "failed"}
