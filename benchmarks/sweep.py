@@ -13,8 +13,8 @@ clock starts, and given to every layout as distill.teacher) is run as
 
 each in its own folder (nothing reused between them), under one Ray session started before the
 clock (Ray's start-up is paid once per command). Figures: wall seconds, CPU seconds of this process
-and every process below it (Ray's workers; from /proc, reaped children included), both per trained
-model; `speedup` = the trials layout's wall / the packed wall, and `same_best` whether every layout
+and every process below it (Ray's workers; each process's own time from /proc, sampled every 0.25 s),
+both per trained model; `speedup` = the trials layout's wall / the packed wall, and `same_best` whether every layout
 chose the trials layout's best configuration (the best mean over seeds of each seed's best
 validation accuracy). The machine's load average is recorded before and after.
 
@@ -37,9 +37,8 @@ LAYOUTS = {"trials": {"seeds": "trials"}, "stacked": {"seeds": "stacked", "pack"
            "packed": {"seeds": "stacked", "pack": 16}}
 
 
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """CPU seconds (user + system, with reaped children's) of process `root` and all its descendants."""
-    root = root or os.getpid()
+def _tree_times(root: int) -> dict:
+    """pid -> own CPU seconds (user + system) of `root` and every process below it, from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
     parents, times = {}, {}
     for entry in Path("/proc").iterdir():
@@ -50,15 +49,43 @@ def tree_cpu_seconds(root: int | None = None) -> float:
         except OSError:
             continue
         parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = sum(int(x) for x in fields[11:15]) / ticks  # utime stime cutime cstime
-    total, seen = 0.0, set()
-    for pid in times:
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime stime
+    found = {}
+    for pid, seconds in times.items():
         p = pid
-        while p in parents and p != root and p not in seen and p > 1:
+        while p in parents and p != root and p > 1:
             p = parents[p]
         if p == root:
-            total += times[pid]
-    return total
+            found[pid] = seconds
+    return found
+
+
+class CpuMeter:
+    """CPU seconds of this process and every process below it (Ray's workers) while it runs: each
+    process's own time sampled every `every` s (a process that ends loses at most that much)."""
+
+    def __init__(self, every: float = 0.25):
+        self.every, self.root = every, os.getpid()
+
+    def __enter__(self):
+        import threading
+
+        self.base = _tree_times(self.root)
+        self.last = dict(self.base)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self.stop.wait(self.every):
+            self.last.update(_tree_times(self.root))
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.last.update(_tree_times(self.root))
+        self.seconds = sum(t - self.base.get(pid, 0.0) for pid, t in self.last.items())
 
 
 def sweep_config(quick: bool, teacher: str, layout: dict) -> dict:
@@ -96,9 +123,11 @@ def run_layout(name: str, quick: bool, teacher: str, out: Path) -> dict:
     from distill.config import build_config
 
     cfg = build_config(sweep_config(quick, teacher, LAYOUTS[name]))
-    cpu, started = tree_cpu_seconds(), time.perf_counter()
-    path = tuning.run(cfg, out / name, progress=False)
-    wall, cpu = time.perf_counter() - started, tree_cpu_seconds() - cpu
+    with CpuMeter() as meter:
+        started = time.perf_counter()
+        path = tuning.run(cfg, out / name, progress=False)
+        wall = time.perf_counter() - started
+    cpu = meter.seconds
     summary = json.loads((path / "sweep.json").read_text())
     models = len(summary["trials"])
     best = summary["best_config"]
@@ -131,6 +160,8 @@ def main(argv=None) -> dict:
                "speedup_stacked": found["trials"]["wall_seconds"] / found["stacked"]["wall_seconds"],
                "cpu_ratio": found["trials"]["cpu_seconds"] / found["packed"]["cpu_seconds"],
                "same_best": all(f["best"] == found["trials"]["best"] for f in found.values()),
+               "same_best_value": all(f["best_mean_val_acc"] == found["trials"]["best_mean_val_acc"]
+                                      for f in found.values()),
                "cpus": cpu_count(), "load_before": [round(x, 2) for x in load_before],
                "load_after": [round(x, 2) for x in os.getloadavg()], "quick": args.quick}
     for name, f in found.items():

@@ -69,6 +69,14 @@ def test_plan_layout_by_scheduler_and_keys(tune, layout, packs):
     assert plan.layout == layout and plan.packs == packs
 
 
+def test_packs_are_split_until_each_trial_slot_has_one():
+    cfg = build_config(config(search={"distill.alpha": {"grid": [0.1, 0.3, 0.5, 0.7, 0.9]}}))
+    dims = space.parse_search(cfg)
+    assert plans.make_plan(cfg, dims, slots=1).packs == [[0, 1, 2, 3, 4]]
+    assert plans.make_plan(cfg, dims, slots=2).packs == [[0, 1, 2], [3, 4]]
+    assert plans.make_plan(cfg, dims, slots=8).packs == [[0], [1], [2], [3], [4]]
+
+
 def test_random_draws_are_the_same_on_every_call_and_seeds_leave_the_sweep_id():
     data = config(search={"distill.alpha": {"uniform": [0.1, 0.9]}}, tune={"num_samples": 3})
     first, again = plan_of(data), plan_of(data)
@@ -84,7 +92,7 @@ def test_random_draws_are_the_same_on_every_call_and_seeds_leave_the_sweep_id():
 
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(config()))
+    path.write_text(yaml.safe_dump(config(tune={"cpus_per_trial": 1, "max_concurrent_trials": 1})))
     code = ("import sys; from distill import cli; code = cli.main(['tune', sys.argv[1], '--out', sys.argv[2], "
             "'--dry-run']); print('RAY' if 'ray' in sys.modules else 'NO RAY'); sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "out")], capture_output=True,
@@ -145,8 +153,8 @@ def test_packed_sweep_equals_one_trial_per_configuration_and_seed(tmp_path):
     tune(tmp_path, config(), tmp_path / "packed")
     tune(tmp_path, config(tune={"cpus_per_trial": 1, "seeds": "trials"}), tmp_path / "trials")
     packed, trials = sweep_of(tmp_path / "packed"), sweep_of(tmp_path / "trials")
-    assert len(packed["packs"]) == 1 and packed["packs"][0]["models"] == 8
-    assert "packed" in packed["packs"][0]["packing"]["student"]
+    assert sum(p["models"] for p in packed["packs"]) == 8 and len(packed["packs"]) <= 2  # one per CPU
+    assert all(p["packing"]["student"].startswith("packed") for p in packed["packs"])
     assert len(packed["trials"]) == len(trials["trials"]) == 8
     # on CPU the stacked fit gives each model the numbers of its own fit, to float32 rounding
     assert_close(figures(packed), figures(trials))
@@ -203,7 +211,29 @@ def test_adding_a_seed_trains_only_that_seed(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing of seed 0 trained or written again
     assert sorted(p.name for p in out.glob("*/*/teacher*")) == ["teacher-s0", "teacher-s1"]
     assert len(second["trials"]) == 8 and all(t["status"] == "done" for t in second["trials"])
-    assert second["packs"][0]["trained"] == 4  # the 4 configurations of seed 1
+    assert sum(p["trained"] for p in second["packs"]) == 4  # the 4 configurations of seed 1
     old = figures(first)
     assert {k: v for k, v in figures(second).items() if k[1] == 0} == old
     assert second["best_config"]["seeds"] == 2
+
+
+@pytest.mark.slow  # end to end (Ray): CI runs it, make test does not
+def test_asha_decides_on_the_mean_over_stacked_seeds(tmp_path):
+    """ASHA keeps configurations unpacked: one trial per configuration, its seeds stacked; every
+    figure Tune saw is the mean over the seeds at that epoch, and a stopped trial stops all its seeds."""
+    data = config(train={"epochs": 4, "batch_size": 64, "lr": 0.01, "threads": 1, "device": "cpu"},
+                  search={"distill.temperature": {"grid": [1, 2, 4]}},
+                  tune={"cpus_per_trial": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 3})
+    out = tmp_path / "out"
+    tune(tmp_path, data, out)
+    sweep = sweep_of(out)
+    assert len(sweep["packs"]) == 3 and all(len(p["configurations"]) == 1 for p in sweep["packs"])
+    for pack in sweep["packs"]:
+        members = [t for t in sweep["trials"] if t["pack"] == pack["trial"]]
+        assert sorted(t["seed"] for t in members) == [0, 1] and len({t["status"] for t in members}) == 1
+        (progress,) = out.glob(f"*/*/tune-*/{pack['trial']}/progress.csv")
+        with open(progress, newline="") as f:
+            saw = {int(r["training_iteration"]): float(r["val_acc"]) for r in csv.DictReader(f)}
+        per_seed = [dict((r[0], r[3]) for r in figures({"trials": [t]}).popitem()[1][1:] if r[1] == "val")
+                    for t in members]
+        assert saw and all(saw[e] == pytest.approx((per_seed[0][str(e)] + per_seed[1][str(e)]) / 2) for e in saw)

@@ -4,8 +4,8 @@ The trial trains its members (`tuning.packrun`) and reports to Tune, per epoch o
 mean over seeds of each configuration's validation figures: `val_acc`, `val_nll`, ... are the
 mean of the pack's best configuration at that epoch (of its only one, under ASHA or Optuna: what
 the scheduler or searcher decides on), `c<i>_val_acc`, `c<i>_val_nll` each configuration's mean.
-An epoch is reported once every member has it in a checkpoint; the last once every member's run
-directory is complete. Members trained one after another report together at the end.
+An epoch is reported once every member has it in a checkpoint (written every
+`train.checkpoint_seconds` and at the end); the last once every member's run directory is complete. Members trained one after another report together at the end.
 
 A Tune checkpoint is a reference, not a copy: a small folder holding `tune.json` (how many
 reports Tune has, and the member run directories it refers to). The members' own checkpoints
@@ -168,7 +168,8 @@ def run_pack(params: dict, *, base: dict, sweep_dir: str, tune_dir: str, configs
         index = report[MEMBER]
         if not target_of[index].matches(report):
             return
-        book.epoch(index, report["epoch"])
+        if report.get("checkpointed"):  # reported once it is in a checkpoint (train.checkpoint_seconds)
+            book.epoch(index, report["epoch"])
         book.send(min(book.ready(), epochs - 1), where)  # the last epoch once every run is complete
 
     try:

@@ -12,7 +12,8 @@ Packs need the configurations before the sweep starts and a scheduler that judge
 trial, and a pack's configurations must not be stopped together for one member's figures);
 Optuna proposes one configuration at a time, so each is its own trial (its seeds still stacked).
 PBT, and kinds other than `train`, run one trial per seed (PBT copies one trial's weights into
-another). In the stacked layout the random dimensions are drawn here, from a generator seeded by
+another). Packs are split until every trial slot (this machine's CPUs / tune.cpus_per_trial) has one,
+where there are configurations enough. In the stacked layout the random dimensions are drawn here, from a generator seeded by
 the sweep id, so a resumed or extended sweep draws the same configurations.
 
 Each (configuration, seed) is a run directory of its own, `<sweep>/runs/<configuration>-s<seed>/`,
@@ -94,7 +95,7 @@ def dry_run(cfg: Config, out) -> list[str]:
 
         raise UserError("tune.scheduler=pbt perturbs searched keys, but search: is empty; "
                         "add e.g. search.distill.alpha={uniform: [0.1, 0.9]}")
-    plan = make_plan(cfg, dims)
+    plan = make_plan(cfg, dims, local_slots(cfg))
     folder = sweep_folder(cfg, out)
     return ([f"distill tune --dry-run: {cfg.name}, sweep folder {folder}"] + describe(plan, cfg, folder)
             + ["nothing was started (no Ray, no training)"])
@@ -152,7 +153,7 @@ def _layout(cfg: Config) -> tuple[str, str]:
     return "stacked", "tune.seeds=stacked: one trial trains every seed of its configuration(s)"
 
 
-def _packs(cfg: Config, configs: Optional[list]) -> tuple[list, str]:
+def _packs(cfg: Config, configs: Optional[list], slots: int) -> tuple[list, str]:
     t = cfg.tune
     if configs is None:
         return [], "tune.search_alg=optuna proposes one configuration at a time: each is its own trial"
@@ -171,23 +172,40 @@ def _packs(cfg: Config, configs: Optional[list]) -> tuple[list, str]:
         count = math.ceil(len(members) / t.pack)
         size = math.ceil(len(members) / count)
         packs += [members[i:i + size] for i in range(0, len(members), size)]
+    while len(packs) < slots and max(len(p) for p in packs) > 1:  # one pack per trial slot at least
+        largest = max(range(len(packs)), key=lambda i: len(packs[i]))
+        half = math.ceil(len(packs[largest]) / 2)
+        packs[largest:largest + 1] = [packs[largest][:half], packs[largest][half:]]
     return packs, (f"tune.pack={t.pack}: configurations that differ only in distill.* keys (not the teacher) "
-                   f"share a trial and one stacked fit")
+                   f"share a trial and one stacked fit; at least one trial per slot ({slots} trial(s) at once)")
+
+
+def local_slots(cfg: Config) -> int:
+    """Trials this machine runs at once: its CPUs / tune.cpus_per_trial (and tune.max_concurrent_trials)."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    slots = max(1, int(cpus // cfg.tune.cpus_per_trial))
+    return min(slots, cfg.tune.max_concurrent_trials) if cfg.tune.max_concurrent_trials else slots
 
 
 def _epochs(cfg: Config, params: dict) -> int:
     return int(params.get("train.epochs", cfg.train.epochs))
 
 
-def make_plan(cfg: Config, dims: list) -> Plan:
-    """The sweep's layout (see the module docstring); `dims` from `space.parse_search`."""
+def make_plan(cfg: Config, dims: list, slots: int = 1) -> Plan:
+    """The sweep's layout (see the module docstring); `dims` from `space.parse_search`; `slots`: trials
+    that run at once (packs are split until each slot has one, where they can be)."""
     from distill import kinds
 
     layout, why = _layout(cfg)
     seeds = cfg.seed_list()
     optuna = cfg.tune.search_alg == "optuna"
     configs = None if optuna else configurations(cfg, dims)
-    packs, pack_why = _packs(cfg, configs) if layout == "stacked" else ([], "")
+    packs, pack_why = _packs(cfg, configs, slots) if layout == "stacked" else ([], "")
     count = len(configs) if configs is not None else cfg.tune.num_samples
     epochs = (sum(_epochs(cfg, p) for p in configs) if configs is not None else count * cfg.train.epochs) * len(seeds)
     teacher_epochs = 0

@@ -203,7 +203,7 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
     cluster.check_address(address)
     check_scheduler(cfg, dims)
     cluster.check_local_resources(cfg, address)
-    plan = plans.make_plan(cfg, dims)
+    plan = plans.make_plan(cfg, dims, plans.local_slots(cfg) if address is None else 1)
     path = experiment_dir(cfg, out)
     experiment = path / plans.tune_folder(plan) if plan.stacked else path  # Tune's own folder
     _searcher(cfg, cfg.tune.metric, mode_of(cfg.tune.metric), plan)  # optuna installed?
@@ -221,7 +221,8 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
 
     base = space.base_dict(cfg)
     base["train"]["threads"] = max(1, int(cfg.tune.cpus_per_trial))  # torch threads = the trial's CPUs
-    base["train"]["checkpoint_seconds"] = 0.0  # each epoch's Tune report carries that epoch's checkpoint
+    if not plan.stacked:  # each epoch's Tune report carries that epoch's checkpoint
+        base["train"]["checkpoint_seconds"] = 0.0
     if cfg.tune.gpus_per_trial == 0 and cfg.train.device == "auto":
         base["train"]["device"] = "cpu"  # a trial without a GPU never touches one
     signals = _Signals()
