@@ -160,8 +160,10 @@ def test_packed_sweep_equals_one_trial_per_configuration_and_seed(tmp_path):
     assert_close(figures(packed), figures(trials))
     assert packed["best_config"]["params"] == trials["best_config"]["params"]
     # the Tune checkpoints are references: a small file each, not a copy of the run's checkpoints
-    folders = list((tmp_path / "packed").glob("*/*/tune-*/*/checkpoint_*"))
-    assert folders and all(sorted(p.name for p in folder.iterdir()) == ["tune.json"] for folder in folders)
+    for folders in ((tmp_path / "packed").glob("*/*/tune-*/*/checkpoint_*"),
+                    (tmp_path / "trials").glob("*/*/*_seeds-*/checkpoint_*")):  # both layouts (not PBT)
+        folders = list(folders)
+        assert folders and all(sorted(p.name for p in folder.iterdir()) == ["tune.json"] for folder in folders)
 
 
 @pytest.mark.slow  # end to end (Ray): CI runs it, make test does not

@@ -8,7 +8,11 @@
 
 Where things go: `<storage>/<sweep-id>/`, where storage is `tune.storage_path` or
 `OUT/<name>` and the sweep id is `run_id` or a hash of the resolved config (so the same
-command with `--resume` finds the same folder). Each trial folder inside is a run
+command with `--resume` finds the same folder; without the seeds in the stacked layout, so
+more seeds train only the new ones). How models are laid out in trials is `tuning.plan`'s
+(`tune.seeds`, `tune.pack`; `distill tune --dry-run` prints it): in the stacked layout each
+(configuration, seed) is a run directory under `runs/`, Tune's folder is `tune-s<seeds>-<hash>/`,
+and a trial trains a pack (`tuning.packed`); with `tune.seeds=trials` each trial folder is a run
 directory (config.yaml, meta.json, records.csv, summary.json, checkpoints/) beside Ray's
 files; `sweep.json` (`tuning.summary`) lists the trials, their sampled values, status,
 run directories, the target model's figures, the other models' figures, and the best
