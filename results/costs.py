@@ -53,7 +53,8 @@ def cost_view(exp: ex.Experiment, context: Context) -> list:
     shown = []
     for number in numbers:
         row = {"model": number["model"],
-               "test acc %": ex.text(number["test_acc_mean"], number["test_acc_ci"], number["test_acc_n"]),
+               "test acc %": ex.text(number["test_acc_mean"], number["test_acc_ci"], number["test_acc_n"],
+                                     bounds=ex.ACC),
                "% of the best accuracy": f"{100 * number['test_acc_mean'] / best_acc:.1f}"}
         if "flops" in number and top_flops and math.isfinite(top_flops):
             row["% of the largest FLOPs"] = f"{100 * number['flops'] / top_flops:.3g}"

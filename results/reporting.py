@@ -89,7 +89,7 @@ def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
         status = ", ".join(sorted(set(e.rows["status"].dropna().astype(str)))) if "status" in e.rows else ""
         rows.append({"experiment": f"[{e.title}](#{e.slug})", "kind": e.words, "runs": len(e.runs),
                      "seeds": e.rows["seed"].nunique(), "headline model": about,
-                     "test acc %": ex.text(mean, half, n), "status": status})
+                     "test acc %": ex.text(mean, half, n, bounds=ex.ACC), "status": status})
         numbers.append({"experiment": e.title, "kind": e.kind, "runs": len(e.runs), "headline": about,
                         "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n, "status": status})
     blocks = [Heading("Distillation report", 1),

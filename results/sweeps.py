@@ -29,7 +29,7 @@ def sweep_view(exp: ex.Experiment, context: Context) -> list:
     words = [ex.word(k, "sweep") for k in keys]
     shown = frame[words].copy()
     for metric, title in (("val_acc", "val acc %"), ("test_acc", "test acc %")):
-        shown[title] = [ex.text(r[f"{metric}_mean"], r[f"{metric}_ci"], int(r[f"{metric}_n"]))
+        shown[title] = [ex.text(r[f"{metric}_mean"], r[f"{metric}_ci"], int(r[f"{metric}_n"]), bounds=ex.ACC)
                         for _, r in frame.iterrows()]
     if context.paper:  # the published figure of the models the trials are about, where one maps
         papers = [ex.paper_value(context.paper, rows.iloc[0]) if len(rows) else math.nan

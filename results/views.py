@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import experiments as ex
 from .page import Figure, Para, Table
-from .stats import Comparison, compare
+from .stats import Comparison, compare, limits
 
 METRICS = {"test_acc": "test acc %", "val_acc": "val acc %", "test_nll": "test NLL", "test_ece": "test ECE %",
            "test_ppl": "test perplexity"}
@@ -76,7 +76,8 @@ def figure_table(groups: list[tuple[str, pd.DataFrame]], paper: dict | None = No
                 continue
             mean, half, n = _values(rows, metric)
             number.update({f"{metric}_mean": mean, f"{metric}_ci": half, f"{metric}_n": n})
-            display[METRICS.get(metric, metric)] = ex.text(mean, half, n, 1 if metric.endswith(("acc", "ece")) else 3)
+            display[METRICS.get(metric, metric)] = ex.text(mean, half, n, 1 if metric.endswith(("acc", "ece")) else 3,
+                                                           limits(metric))
         numbers.append(number)
         shown.append(display)
     values = [ex.paper_value(paper, rows.iloc[0]) for _, rows in groups] if paper else []
@@ -333,15 +334,15 @@ def ensemble_view(exp: ex.Experiment, context: Context) -> list:
         acc = ex.cell(group["test_acc"])
         gain = ex.cell(group["gain_over_mean_member"]) if "gain_over_mean_member" in group else (math.nan, math.nan, 0)
         spread = ex.cell(group["disagreement"]) if "disagreement" in group else (math.nan, math.nan, 0)
-        curve.append(({"combine": combine, "k": int(size), "test acc %": ex.text(*acc),
-                       "gain over mean member (points)": ex.text(*gain), "disagreement %": ex.text(*spread)},
+        curve.append(({"combine": combine, "k": int(size), "test acc %": ex.text(*acc, bounds=ex.ACC),
+                       "gain over mean member (points)": ex.text(*gain), "disagreement %": ex.text(*spread, bounds=ex.ACC)},
                       {"combine": combine, "k": int(size), "test_acc_mean": acc[0], "test_acc_ci": acc[1],
                        "test_acc_n": acc[2], "gain_mean": gain[0], "gain_ci": gain[1], "gain_n": gain[2],
                        "disagreement_mean": spread[0], "disagreement_n": spread[2]}))
     paper = ex.paper_value(context.paper, members.iloc[0]) if len(members) else math.nan
     published = f" (paper: {paper:g} %, from {context.paper_source or 'the paper'})" if not math.isnan(paper) else ""
     blocks = [Para(f"Mean member (the {members['member'].nunique()} members averaged per seed): "
-                   f"{ex.text(*ex.cell(mean_member['test_acc']))} % test accuracy{published}.")]
+                   f"{ex.text(*ex.cell(mean_member['test_acc']), bounds=ex.ACC)} % test accuracy{published}.")]
     if curve:
         blocks += [Para("Ensembles of k members (averaged over the k-subsets) against the mean member; "
                         "disagreement (diversity) is the share of test examples on which two members disagree."),
@@ -361,7 +362,7 @@ def _student_table(exp, students, mean_member, context) -> list:
         acc = ex.cell(group["test_acc"])
         c = paired(group, mean_member)
         recovered = ex.cell(group["gap_recovered"]) if "gap_recovered" in group else (math.nan, math.nan, 0)
-        shown = {"student": name, "test acc %": ex.text(*acc), "vs mean member (points)": str(c),
+        shown = {"student": name, "test acc %": ex.text(*acc, bounds=ex.ACC), "vs mean member (points)": str(c),
                  "verdict": in_words(c), "gap recovered %": ex.text(*recovered)}
         number = {"student": name, "test_acc_mean": acc[0], "test_acc_ci": acc[1], "test_acc_n": acc[2],
                   "diff_vs_mean_member": c.diff, "low": c.low, "high": c.high, "pairs": c.n,

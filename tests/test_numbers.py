@@ -1,0 +1,98 @@
+"""Numbers a reviewer would sign: Holm's adjustment (one function, results.stats.holm), the p behind
+an interval, intervals clipped to what the quantity can take, n = 1 and n = 2 shown as such.
+
+    .venv/bin/python -m pytest tests/test_numbers.py -q
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from results import capacity, comparing, stats
+
+
+# statsmodels.stats.multitest.multipletests(p, method="holm")[1], written out (statsmodels is no dependency)
+HOLM_REFERENCE = [
+    ([0.01, 0.02, 0.03, 0.04, 0.05], [0.05, 0.08, 0.09, 0.09, 0.09]),
+    ([0.001, 0.2, 0.03, 0.04], [0.004, 0.2, 0.09, 0.09]),
+    ([0.04, 0.01, 0.6, 0.02, 0.03], [0.09, 0.05, 0.6, 0.08, 0.09]),
+    ([0.5, 0.7], [1.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("p, adjusted", HOLM_REFERENCE)
+def test_holm_matches_statsmodels_reference_numbers(p, adjusted):
+    assert stats.holm(p) == pytest.approx(adjusted)
+
+
+def test_one_holm_function_serves_every_page():
+    assert capacity.holm is stats.holm and capacity.holm_verdict is stats.holm_verdict
+    assert comparing.holm is stats.holm
+    assert stats.holm([0.5, math.nan, 0.4]) == pytest.approx([0.8, math.nan, 0.8], nan_ok=True)
+    assert stats.holm_verdict(2.0, 0.049) == "higher" and stats.holm_verdict(2.0, 0.05) == "not separable"
+
+
+def test_the_p_behind_an_interval_is_the_paired_t_tests():
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.5])
+    b = np.array([0.5, 1.7, 2.0, 3.1, 4.0])
+    mean, low, high, n = stats.mean_ci(a - b)
+    assert stats.p_from_interval(mean, low, high, n) == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue)
+    assert math.isnan(stats.p_from_interval(1.0, math.nan, math.nan, 1))
+
+
+def test_limits_of_each_quantity():
+    assert stats.limits("test_acc") == (0.0, 100.0) and stats.limits("val_acc", percent=False) == (0.0, 1.0)
+    assert stats.limits("test_nll") == (0.0, math.inf) and stats.limits("latency_ms") == (0.0, math.inf)
+    assert stats.limits("diff") == (-math.inf, math.inf)
+
+
+def test_single_values_and_two_seed_intervals_are_shown_as_such():
+    assert stats.format_value(91.64, math.nan, 1) == "91.6 (n=1)"
+    assert "±" not in stats.format_value(91.6, 0.0, 1)
+    assert stats.format_value(91.6, 1.2, 3) == "91.6 ± 1.2 (n=3)"
+    assert stats.format_value(80.0, 5.0, 2, bounds=(0, 100)) == "80.0 ± 5.0 (n=2, wide)"
+    # a 2-seed interval that runs past 100 %: shown as its clipped ends
+    assert stats.format_value(98.0, 12.7, 2, bounds=(0, 100)) == "98.0 (95% CI 85.3 to 100.0, n=2, wide)"
+    assert stats.format_value(0.05, 0.2, 3, 3, stats.limits("test_nll")) == "0.050 (95% CI 0.000 to 0.250, n=3)"
+
+
+def test_tables_clip_their_intervals():
+    import pandas as pd
+
+    df = pd.DataFrame({"role": ["model", "model"], "seed": [0, 1], "test_acc": [0.99, 0.80]})
+    text = stats.format_table(stats.table(df, by=["role"]))
+    assert "100.0, n=2, wide" in text and "± 120" not in text
+
+
+# ---------------------------------------------------------------- pages that compare several things with one
+
+
+def test_compare_page_shows_holm_adjusted_verdicts_beside_the_raw_ones(tmp_path):
+    import pandas as pd
+
+    import results
+    from report_runs import kd_run
+
+    seeds = (0, 1, 2, 3, 4)
+    root = tmp_path / "runs"
+    base = (0.60, 0.62, 0.61, 0.63, 0.60)
+    others = {"kd-b": (0.64, 0.65, 0.65, 0.66, 0.64), "kd-c": (0.62, 0.61, 0.63, 0.66, 0.60),
+              "kd-d": (0.61, 0.64, 0.62, 0.63, 0.62)}
+    teacher = (0.95, 0.94, 0.96, 0.95, 0.93)
+    runs = [kd_run(root, name="kd-a", seeds=seeds, student=base, teacher=teacher)]
+    runs += [kd_run(root, name=name, seeds=seeds, student=accs, teacher=teacher, temperature=8.0)
+             for name, accs in others.items()]
+    out = tmp_path / "report"
+    results.report(runs, out, compare=True)
+    table = pd.read_csv(out / "compare.csv")
+    students = table[table["model"] == "student mlp"].set_index("B")
+    for name, accs in others.items():  # the raw p is the paired t-test's
+        expected = scipy_stats.ttest_rel(np.array(accs) * 100, np.array(base) * 100).pvalue
+        assert students.loc[name, "p_value"] == pytest.approx(expected)
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()), nan_ok=True)
+    page = (out / "report.md").read_text()
+    assert f"verdict, Holm over {len(table)}" in page
+    # kd-d alone is separable at 5 % (p = 0.033) but not after Holm over the table's comparisons
+    assert students.loc["kd-d", "verdict"] == "higher" and students.loc["kd-d", "verdict_holm"] == "not separable"
