@@ -6,7 +6,8 @@ the best mean validation accuracy; it is paired by seed against the runner-up. A
 the sweep trained once for every trial is shown as the teacher, apart from the trials.
 With ASHA or PBT, a table says which trials stopped after how many epochs. A sweep over
 the student's size crossed with distill.method, `labels` among the methods, gets a "Capacity
-curve" section (`results.capacity`).
+curve" section (`results.capacity`); a sweep over distill.method with `labels` among the methods a
+"Methods against labels" section (`results.methods`), Holm-adjusted over the methods.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from . import experiments as ex
 from .capacity import capacity_blocks
+from .methods import methods_blocks
 from .page import Figure, Para, Table
 from .settings import describe, setting_rows, settings_table, trial_rows
 from .views import Context, comparison_row, comparison_table, figure_table, grouped, in_words, paired, paper_note
@@ -60,7 +62,7 @@ def sweep_view(exp: ex.Experiment, context: Context) -> list:
     blocks += _stopped(sweep, keys)
     if context.plots is not None and keys:
         blocks += _figures(exp, context, keys)
-    return blocks + capacity_blocks(exp, context)
+    return blocks + capacity_blocks(exp, context) + methods_blocks(exp, context)
 
 
 def _teachers(exp: ex.Experiment, context: Context) -> list:

@@ -96,3 +96,54 @@ def test_compare_page_shows_holm_adjusted_verdicts_beside_the_raw_ones(tmp_path)
     assert f"verdict, Holm over {len(table)}" in page
     # kd-d alone is separable at 5 % (p = 0.033) but not after Holm over the table's comparisons
     assert students.loc["kd-d", "verdict"] == "higher" and students.loc["kd-d", "verdict_holm"] == "not separable"
+
+
+GAINS = {"labels": 0.0, "kd": 0.006, "dist": 0.030, "dkd": 0.006}  # test-accuracy gain of each method
+NOISE = [0.004, -0.003, 0.006, -0.005, 0.001]  # per seed, differs by method below
+
+
+def _method_accuracy(params, seed):
+    method, t = params["distill.method"], params["distill.temperature"]
+    wobble = NOISE[(seed + len(method)) % 5] if method != "labels" else 0.0
+    test = 0.60 + 0.01 * seed + GAINS[method] + wobble + (0.002 if t == 4.0 else 0.0)
+    val = test + (0.01 if t == 4.0 else 0.0)  # T = 4 is every method's best on validation
+    return test, val
+
+
+@pytest.fixture
+def methods_report(tmp_path):
+    import results
+    from report_runs import grid_sweep
+
+    root = tmp_path / "runs"
+    grid_sweep(root, "methods", {"distill.method": list(GAINS), "distill.temperature": [2.0, 4.0]},
+               _method_accuracy)
+    out = tmp_path / "report"
+    results.report([root], out)
+    return out
+
+
+def test_a_methods_sweep_compares_every_method_with_labels_with_holm(methods_report):
+    import pandas as pd
+
+    (name,) = [p.name for p in methods_report.glob("*-methods.csv")]
+    table = pd.read_csv(methods_report / name).set_index("method")
+    assert list(table.index) == ["labels", "dist", "dkd", "kd"]
+    assert (table["setting"] == "T=4.0").all()  # chosen on validation
+    labels = np.array([_method_accuracy({"distill.method": "labels", "distill.temperature": 4.0}, s)[0]
+                       for s in range(5)]) * 100
+    p = {}
+    for method in ("dist", "dkd", "kd"):
+        test = np.array([_method_accuracy({"distill.method": method, "distill.temperature": 4.0}, s)[0]
+                         for s in range(5)]) * 100
+        assert table.loc[method, "diff"] == pytest.approx((test - labels).mean())
+        p[method] = scipy_stats.ttest_rel(test, labels).pvalue
+        assert table.loc[method, "p_value"] == pytest.approx(p[method])
+    adjusted = stats.holm([p["dist"], p["dkd"], p["kd"]])
+    assert table.loc[["dist", "dkd", "kd"], "p_holm"].tolist() == pytest.approx(adjusted)
+    for method in ("kd", "dkd"):  # p = 0.033 each: separable alone, not after Holm over 3
+        assert table.loc[method, "verdict"] == "higher" and table.loc[method, "verdict_holm"] == "not separable"
+    assert table.loc["dist", "verdict_holm"] == "higher"
+    page = (methods_report / "report.md").read_text()
+    assert "### Methods against labels" in page and "verdict, Holm over 3" in page
+    assert "choice was made on the same seeds" in page
