@@ -147,3 +147,43 @@ def test_a_methods_sweep_compares_every_method_with_labels_with_holm(methods_rep
     page = (methods_report / "report.md").read_text()
     assert "### Methods against labels" in page and "verdict, Holm over 3" in page
     assert "choice was made on the same seeds" in page
+
+
+# ---------------------------------------------------------------- a sweep's best, chosen on the data it is tested on
+
+
+def _tx_accuracy(params, seed):
+    """T = 4 wins on seeds 0-2 (the choice); on seeds 3-5 T = 2 is as good."""
+    t, alpha = params["distill.temperature"], params["distill.alpha"]
+    lead = {1.0: 0.0, 2.0: 0.01, 4.0: 0.02 if seed < 3 else 0.01}[t] + (0.003 * seed if t == 2.0 else 0.0)
+    test = 0.60 + 0.01 * seed + lead + (0.001 if alpha == 0.5 else 0.0)
+    return test, test + 0.002
+
+
+def test_the_best_setting_is_confirmed_on_seeds_it_was_not_chosen_on(tmp_path):
+    import pandas as pd
+
+    import results
+    from report_runs import grid_sweep
+
+    grid_sweep(tmp_path / "runs", "tune-kd", {"distill.temperature": [1.0, 2.0, 4.0], "distill.alpha": [0.5, 0.9]},
+               _tx_accuracy, seeds=range(6))
+    out = tmp_path / "report"
+    results.report([tmp_path / "runs"], out)
+    page = (out / "report.md").read_text()
+    assert "selected on these same trials' validation accuracy" in page
+    assert "Best setting: T = 2.0, alpha = 0.5" in page  # on all 6 seeds T = 2 wins, ...
+    assert "chosen on the validation accuracy of seeds 0, 1, 2 only, the best setting is T=4.0, alpha=0.5" in page
+    held = pd.read_csv(next(out.glob("*-held-out-seeds.csv"))).set_index("comparison")
+    # chosen on seeds 0-2: T=4, alpha=0.5 then T=4, alpha=0.9; on seeds 3-5 they differ by alpha's 0.1 point
+    assert held.loc["best − runner-up, test acc", "diff"] == pytest.approx(0.1)
+    assert held.loc["best − runner-up, test acc", "n"] == 3
+
+
+def test_a_sweep_with_too_few_seeds_says_it_cannot_confirm(tmp_path):
+    import results
+    from report_runs import sweep
+
+    sweep(tmp_path / "runs")  # 2 seeds per setting
+    page = results.report([tmp_path / "runs"], tmp_path / "report").read_text()
+    assert "Not confirmed on held-out seeds: the sweep has 2 seed(s), too few" in page
