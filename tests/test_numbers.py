@@ -187,3 +187,95 @@ def test_a_sweep_with_too_few_seeds_says_it_cannot_confirm(tmp_path):
     sweep(tmp_path / "runs")  # 2 seeds per setting
     page = results.report([tmp_path / "runs"], tmp_path / "report").read_text()
     assert "Not confirmed on held-out seeds: the sweep has 2 seed(s), too few" in page
+
+
+# ---------------------------------------------------------------- figures that do not exaggerate
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures results.plots draws, kept (by name) as they are saved."""
+    from results import plots
+
+    figures = {}
+    original = plots._save
+
+    def keep(fig, out):
+        figures[out.name if hasattr(out, "name") else str(out)] = fig
+        ax = fig.axes[0]
+        figures[f"{getattr(out, 'name', out)}:state"] = {
+            "errorbars": [(c.lines[0].get_xdata(), c.lines[0].get_ydata(),
+                           [seg for col in c.lines[2] for seg in col.get_segments()]) for c in ax.containers
+                          if hasattr(c, "lines")],
+            "bands": [c for c in ax.collections if type(c).__name__ in ("PolyCollection", "FillBetweenPolyCollection")],
+            "hatched": [p for p in ax.patches if p.get_hatch()],
+            "mesh": next((c for c in ax.collections if type(c).__name__ == "QuadMesh"), None)}
+        return original(fig, out)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+NOISE3 = [0.01, -0.008, 0.004]
+
+
+def _grid_accuracy(params, seed):
+    t, a = params["distill.temperature"], params["distill.alpha"]
+    base = {1.0: 0.60, 4.0: 0.64, 8.0: 0.66}[t] + {0.1: 0.0, 0.5: 0.004, 0.9: -0.02}[a]
+    test = base + 0.01 * seed + NOISE3[(seed + int(t)) % 3] * (a != 0.5 or t != 8.0)
+    return test, test + 0.003
+
+
+def test_the_heatmap_is_centred_on_the_best_and_marks_cells_not_separable_from_it(tmp_path, drawn):
+    import results
+    from report_runs import grid_sweep
+
+    folder = grid_sweep(tmp_path / "runs", "tune-kd", {"distill.temperature": [1.0, 4.0, 8.0],
+                                                       "distill.alpha": [0.1, 0.5, 0.9]}, _grid_accuracy, seeds=range(3))
+    rows = results.load(folder)
+    means, _ = results.plots.heatmap_cells(rows)
+    marks = results.plots.heatmap_marks(rows, means)
+    assert marks.loc[8.0, 0.5] == "best"
+    assert marks.loc[8.0, 0.1] == "same"  # 0.2 points under the best, seeds scatter by about 1.8
+    assert (marks.loc[1.0] == "").all()  # 6 points under, every seed: separable
+    results.plots.sweep_heatmap(rows, tmp_path / "heat.png")
+    state = drawn["heat.png:state"]
+    mesh = state["mesh"]  # a diverging scale centred on the best: 0 (the best) is its pale middle
+    assert mesh.norm.vmin == -mesh.norm.vmax and min(mesh.cmap(mesh.norm(0.0))[:3]) > 0.9
+    assert np.nanmax(mesh.get_array()) == 0.0
+    assert len(state["hatched"]) == int((marks == "same").to_numpy().sum())
+    assert "≈" in " ".join(t.get_text() for t in drawn["heat.png"].axes[0].texts)
+
+
+def test_the_size_curve_dodges_error_bars_and_clips_them_to_100(tmp_path, drawn):
+    import json
+
+    import results
+    from report_runs import ensemble_run
+
+    run = ensemble_run(tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    rows = []
+    for row in summary["models"]:
+        if row["seed"] == 2:
+            continue  # 2 seeds: t = 12.7, intervals that would run far past 100 %
+        if row["role"] == "ensemble":
+            rows += [{**row, "combine": c, "test_acc": min(0.999, row["test_acc"] + 0.03 + 0.005 * i + 0.02 * row["seed"])}
+                     for i, c in enumerate(("mean_probs", "mean_logits", "vote"))]
+        else:
+            rows.append(row)
+    results.plots.size_curve(pd_frame(rows), tmp_path / "size.png")
+    state = drawn["size.png:state"]
+    assert not state["bands"]  # error bars, no overlapping bands
+    xs = [tuple(np.round(x, 3)) for x, _, _ in state["errorbars"] if len(x) == 3]
+    assert len(set(xs)) == 3  # the three combinations side by side, not on top of each other
+    tops = [max(seg[:, 1].max() for seg in segs) for _, _, segs in state["errorbars"] if segs]
+    assert max(tops) <= 100.0 + 1e-9
+    labels = [t.get_text() for t in drawn["size.png"].axes[0].get_legend().get_texts()]
+    assert all("n=2 seeds, wide" in label for label in labels)
+
+
+def pd_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
