@@ -279,3 +279,22 @@ def pd_frame(rows):
     import pandas as pd
 
     return pd.DataFrame(rows)
+
+
+def test_the_born_again_page_adjusts_its_comparisons_with_generation_0(tmp_path):
+    import pandas as pd
+
+    import results
+    from report_runs import bornagain_run
+
+    run = bornagain_run(tmp_path / "runs")
+    out = tmp_path / "report"
+    page = results.report([run], out).read_text()
+    table = pd.read_csv(out / "ban-generations.csv").set_index("model")
+    gen0 = np.array([0.64, 0.66, 0.65]) * 100
+    ban1 = np.array([0.66, 0.69, 0.66]) * 100
+    assert table.loc["BAN-1", "p_value"] == pytest.approx(scipy_stats.ttest_rel(ban1, gen0).pvalue)
+    compared = table["p_value"].notna()
+    assert compared.sum() == 4
+    assert table.loc[compared, "p_holm"].tolist() == pytest.approx(stats.holm(table.loc[compared, "p_value"]))
+    assert "verdict, Holm over 4" in page
