@@ -144,7 +144,8 @@ def capacity_table(exp: ex.Experiment, teachers: Optional[pd.DataFrame] = None,
         "labels student, test acc %": [ex.text(m, h, n, bounds=ex.ACC) for m, h, n in
                                        zip(frame["labels_mean"], frame["labels_ci"], frame["labels_n"])],
         ("distilled student, test acc %" if several else f"{methods[0]} student, test acc %"):
-            [ex.text(m, h, n, bounds=ex.ACC) for m, h, n in zip(frame["student_mean"], frame["student_ci"], frame["student_n"])],
+            [ex.text(m, h, n, bounds=ex.ACC)
+             for m, h, n in zip(frame["student_mean"], frame["student_ci"], frame["student_n"])],
         "gain over labels, paired by seed (points)": [str(c) for c in frame["_comparison"]],
         "verdict": frame["verdict"],
         f"verdict, Holm over {len(frame)}": frame["verdict_holm"],
@@ -169,7 +170,8 @@ def capacity_blocks(exp: ex.Experiment, context: Context) -> list:
     if numbers.empty:
         return []
     which = ", ".join(f"`{m}`" for m in methods)
-    teacher = (f"The teacher ({ex.text(*ex.cell(teachers['test_acc']), bounds=ex.ACC)} % test accuracy) was trained once per seed "
+    teacher = (f"The teacher ({ex.text(*ex.cell(teachers['test_acc']), bounds=ex.ACC)} % test accuracy) was trained "
+               f"once per seed "
                f"and taught every trial of that seed. " if len(teachers) else
                "No teacher the sweep trained is among the inputs, so the gap closed is not shown. ")
     blocks = [Heading("Capacity curve", 3, f"{exp.slug}-capacity"),

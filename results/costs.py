@@ -65,7 +65,8 @@ def _noise_words(number: dict) -> dict:
     return {"timing spread %": show(100 * number["timing_spread"], "{:.0f}"),
             "threads": show(number["threads"], "{:.0f}"),
             "load: other cores busy / load avg / cores": " / ".join(
-                show(number[k], f) or "?" for k, f in (("load_cores", "{:.1f}"), ("load_avg", "{:.1f}"), ("cores", "{:.0f}")))
+                show(number[k], f) or "?"
+                for k, f in (("load_cores", "{:.1f}"), ("load_avg", "{:.1f}"), ("cores", "{:.0f}")))
             if any(show(number[k], "{}") for k in ("load_cores", "load_avg", "cores")) else "",
             "timings": "" if trusted is None else "ok" if trusted else "**untrusted**"}
 

@@ -347,7 +347,8 @@ def ensemble_view(exp: ex.Experiment, context: Context) -> list:
         gain = ex.cell(group["gain_over_mean_member"]) if "gain_over_mean_member" in group else (math.nan, math.nan, 0)
         spread = ex.cell(group["disagreement"]) if "disagreement" in group else (math.nan, math.nan, 0)
         curve.append(({"combine": combine, "k": int(size), "test acc %": ex.text(*acc, bounds=ex.ACC),
-                       "gain over mean member (points)": ex.text(*gain), "disagreement %": ex.text(*spread, bounds=ex.ACC)},
+                       "gain over mean member (points)": ex.text(*gain),
+                       "disagreement %": ex.text(*spread, bounds=ex.ACC)},
                       {"combine": combine, "k": int(size), "test_acc_mean": acc[0], "test_acc_ci": acc[1],
                        "test_acc_n": acc[2], "gain_mean": gain[0], "gain_ci": gain[1], "gain_n": gain[2],
                        "disagreement_mean": spread[0], "disagreement_n": spread[2]}))

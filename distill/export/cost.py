@@ -78,7 +78,8 @@ COST_KEYS = ("params", "size_bytes", "flops", "latency_ms", "throughput")
 GPU_KEYS = ("latency_ms_gpu", "throughput_gpu")
 NOISE_KEYS = ("latency_spread", "throughput_spread", "threads", "cores", "load_cores", "load_avg", "trusted",
               "untrusted_because")  # how far the timings can be trusted
-ROW_KEYS = ("size_bytes", "flops", "latency_ms", "throughput", *GPU_KEYS, *NOISE_KEYS)  # a summary row's (params: already there)
+# a summary row's (params: already there)
+ROW_KEYS = ("size_bytes", "flops", "latency_ms", "throughput", *GPU_KEYS, *NOISE_KEYS)
 TIMING_KEYS = ("latency_ms", "throughput", *GPU_KEYS, "latency_spread", "throughput_spread", "load_cores", "load_avg",
                "trusted", "untrusted_because")  # differ from one measurement to the next
 
