@@ -200,8 +200,9 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
         if channels_last:
             model.to(memory_format=torch.channels_last)
     replicas = (replicas_of or make_replicas)(models, compile=train.compile, channels_last=channels_last)
-    for objective in objectives:
+    for model, objective in zip(models, objectives):
         objective.to(device).train()
+        objective.bind(model)  # one that runs its model itself (on-policy generation) holds it; no-op otherwise
     groups = [{"params": replicas.parameters()}]
     extra = [p for o in objectives for p in o.parameters() if p.requires_grad]
     if extra:

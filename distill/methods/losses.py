@@ -42,7 +42,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from distill.methods.parts import (angles, attention_map, cross_entropy, kl_logs, kl_per_example, log_mixture, pairwise_distances,
+from distill.methods.lm_losses import JSD_BETA, RECORDS as LM_RECORDS
+from distill.methods.parts import (angles, attention_map, cross_entropy, generalized_jsd, kl_logs, kl_per_example,
+                                   log_mixture, pairwise_distances,
                          pearson_distance, permute_non_argmax, tempered_log_probs, tempered_log_softmax,
                          virtual_teacher_log_probs)
 from distill.methods import Method, Option
@@ -213,19 +215,17 @@ def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -
 @register("jsd", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, generalised Jensen-Shannon divergence",
           paper="Agarwal et al. 2024 (GKD)",
-          options=(Option("jsd_beta", "beta", float, 0.5, {"gt": 0.0, "lt": 1.0},
-                          "the mixture weight beta of the generalised JSD (0.5: symmetric)"),))
+          options=(JSD_BETA,))
 def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: float = 0.5) -> dict:
     """Generalised JSD (GKD, Agarwal et al. 2024): alpha * T^2 * JSD(beta)(p_t^T || p_s^T) + (1 - alpha) * CE.
 
     JSD(beta)(P || Q) = beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q,
     P the teacher, Q the student (distill.jsd_beta; beta = 0.5 is the symmetric JSD, bounded by
     log 2). JSD(beta) / beta tends to KL(P || Q) as beta -> 0, and JSD(beta) / (1 - beta) to
-    KL(Q || P) as beta -> 1.
+    KL(Q || P) as beta -> 1; beta = 0 and 1 are those KLs themselves, as in TRL (parts.generalized_jsd).
     """
     log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
-    log_m = log_mixture(log_p, log_q, beta)
-    divergence = beta * kl_logs(log_p, log_m) + (1.0 - beta) * kl_logs(log_q, log_m)
+    divergence = generalized_jsd(log_p, log_q, beta)
     return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
@@ -397,3 +397,7 @@ def rkd(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
         relational = relational + F.smooth_l1_loss(pairwise_distances(s), pairwise_distances(t))
         relational = relational + 2.0 * F.smooth_l1_loss(angles(s), angles(t))
     return {"teacher": relational * weight, "task": cross_entropy(student_logits, targets)}
+
+
+for _name, _formula, _record in LM_RECORDS:  # the language-model methods (distill.methods.lm_losses)
+    register(_name, **_record)(_formula)

@@ -72,6 +72,18 @@ def log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> to
     return torch.logaddexp(log_a + log_w, log_b + log_1w)
 
 
+def generalized_jsd(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> torch.Tensor:
+    """GKD's generalised JSD (Agarwal et al. 2024, TRL's `generalized_jsd_loss`), batchmean:
+    JSD(beta)(P || Q) = beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q, P the teacher
+    (log_p), Q the student (log_q); at the ends, as TRL: beta = 0 is KL(P || Q), beta = 1 is KL(Q || P)."""
+    if beta == 0:
+        return kl_logs(log_p, log_q)
+    if beta == 1:
+        return kl_logs(log_q, log_p)
+    log_m = log_mixture(log_p, log_q, beta)
+    return beta * kl_logs(log_p, log_m) + (1.0 - beta) * kl_logs(log_q, log_m)
+
+
 def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     """1 - Pearson correlation of a and b along `dim` (DIST's d_p), one value per other index."""
     a = a - a.mean(dim, keepdim=True)

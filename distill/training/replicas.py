@@ -45,6 +45,8 @@ def can_stack(models: list[nn.Module], objectives: Optional[list] = None) -> tup
     for objective in objectives or []:
         if objective is not None and any(True for _ in objective.parameters()):
             return False, "the distillation objective has trainable parameters"
+        if objective is not None and getattr(objective, "runs_student", False):
+            return False, "the distillation objective runs the student itself (on-policy generation, a fused head)"
         if objective is not None and objective.student_layers:
             return False, "the distillation objective reads intermediate features"
     return True, f"{len(models)} models without BatchNorm or dropout"
