@@ -131,6 +131,10 @@ class TokenLevel(Distill):
     def __init__(self, cfg, signal, combine, seed=0, projections=None, teacher_layers=None, epochs=None):
         super().__init__(cfg, signal, combine, seed, projections, teacher_layers, epochs)
         m = self.method
+        self.policy = m.values(cfg, "policy")  # gkd: on_policy, temperature, length; {} otherwise
+        if self.policy.get("on_policy") and not signal.models:
+            raise UserError(f"distill.teacher: {cfg.method}'s teacher scores the student's own generations; "
+                            f"give a teacher model (a run directory or checkpoint), not a predictions file")
         data = getattr(signal, "data", None)
         if data is None or getattr(data, "text", None) is None:
             raise UserError(f"distill.method={cfg.method}, distill.lm_chunk={cfg.lm_chunk}: for language models "
@@ -141,11 +145,7 @@ class TokenLevel(Distill):
                             f"random numbers); set distill.lm_chunk=0, or use kd, jsd, reverse_kl, skew_kl, tvd, "
                             f"dkd or gkd")
         self.chunk = cfg.lm_chunk
-        self.policy = m.values(cfg, "policy")  # gkd: on_policy, temperature, length; {} otherwise
-        if self.policy:
-            if not signal.models:
-                raise UserError(f"distill.teacher: {cfg.method}'s teacher scores the student's own generations; "
-                                f"give a teacher model (a run directory or checkpoint), not a predictions file")
+        if self.policy.get("on_policy"):
             block = data.input_shape[0]
             if self.policy["length"] > block:
                 raise UserError(f"distill.gkd_length: {self.policy['length']} tokens do not fit in blocks of "
