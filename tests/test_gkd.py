@@ -120,6 +120,20 @@ def test_lambda_zero_is_supervised_token_level_kd(data, beta, same):
         assert a.item() == pytest.approx(b.item(), rel=1e-6, abs=1e-7)
 
 
+def test_every_gkd_option_reaches_the_loss(data):
+    idx = torch.arange(3)
+    x, y = data.x["train"][idx], data.y["train"][idx].flatten()
+
+    def loss(**options):
+        options = {"gkd_lambda": 1, "gkd_length": 6, "gkd_temperature": 1.0, "jsd_beta": 0.5, **options}
+        objective, _, _, student = _objective(data, [f"distill.{k}={v}" for k, v in options.items()])
+        return mix(objective.terms(Batch(x, y, idx), student(x).flatten(0, 1), [[]], 0.1), objective.weights(0.1))
+
+    base = loss()
+    for option in ({"gkd_lambda": 0}, {"gkd_length": 3}, {"gkd_temperature": 3.0}, {"jsd_beta": 0.1}):
+        assert not torch.allclose(loss(**option), base), option
+
+
 def test_the_on_policy_draw_is_seeded_by_seed_and_step(data):
     objective, _, _, _ = _objective(data, ["distill.gkd_lambda=0.5", "distill.gkd_length=4"])
     batch = Batch(data.x["train"][:2], data.y["train"][:2].flatten(), torch.arange(2))

@@ -98,8 +98,8 @@ class FusedHead(torch.autograd.Function):
         for j, name in enumerate(ctx.graded):
             g = outputs[ctx.positions[name]]
             for slot, part in enumerate(saved[j * width:(j + 1) * width]):
-                scaled = part * g.to(part.dtype)
-                result[slot] = scaled if result[slot] is None else result[slot] + scaled
+                scale = g.to(part.dtype)
+                result[slot] = part * scale if result[slot] is None else result[slot].addcmul_(part, scale)
         return (*result, None, None, None, None)
 
 
