@@ -44,9 +44,8 @@ import torch.nn.functional as F
 
 from distill.methods.lm_losses import JSD_BETA, RECORDS as LM_RECORDS
 from distill.methods.parts import (angles, attention_map, cross_entropy, generalized_jsd, kl_logs, kl_per_example,
-                                   log_mixture, pairwise_distances,
-                         pearson_distance, permute_non_argmax, tempered_log_probs, tempered_log_softmax,
-                         virtual_teacher_log_probs)
+                                   log_mixture, pairwise_distances, pearson_distance, permute_non_argmax,
+                                   tempered_log_probs, tempered_log_softmax, virtual_teacher_log_probs)
 from distill.methods import Method, Option
 
 METHODS: dict[str, Method] = {}
@@ -214,8 +213,7 @@ def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -
 
 @register("jsd", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, generalised Jensen-Shannon divergence",
-          paper="Agarwal et al. 2024 (GKD)",
-          options=(JSD_BETA,))
+          paper="Agarwal et al. 2024 (GKD)", options=(JSD_BETA,))
 def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: float = 0.5) -> dict:
     """Generalised JSD (GKD, Agarwal et al. 2024): alpha * T^2 * JSD(beta)(p_t^T || p_s^T) + (1 - alpha) * CE.
 
@@ -224,8 +222,7 @@ def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: fl
     log 2). JSD(beta) / beta tends to KL(P || Q) as beta -> 0, and JSD(beta) / (1 - beta) to
     KL(Q || P) as beta -> 1; beta = 0 and 1 are those KLs themselves, as in TRL (parts.generalized_jsd).
     """
-    log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
-    divergence = generalized_jsd(log_p, log_q, beta)
+    divergence = generalized_jsd(*tempered_log_probs(student_logits, teacher_logits, temperature), beta)
     return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
@@ -399,5 +396,5 @@ def rkd(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
     return {"teacher": relational * weight, "task": cross_entropy(student_logits, targets)}
 
 
-for _name, _formula, _record in LM_RECORDS:  # the language-model methods (distill.methods.lm_losses)
+for _name, _formula, _record in LM_RECORDS:  # the language-model methods: distill.methods.lm_losses
     register(_name, **_record)(_formula)

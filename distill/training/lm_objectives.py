@@ -19,15 +19,16 @@ generated token. The loop's logits of the data batch are not used on such a step
 N positions are sum_c (n_c / N) terms(chunk c). Where the student's head is an `nn.Linear` (the gpt
 model, a Hugging Face model's output embeddings), the loss is fused with it (`FusedHead`, after
 Liger-Kernel's fused linear JSD): the head's input h (N, W) is read by a forward hook and each chunk's
-logits h_c W^T + b are made, scored and differentiated (torch.autograd.grad, per term) in the forward,
-so the loss's graph holds h and each term's gradients for h (N, W) and the head (V, W), never an
-(N, V) tensor; the backward only scales them. The teacher's top-k cache is made dense a chunk at a
-time too. What is still (N, V): the loop's forward computes the student's logits once (no copy of them
-is kept for the backward), and an online teacher's logits. A head that is no `nn.Linear` gets the
-chunks through `torch.utils.checkpoint` over the loop's logits (each chunk's loss recomputed in the
-backward). Only methods whose terms are per-position means can be chunked (batchmean reduction,
-a configured temperature, no random draws); `tests/test_lm_chunked.py` holds values and gradients
-to the plain formula.
+logits h_c W^T + b are made, scored and differentiated (torch.autograd.grad of the terms' mix by
+`weights(progress)`, one pass) in the forward, so the loss's graph holds h and the gradients for h
+(N, W) and the head (V, W), never an (N, V) tensor; the backward only scales them. The mix's
+gradient is carried by one term (`chunked_terms`): the loop differentiates only the mix. The
+teacher's top-k cache is made dense a chunk at a time too. What is still (N, V): the loop's forward
+computes the student's logits once (no copy of them is kept for the backward), and an online
+teacher's logits. A head that is no `nn.Linear` gets the chunks through `torch.utils.checkpoint`
+over the loop's logits (each chunk's loss recomputed in the backward). Only methods whose terms are
+per-position means can be chunked (batchmean reduction, a configured temperature, no random draws);
+`tests/test_lm_chunked.py` holds values and gradients to the plain formula.
 """
 
 from __future__ import annotations
@@ -53,66 +54,62 @@ def linear_head(model: nn.Module) -> Optional[nn.Linear]:
 
 
 class FusedHead(torch.autograd.Function):
-    """terms of the logits h W^T + b, `chunk` rows at a time, their gradients made in the forward (see the
-    module docstring). fn(logits (n, V), rows: slice) -> terms of those rows (means over them).
-    `graded`: the names of the terms to differentiate (the others come back as constants); `names`
-    (an empty list) is filled with the terms' names, the order of the returned values."""
+    """The terms of the logits h W^T + b, `chunk` rows at a time, and the gradient of their mix
+    L = sum_t weights[t] * term_t, made in the forward (see the module docstring). fn(logits (n, V), rows: a
+    slice) -> the terms of those rows (means over them). Returns (L, *the terms' values): L differentiable, the
+    values constants; `names` (an empty list) is filled with the terms' names, in the values' order."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, fn, chunk, graded, names):
+    def forward(ctx, hidden, weight, bias, fn, chunk, weights, names):
         n = hidden.shape[0]
         values: dict = {}
-        grads: dict = {}
         inputs = [hidden.detach(), weight.detach()] + ([bias.detach()] if bias is not None else [])
+        grads = [torch.zeros_like(t) for t in inputs]
         for start in range(0, n, chunk):
             rows = slice(start, min(start + chunk, n))
             share = (rows.stop - rows.start) / n
             with torch.enable_grad():
                 h, w, *b = [inputs[0][rows].requires_grad_()] + [t.requires_grad_() for t in inputs[1:]]
                 terms = fn(F.linear(h, w, b[0] if b else None), rows)
-                todo = [name for name in terms if name in graded and terms[name].requires_grad]
                 for name, value in terms.items():
                     values[name] = values.get(name, 0.0) + value.detach().float() * share
-                    if name not in todo:
-                        continue
-                    got = torch.autograd.grad(value * share, [h, w, *b], retain_graph=name != todo[-1])
-                    if name not in grads:
-                        grads[name] = [torch.zeros_like(hidden), torch.zeros_like(weight)] + \
-                            ([torch.zeros_like(bias)] if bias is not None else [])
-                    grads[name][0][rows] = got[0]
-                    for total, part in zip(grads[name][1:], got[1:]):
+                mixed = [weights[name] * value for name, value in terms.items() if weights.get(name, 0) != 0]
+                if mixed and any(part.requires_grad for part in mixed):
+                    got = torch.autograd.grad(sum(mixed) * share, [h, w, *b])
+                    grads[0][rows] = got[0]
+                    for total, part in zip(grads[1:], got[1:]):
                         total += part
         names.extend(values)
-        ctx.graded = [name for name in values if name in grads]
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(*[g for name in ctx.graded for g in grads[name]])
-        out = tuple(values[name] for name in values)
-        ctx.mark_non_differentiable(*[v for name, v in zip(values, out) if name not in grads])
-        ctx.positions = {name: i for i, name in enumerate(values)}
-        return out
+        ctx.save_for_backward(*grads)
+        out = tuple(values.values())
+        ctx.mark_non_differentiable(*out)
+        return (sum(weights.get(name, 0) * value for name, value in values.items()), *out)
 
     @staticmethod
-    def backward(ctx, *outputs):
-        saved, width = ctx.saved_tensors, 3 if ctx.has_bias else 2
-        result = [None, None, None]
-        for j, name in enumerate(ctx.graded):
-            g = outputs[ctx.positions[name]]
-            for slot, part in enumerate(saved[j * width:(j + 1) * width]):
-                scale = g.to(part.dtype)
-                result[slot] = part * scale if result[slot] is None else result[slot].addcmul_(part, scale)
-        return (*result, None, None, None, None)
+    def backward(ctx, g, *constants):
+        grads = [part * g.to(part.dtype) for part in ctx.saved_tensors]
+        return grads[0], grads[1], grads[2] if ctx.has_bias else None, None, None, None, None
 
 
 def chunked_terms(fn: Callable, logits: torch.Tensor, chunk: int, hidden: Optional[torch.Tensor] = None,
-                  head: Optional[nn.Linear] = None, graded=()) -> dict:
-    """The terms fn(logits, all rows) (means over the N rows), computed `chunk` rows at a time: fused with
-    `head` over `hidden` (N, W) when both are given (only the `graded` terms differentiable), else over
-    the rows of `logits` (N, V) with each chunk recomputed in the backward."""
+                  head: Optional[nn.Linear] = None, weights: Optional[dict] = None) -> dict:
+    """The terms fn(logits, all rows) (means over the N rows), computed `chunk` rows at a time.
+
+    Fused with `head` over `hidden` (N, W) when both are given: the gradient is that of
+    mix(terms, `weights`), carried by the first term of nonzero weight as (L - L.detach()) / its weight
+    (zero in value); the other terms are constants, so a term alone has no gradient of its own (what
+    makes the gradients one pass: the loop only ever differentiates the mix). Else over the rows of
+    `logits` (N, V), each chunk recomputed in the backward, every term with its own gradient."""
     n = logits.shape[0]
     if hidden is not None and head is not None:
         names: list = []
-        values = FusedHead.apply(hidden, head.weight, head.bias, fn, chunk, set(graded), names)
-        return dict(zip(names, values))
+        loss, *values = FusedHead.apply(hidden, head.weight, head.bias, fn, chunk, dict(weights or {}), names)
+        terms = dict(zip(names, values))
+        carrier = next((name for name in names if (weights or {}).get(name, 0) != 0), None)
+        if carrier is not None:
+            terms[carrier] = terms[carrier] + (loss - loss.detach()) / weights[carrier]
+        return terms
     total: dict = {}
     for start in range(0, n, chunk):
         rows = slice(start, min(start + chunk, n))
@@ -181,7 +178,6 @@ class TokenLevel(Distill):
             y, logits = y[:, first:].flatten(), logits[:, first:].flatten(0, 1)
             teacher = lambda rows: scores[:, rows]  # noqa: E731
         hidden, self._hidden = self._hidden, None
-        logits = logits.float()
 
         def fn(z, rows):
             return self.logit_terms(z.float(), teacher(rows), y[rows], temperature, options)
@@ -193,9 +189,8 @@ class TokenLevel(Distill):
             hidden = hidden[:, first:]
         if hidden is not None and hidden.shape[:-1].numel() != logits.shape[0]:
             hidden = None  # not this batch's (should not happen): the unfused chunks
-        graded = [name for name, w in self.weights(progress).items() if w != 0]
         return chunked_terms(fn, logits, self.chunk, None if hidden is None else hidden.flatten(0, -2),
-                             head if hidden is not None else None, graded)
+                             head if hidden is not None else None, self.weights(progress))
 
     def _teacher_rows(self, batch) -> Callable:
         """rows (a slice of the batch's B * L positions) -> the teachers' logits there (K_t, n, V)."""
