@@ -1,7 +1,7 @@
 """Peak memory and time of one token-level KD step at a 32k vocabulary: the loss a chunk of positions
 at a time, fused with the student's linear head (`distill.lm_chunk`), against the plain formula.
 
-    .venv/bin/python benchmarks/lm_memory.py                 # a few minutes on one CPU thread
+    .venv/bin/python benchmarks/lm_memory.py                 # about 8 minutes on 2 shared cores
     .venv/bin/python benchmarks/lm_memory.py --quick         # under a minute: a smoke test
     .venv/bin/python benchmarks/lm_memory.py --device cuda   # on a GPU (torch.cuda.max_memory_allocated)
 
@@ -16,12 +16,15 @@ memory before the step).
 Each variant runs in a process of its own (so one's freed memory cannot hide the other's peak):
 two warm-up steps (the optimizer's state allocated), then on a CPU the resident set's high-water
 mark is reset (/proc/self/clear_refs; glibc's mmap threshold fixed at 128 KiB, MALLOC_MMAP_THRESHOLD_,
-so freed tensors leave the resident set; where the reset is refused, the first step's rise in ru_maxrss is
+so freed tensors leave the resident set; the times come from a second process with glibc's defaults;
+where the reset is refused, the first step's rise in ru_maxrss is
 used and said so) and the peak of the next step is its high-water mark over the resident set before
 it; on a GPU torch.cuda.max_memory_allocated over memory_allocated before the step. Then `--steps`
-timed steps (the median). Variants alternate over `--rounds` rounds (plain, chunked, chunked,
-plain, ...); `peak_ratio` is chunked's median peak over plain's, `time_ratio` the median of the
-rounds' paired time ratios. Writes benchmarks/results/lm_memory.json.
+timed steps (the median; on a CPU the process's CPU time, one thread, as this machine is shared and
+wall time counts the waits for a core too; the wall-time ratios are kept beside). Variants alternate
+over `--rounds` rounds (plain, chunked, chunked, plain, ...); `peak_ratio` is chunked's median peak
+over plain's, `time_ratio` the median of the rounds' paired time ratios. Writes
+benchmarks/results/lm_memory.json.
 """
 
 from __future__ import annotations
@@ -78,8 +81,9 @@ def child(args) -> dict:
                 y={"train": y, "val": y[:1], "test": y[:1]}, source_index={s: torch.arange(len(v)) for s, v in
                                                                          splits.items()},
                 augment="none", shift=0, text=SimpleNamespace(description="random tokens"))
+    chunk = args.chunk if args.variant == "chunked" else 0
     cfg = load_config(None, ["distill.method=kd", "distill.temperature=1.0", "distill.alpha=0.5",
-                             f"distill.top_k={k}", f"distill.lm_chunk={args.chunk if args.variant == 'chunked' else 0}"])
+                             f"distill.top_k={k}", f"distill.lm_chunk={chunk}"])
     torch.manual_seed(0)
     teacher = GPT(vocab=vocab, context=block, width=8, depth=1, heads=1)  # never run: the cache below stands in
     student = GPT(vocab=vocab, context=block, width=128, depth=2, heads=4).to(device)
@@ -123,12 +127,16 @@ def child(args) -> dict:
             before = _rss("VmRSS")
             loss = step(2)
             peak = _rss("VmHWM") - before
-    seconds = []
+    seconds, cpu = [], []
     for i in range(3, 3 + args.steps):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         step(i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
-    return {"peak_bytes": peak, "seconds": statistics.median(seconds), "loss": loss, "how": how,
+        cpu.append(time.process_time() - started_cpu)
+    return {"peak_bytes": peak, "seconds": statistics.median(seconds), "cpu_seconds": statistics.median(cpu),
+            "loss": loss, "how": how,
             "cache": info["cache"], "threads": torch.get_num_threads()}
 
 
@@ -141,7 +149,16 @@ def _can_reset_peak() -> bool:
 
 
 def run_child(args, variant: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+    """The variant's peak from a process with the mmap threshold fixed, its times from one without (every
+    allocation mapped and faulted in anew would slow the many chunks' tensors more than plain's few)."""
+    memory = _child_process(args, variant, {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)})
+    timing = _child_process(args, variant, {})
+    return {**memory, "seconds": timing["seconds"], "cpu_seconds": timing["cpu_seconds"]}
+
+
+def _child_process(args, variant: str, extra_env: dict) -> dict:
+    env = {key: value for key, value in os.environ.items() if key != "MALLOC_MMAP_THRESHOLD_"}
+    env = {**env, **extra_env, "OMP_NUM_THREADS": str(args.threads),
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     command = [sys.executable, __file__, "--child", variant, "--vocab", str(args.vocab), "--block", str(args.block),
                "--batch", str(args.batch), "--chunk", str(args.chunk), "--steps", str(args.steps),
@@ -157,7 +174,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=16, help="blocks per step (positions: batch x block)")
     parser.add_argument("--chunk", type=int, default=64, help="positions per chunk (distill.lm_chunk)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process (the median)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the two variants, order alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the two variants, order alternating")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="small and fast: a smoke test")
@@ -176,12 +193,19 @@ def main(argv=None) -> dict:
         for variant in (["plain", "chunked"] if round_ % 2 == 0 else ["chunked", "plain"]):
             found[variant].append(run_child(args, variant))
     peak = {v: statistics.median(r["peak_bytes"] for r in rows) for v, rows in found.items()}
-    seconds = {v: statistics.median(r["seconds"] for r in rows) for v, rows in found.items()}
+    clock = "seconds" if args.device != "cpu" else "cpu_seconds"  # one thread on a shared CPU: its busy time
+    seconds = {v: statistics.median(r[clock] for r in rows) for v, rows in found.items()}
     positions = args.batch * args.block
+
+    def ratios(key):
+        return [round(c[key] / p[key], 4) for c, p in zip(found["chunked"], found["plain"])]
+
     result = {
         "peak_ratio": round(peak["chunked"] / peak["plain"], 4),
-        "time_ratio": round(statistics.median(c["seconds"] / p["seconds"]
-                                              for c, p in zip(found["chunked"], found["plain"])), 4),
+        "time_ratio": round(statistics.median(ratios(clock)), 4),
+        "time_ratio_rounds": ratios(clock), "wall_time_ratio_rounds": ratios("seconds"),
+        "clock": ("process CPU time of a step (one thread; the machine is shared, so wall time also counts "
+                  "waiting for a core)" if clock == "cpu_seconds" else "wall time of a step, synchronised"),
         "plain_peak_mib": round(peak["plain"] / 2**20, 1), "chunked_peak_mib": round(peak["chunked"] / 2**20, 1),
         "plain_step_seconds": round(seconds["plain"], 4), "chunked_step_seconds": round(seconds["chunked"], 4),
         "logits_mib": round(positions * args.vocab * 4 / 2**20, 1),  # one float32 (positions, vocab) tensor

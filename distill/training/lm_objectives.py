@@ -16,8 +16,8 @@ gradient) and the teachers score them online; the loss is taken at the positions
 generated token. The loop's logits of the data batch are not used on such a step.
 
 **Chunks** (`distill.lm_chunk` = n > 0): the method's terms are means over positions, so the terms of
-N positions are sum_c (n_c / N) terms(chunk c). Where the student's head is an `nn.Linear` (the gpt
-model, a Hugging Face model's output embeddings), the loss is fused with it (`FusedHead`, after
+N positions are sum_c (n_c / N) terms(chunk c). Where the student's head is an `nn.Linear` of V outputs (the
+gpt model's `head`; a transformers model's output embeddings), the loss is fused with it (`FusedHead`, after
 Liger-Kernel's fused linear JSD): the head's input h (N, W) is read by a forward hook and each chunk's
 logits h_c W^T + b are made, scored and differentiated (torch.autograd.grad of the terms' mix by
 `weights(progress)`, one pass) in the forward, so the loss's graph holds h and the gradients for h
@@ -187,8 +187,9 @@ class TokenLevel(Distill):
         head = self._head[0] if self._student else None
         if hidden is not None and first is not None:
             hidden = hidden[:, first:]
-        if hidden is not None and hidden.shape[:-1].numel() != logits.shape[0]:
-            hidden = None  # not this batch's (should not happen): the unfused chunks
+        if hidden is not None and (hidden.shape[:-1].numel() != logits.shape[0] or head.out_features !=
+                                   logits.shape[-1]):
+            hidden = None  # a head with more outputs than the vocabulary (sliced after it): the unfused chunks
         return chunked_terms(fn, logits, self.chunk, None if hidden is None else hidden.flatten(0, -2),
                              head if hidden is not None else None, self.weights(progress))
 
