@@ -1,8 +1,8 @@
 """Building blocks of the loss formulas in `distill.methods.losses` (kept apart so that file reads as the list
 of methods): the tempered log-softmax and KL from log-probabilities (written once: every formula, the
 teacher signals and the fidelity figures read them), DKPP's permutation, TF-KD's virtual teacher,
-DIST's Pearson distance, attention maps and RKD's relations. Reductions are over the last dims
-(class -1, batch -2).
+logit standardisation, DIST's Pearson distance, attention maps and RKD's relations. Reductions are
+over the last dims (class -1, batch -2).
 """
 
 from __future__ import annotations
@@ -36,12 +36,21 @@ def permute_non_argmax(probs: torch.Tensor, generator: Optional[torch.Generator]
     return torch.zeros_like(probs).scatter(1, order, ranked)
 
 
-def virtual_teacher_log_probs(targets: torch.Tensor, num_classes: int, correct_prob: float) -> torch.Tensor:
-    """log p_v: correct_prob on the true class, (1 - correct_prob) / (C - 1) on each other class."""
+def virtual_teacher_probs(targets: torch.Tensor, num_classes: int, correct_prob: float) -> torch.Tensor:
+    """Tf-KD's u: correct_prob on the true class, (1 - correct_prob) / (C - 1) on each other class."""
     other = (1.0 - correct_prob) / (num_classes - 1)
     probs = torch.full((*targets.shape, num_classes), other, device=targets.device)
-    probs.scatter_(-1, targets.unsqueeze(-1), correct_prob)
-    return probs.log()
+    return probs.scatter_(-1, targets.unsqueeze(-1), correct_prob)
+
+
+def standardize(logits: torch.Tensor) -> torch.Tensor:
+    """Logit standardisation (Sun et al. 2024): Z(z) = (z - mean_c z) / (std_c z + 1e-7), per example.
+
+    std is the unbiased (n - 1) standard deviation, as in the paper's code; softmax(Z(z) / T)
+    then follows. `distill.standardize: true` applies it to student and teacher logits.
+    """
+    mean = logits.mean(-1, keepdim=True)
+    return (logits - mean) / (logits.std(-1, keepdim=True) + 1e-7)
 
 
 def tempered_log_softmax(logits: torch.Tensor, temperature=1.0) -> torch.Tensor:
