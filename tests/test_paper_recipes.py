@@ -193,3 +193,95 @@ def test_logit_presets_run_dkd_with_mdistillers_setting(preset):
         (m["batch_size"], m["epochs"], m["lr"], m["weight_decay"], m["momentum"], False, "sgd")
     assert tr.schedule == "step" and tr.gamma == m["decay_rate"]
     assert [m_ * tr.epochs for m_ in tr.milestones] == m["decay_stages"]
+
+
+# ---------------------------------------------------------------- kd, dkd, attention, rkd: mdistiller's functions
+# (audits of formulas this change leaves alone: they pass before and after it)
+
+
+def mdistiller_kd_loss(logits_student, logits_teacher, temperature):
+    """mdistiller/distillers/KD.py, kd_loss, transcribed."""
+    log_pred_student = F.log_softmax(logits_student / temperature, dim=1)
+    pred_teacher = F.softmax(logits_teacher / temperature, dim=1)
+    loss_kd = F.kl_div(log_pred_student, pred_teacher, reduction="none").sum(1).mean()
+    loss_kd *= temperature**2
+    return loss_kd
+
+
+def mdistiller_dkd_loss(logits_student, logits_teacher, target, alpha, beta, temperature):
+    """mdistiller/distillers/DKD.py, dkd_loss with _get_gt_mask, _get_other_mask and cat_mask, transcribed
+    (size_average=False is reduction="sum")."""
+    gt_mask = torch.zeros_like(logits_student).scatter_(1, target.reshape(-1).unsqueeze(1), 1).bool()
+    other_mask = torch.ones_like(logits_student).scatter_(1, target.reshape(-1).unsqueeze(1), 0).bool()
+
+    def cat_mask(t, mask1, mask2):
+        return torch.cat([(t * mask1).sum(dim=1, keepdims=True), (t * mask2).sum(1, keepdims=True)], dim=1)
+
+    pred_student = cat_mask(F.softmax(logits_student / temperature, dim=1), gt_mask, other_mask)
+    pred_teacher = cat_mask(F.softmax(logits_teacher / temperature, dim=1), gt_mask, other_mask)
+    log_pred_student = torch.log(pred_student)
+    tckd_loss = F.kl_div(log_pred_student, pred_teacher, reduction="sum") * (temperature**2) / target.shape[0]
+    pred_teacher_part2 = F.softmax(logits_teacher / temperature - 1000.0 * gt_mask, dim=1)
+    log_pred_student_part2 = F.log_softmax(logits_student / temperature - 1000.0 * gt_mask, dim=1)
+    nckd_loss = (F.kl_div(log_pred_student_part2, pred_teacher_part2, reduction="sum")
+                 * (temperature**2) / target.shape[0])
+    return alpha * tckd_loss + beta * nckd_loss
+
+
+def test_kd_is_mdistillers_kd_with_its_weights():
+    student, teacher, labels = _batch(torch.float64, seed=2)
+    theirs = 0.1 * F.cross_entropy(student, labels) + 0.9 * mdistiller_kd_loss(student, teacher, 4.0)  # CFG.KD
+    ours = loss_of("kd", student, teacher, labels, alpha=0.9, temperature=4.0)
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("epoch", [1, 7, 20, 100])
+def test_dkd_is_mdistillers_dkd_with_its_warmup(epoch):
+    student, teacher, labels = _batch(torch.float64, seed=3)
+    beta = 2.0
+    theirs = (1.0 * F.cross_entropy(student, labels)  # DKD.forward_train: CE_WEIGHT 1, min(epoch / WARMUP, 1)
+              + min(epoch / 20, 1.0) * mdistiller_dkd_loss(student, teacher, labels, 1.0, beta, 4.0))
+    terms = METHODS["dkd"](student, teacher, labels, temperature=4.0)
+    ours = mix(terms, mix_weights("dkd", 1.0, epoch=epoch, tckd=1.0, nckd=beta, warmup_epochs=20.0))
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+def test_attention_and_rkd_are_mdistillers_at_and_rkd():
+    g = torch.Generator().manual_seed(4)
+    f_s = [torch.randn(8, 4, 5, 5, generator=g, dtype=torch.float64), torch.randn(8, 6, 3, 3, generator=g,
+                                                                                 dtype=torch.float64)]
+    f_t = [torch.randn(8, 7, 5, 5, generator=g, dtype=torch.float64), torch.randn(8, 2, 3, 3, generator=g,
+                                                                                 dtype=torch.float64)]
+    logits, labels = torch.zeros(8, 3, dtype=torch.float64), torch.zeros(8, dtype=torch.long)
+
+    def at(feat):  # mdistiller/distillers/AT.py, single_stage_at_loss's _at (p = 2), same spatial size
+        return F.normalize(feat.pow(2).mean(1).reshape(feat.size(0), -1))
+
+    theirs = sum((at(s) - at(t)).pow(2).mean() for s, t in zip(f_s, f_t))
+    ours = METHODS["attention"](logits, None, labels, student_features=f_s, teacher_features=f_t)["teacher"]
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-10)
+
+    def pdist(e, eps=1e-12):  # mdistiller/distillers/RKD.py, _pdist (squared=False)
+        res = (e.pow(2).sum(1).unsqueeze(1) + e.pow(2).sum(1).unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps).sqrt()
+        res = res.clone()
+        res[range(len(e)), range(len(e))] = 0
+        return res
+
+    def rkd_loss(f_s, f_t, distance_weight=25, angle_weight=50):  # rkd_loss, transcribed
+        stu, tea = f_s.view(f_s.shape[0], -1), f_t.view(f_t.shape[0], -1)
+        t_d = pdist(tea)
+        t_d = t_d / t_d[t_d > 0].mean()
+        d = pdist(stu)
+        d = d / d[d > 0].mean()
+        loss_d = F.smooth_l1_loss(d, t_d)
+        norm_td = F.normalize(tea.unsqueeze(0) - tea.unsqueeze(1), p=2, dim=2)
+        norm_sd = F.normalize(stu.unsqueeze(0) - stu.unsqueeze(1), p=2, dim=2)
+        loss_a = F.smooth_l1_loss(torch.bmm(norm_sd, norm_sd.transpose(1, 2)).view(-1),
+                                  torch.bmm(norm_td, norm_td.transpose(1, 2)).view(-1))
+        return distance_weight * loss_d + angle_weight * loss_a
+
+    pooled_s, pooled_t = [f.mean((2, 3)) for f in f_s[:1]], [f.mean((2, 3)) for f in f_t[:1]]
+    theirs = rkd_loss(pooled_s[0], pooled_t[0])
+    ours = METHODS["rkd"](logits, None, labels, student_features=pooled_s, teacher_features=pooled_t,
+                          weight=25.0)["teacher"]
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-8)
