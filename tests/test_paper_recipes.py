@@ -285,3 +285,88 @@ def test_attention_and_rkd_are_mdistillers_at_and_rkd():
     ours = METHODS["rkd"](logits, None, labels, student_features=pooled_s, teacher_features=pooled_t,
                           weight=25.0)["teacher"]
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-8)
+
+
+# ---------------------------------------------------------------- dist, wttm, ctkd, logit standardisation:
+# the authors' code (audits of formulas this change leaves alone: they pass before and after it)
+
+
+def test_dist_is_the_authors_dist_with_their_cifar_weights():
+    """hunto/image_classification_sota lib/models/losses/dist_kd.py DIST (tau 4, kd `dist_t4`) with
+    configs/strategies/distill/dist_cifar.yaml: ori_loss_weight 1, kd_loss_weight 2."""
+    def pearson(a, b, eps=1e-8):
+        a, b = a - a.mean(1).unsqueeze(1), b - b.mean(1).unsqueeze(1)
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+    def inter_class_relation(y_s, y_t):
+        return 1 - pearson(y_s, y_t).mean()
+
+    def intra_class_relation(y_s, y_t):
+        return inter_class_relation(y_s.transpose(0, 1), y_t.transpose(0, 1))
+
+    student, teacher, labels = _batch(torch.float64, seed=5)
+    tau = 4.0
+    y_s, y_t = (student / tau).softmax(dim=1), (teacher / tau).softmax(dim=1)
+    dist = tau**2 * inter_class_relation(y_s, y_t) + tau**2 * intra_class_relation(y_s, y_t)
+    theirs = 1.0 * F.cross_entropy(student, labels) + 2.0 * dist
+    terms = METHODS["dist"](student, teacher, labels, temperature=tau)
+    ours = mix(terms, mix_weights("dist", 0.0, inter=2.0, intra=2.0))
+    # theirs adds 1e-8 to the product of the norms, ours only bounds it below by 1e-8 (exact Pearson,
+    # zero at a perfect match): the two differ by about 3e-8 relative here
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-7)
+
+
+def test_wttm_is_the_authors_wttm():
+    """zkxufo/TTM distiller_zoo/wttm.py WTTM(l) with train_student.py's loss gamma * CE + beta * WTTM (-r 1)."""
+    student, teacher, labels = _batch(torch.float64, seed=6)
+    T, beta = 4.0, 1.5
+    p_s = F.log_softmax(student, dim=1)
+    p_t = torch.pow(torch.softmax(teacher, dim=1), 1 / T)
+    norm = torch.sum(p_t, dim=1)
+    p_t = p_t / norm.unsqueeze(1)
+    wttm = torch.mean(norm * torch.sum(F.kl_div(p_s, p_t, reduction="none"), dim=1))
+    theirs = 1.0 * F.cross_entropy(student, labels) + beta * wttm
+    terms = METHODS["wttm"](student, teacher, labels, temperature=T)
+    ours = mix(terms, mix_weights("wttm", 0.0, teacher=beta))
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+def test_ctkd_temperature_and_curriculum_are_the_authors():
+    """zhengli97/CTKD: T = t_start + t_end * sigmoid(global_T) (helper/loops.py; 1 and 20, global_T starting
+    at 1, models/temp_global.py), the gradient multiplied by CosineDecay(0, -1, loops).get_value(epoch)
+    (train_student.py, epochs from 1): a reversal of strength (1 - cos(pi * epoch / loops)) / 2."""
+    from distill.methods.objectives import CTKD_THETA0, ctkd_reversal, ctkd_temperature
+
+    def cosine_decay(i, max_value=0.0, min_value=-1.0, loops=10):
+        i = min(max(i, 0), loops)
+        value = (np.cos(i * np.pi / loops) + 1.0) * 0.5
+        return value * (max_value - min_value) + min_value
+
+    for epoch in (1, 3, 5, 10, 40):
+        theirs = cosine_decay(epoch)
+        assert ctkd_reversal(epoch, loops=10.0, lambda_max=1.0) == pytest.approx(-theirs, abs=1e-12)
+        theta = torch.tensor(CTKD_THETA0, dtype=torch.float64, requires_grad=True)
+        temperature = ctkd_temperature(theta, -theirs)
+        assert temperature.item() == pytest.approx(1.0 + 20.0 * torch.sigmoid(torch.tensor(1.0)).item())
+        temperature.backward()
+        s = torch.sigmoid(torch.tensor(1.0, dtype=torch.float64))
+        plain = 20.0 * s * (1 - s)
+        assert theta.grad.item() == pytest.approx(theirs * plain.item(), abs=1e-12)  # their GRL: grad * value
+
+
+def test_logit_standardisation_is_the_authors_normalize():
+    """sunshangquan/logit-standardization-KD mdistiller/distillers/KD.py normalize and kd_loss(logit_stand=True)."""
+    def normalize(logit):
+        mean = logit.mean(dim=-1, keepdims=True)
+        stdv = logit.std(dim=-1, keepdims=True)
+        return (logit - mean) / (1e-7 + stdv)
+
+    student, teacher, labels = _batch(torch.float64, seed=7)
+    from distill.methods.losses import standardize
+
+    T = 2.0  # their --base-temp 2
+    log_pred_student = F.log_softmax(normalize(student) / T, dim=1)
+    pred_teacher = F.softmax(normalize(teacher) / T, dim=1)
+    theirs = F.kl_div(log_pred_student, pred_teacher, reduction="none").sum(1).mean() * T**2
+    ours = METHODS["kd"](standardize(student), standardize(teacher), labels, temperature=T)["teacher"]
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-9)
