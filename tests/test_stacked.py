@@ -73,14 +73,23 @@ def test_packed_resume_matches_uninterrupted(tmp_path):
         assert strip(a.history) == strip(b.history)
 
 
-def test_can_pack_refuses_batchnorm_and_dropout():
+def test_can_stack_takes_batchnorm_and_dropout_and_refuses_trainable_objectives():
+    """BatchNorm and dropout stack (tests/test_stacked_bn.py holds them against one at a time); an objective
+    with parameters (a learned temperature) or feature hooks does not."""
+    from distill.methods import DistillConfig
+    from distill.methods.objectives import make_objective
+
     cfg = load_config(None, tiny_overrides(**{"model.name": "cnn1d", "model.kwargs": "{norm: batch}"}))
     data = load_data(cfg.dataset)
     ok, why = can_stack(_models(cfg, data, [0, 1]))
-    assert not ok and "BatchNorm" in why
+    assert ok and "BatchNorm statistics per model" in why
     cfg = load_config(None, tiny_overrides(**{"model.dropout": 0.2}))
-    ok, why = can_stack(_models(cfg, data, [0, 1]))
-    assert not ok and "dropout" in why
+    models = _models(cfg, data, [0, 1])
+    ok, why = can_stack(models)
+    assert ok and "dropout masks per model" in why
+    ctkd, _ = make_objective(DistillConfig(method="ctkd"), [models[0]], data, torch.device("cpu"), epochs=2)
+    ok, why = can_stack(models, [ctkd, ctkd])
+    assert not ok and "trainable parameters" in why
 
 
 @pytest.mark.parametrize("kwargs", ["{activation: gelu}", "{}"])
