@@ -134,3 +134,93 @@ def test_stacked_students_with_their_own_teachers_equal_sequential(method):
     for a, b in zip(alone, together):
         for x, y in zip(a.history, b.history):
             assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["acc"] - y["acc"]) <= 1 / 100 + 1e-9
+
+
+@pytest.mark.parametrize("method, shared, extra", [
+    ("kd", True, {}),                                           # one teacher signal for all K: read once
+    ("kd", False, {"standardize": True}),                       # each model its own teachers
+    ("dkd", True, {}),                                          # two teacher terms, weights from options
+    ("jsd", False, {"combine": "mean_probs"}),                  # two teachers combined at T
+    ("ban", True, {}),
+])
+def test_stacked_distill_equals_k_separate_calls(method, shared, extra):
+    """StackedDistill: K Distill objectives of one method with their own T and alpha, one vmapped call, against
+    each objective's own terms and mix: the K losses and their gradients wrt the student logits."""
+    from distill.methods import DistillConfig
+    from distill.methods.objectives import Batch, make_objective, mix
+    from distill.methods.stacked import StackedDistill, stacked_objective
+
+    cfg = load_config(None, tiny_overrides())
+    data = load_data(cfg.dataset)
+    teachers = _models(cfg, data, [10, 11, 12, 13])
+    k, b = 3, 16
+    settings = [(1.0, 0.9), (4.0, 0.5), (2.5, 0.0)]  # (T, alpha) per model
+    two = extra.get("combine") is not None
+    objectives = []
+    for i, (t, a) in enumerate(settings):
+        distill_cfg = DistillConfig(method=method, temperature=t, alpha=a, dkd_beta=2.0 + i, **extra)
+        mine = teachers[:2] if two and shared else teachers[i:i + 2] if two else teachers[:1] if shared else [teachers[i]]
+        objectives.append(make_objective(distill_cfg, mine, data, torch.device("cpu"), epochs=4)[0])
+    step = stacked_objective(objectives)
+    assert isinstance(step, StackedDistill) and step.shared == shared
+    idx = torch.stack([torch.randperm(data.size("train"), generator=torch.Generator().manual_seed(i))[:b]
+                       for i in range(k)])
+    xs, ys = data.x["train"][idx], data.y["train"][idx]
+    logits = torch.randn(k, b, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    progress = 0.3
+    got = mix(step.terms(Batch(xs, ys, idx), logits, [[]] * k, progress), step.weights(progress))
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    for i, o in enumerate(objectives):
+        one = logits[i].detach().clone().requires_grad_(True)
+        want = mix(o.terms(Batch(xs[i], ys[i], idx[i]), one, [], progress), o.weights(progress))
+        torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grad[i], torch.autograd.grad(want, one)[0], atol=1e-6, rtol=1e-5)
+
+
+def test_objectives_that_differ_in_method_or_draw_are_called_in_turn():
+    from distill.methods import DistillConfig
+    from distill.methods.objectives import CrossEntropy, make_objective
+    from distill.methods.stacked import stacked_objective
+
+    cfg = load_config(None, tiny_overrides())
+    data = load_data(cfg.dataset)
+    teacher = _models(cfg, data, [10])
+
+    def make(method, **kw):
+        return make_objective(DistillConfig(method=method, **kw), teacher, data, torch.device("cpu"))[0]
+    assert stacked_objective([make("kd"), make("reverse_kl")]) is None
+    assert stacked_objective([make("dkpp"), make("dkpp")]) is None       # draws permutations
+    assert stacked_objective([make("jsd", jsd_beta=0.2), make("jsd", jsd_beta=0.7)]) is None  # a formula option
+    assert stacked_objective([make("kd"), CrossEntropy()]) is None
+    ce = CrossEntropy()
+    assert stacked_objective([ce, CrossEntropy()]) is ce
+
+
+def test_a_pack_of_temperatures_and_alphas_trains_as_each_alone(monkeypatch):
+    """One student architecture, one teacher, three (T, alpha): one stacked fit, one StackedDistill call
+    per step, the numbers of three fits of one."""
+    from distill.methods import DistillConfig
+    from distill.methods import stacked
+    from distill.methods.objectives import make_objective
+
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 2}))
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    (teacher,) = _models(cfg, data, [10])
+    seeds = [0, 0, 0]
+    settings = [(1.0, 0.9), (4.0, 0.5), (8.0, 1.0)]
+
+    def objectives():
+        return [make_objective(DistillConfig(method="kd", temperature=t, alpha=a), [teacher], data,
+                               torch.device("cpu"))[0] for t, a in settings]
+    alone = [engine.fit_one(m, data, cfg.train, seed=s, objective=o)
+             for m, s, o in zip(_models(cfg, data, seeds), seeds, objectives())]
+    assert stacked.stacked_objective(objectives()).shared  # one teacher: its cache read once for all three
+    calls = []
+    terms = stacked.StackedDistill.terms
+    monkeypatch.setattr(stacked.StackedDistill, "terms", lambda self, *a: calls.append(1) or terms(self, *a))
+    together = engine.fit(_models(cfg, data, seeds), data, cfg.train, seeds=seeds, objectives=objectives())
+    assert len(calls) == cfg.train.epochs * -(-data.size("train") // cfg.train.batch_size)
+    for a, b in zip(alone, together):
+        for x, y in zip(a.history, b.history, strict=True):
+            assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["acc"] - y["acc"]) <= 1 / 100 + 1e-9

@@ -60,8 +60,10 @@ def value_at(schedule: str, start: float, end: Optional[float], progress: float)
 
 
 def mix(terms: dict, weights: dict) -> torch.Tensor:
-    """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only)."""
-    parts = [terms[name] if w == 1 else w * terms[name] for name, w in weights.items() if w != 0]
+    """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only). A weight
+    may be a (K,) tensor: one per model of K stacked models' (K,) terms (distill.methods.stacked)."""
+    parts = [w * terms[name] if torch.is_tensor(w) else terms[name] if w == 1 else w * terms[name]
+             for name, w in weights.items() if torch.is_tensor(w) or w != 0]
     return sum(parts[1:], parts[0])
 
 
@@ -249,17 +251,21 @@ class Distill(Objective):
                 features = [p(f) for p, f in zip(self.projections, features)]
             return self.method(student, None, batch.y, temperature=temperature, student_features=features,
                                teacher_features=[f.float() for f in teacher_feats], **options)
-        teacher = self.signal.logits(batch.x, batch.idx)
+        return self.logit_terms(student, self.signal.logits(batch.x, batch.idx), batch.y, temperature, options)
+
+    def logit_terms(self, student, teacher, targets, temperature, options: dict) -> dict:
+        """The terms of a method that reads teacher logits: from the student's (B, C) and the teachers'
+        (n, B, C) logits (`distill.methods.stacked` runs this under vmap for K models at once)."""
         raw = student
         if self.cfg.standardize:
             student, teacher = losses.standardize(student), losses.standardize(teacher)
         views = teacher_views(teacher, 1.0 if self.method.combine_at_t1 else temperature, self.combine)
-        terms = self.method(student, views[0], batch.y, temperature=temperature, **options)
+        terms = self.method(student, views[0], targets, temperature=temperature, **options)
         for z in views[1:]:  # per_teacher_kl: one set of teacher terms per teacher, summed
-            more = self.method(student, z, batch.y, temperature=temperature, **options)
+            more = self.method(student, z, targets, temperature=temperature, **options)
             terms.update({name: terms[name] + value for name, value in more.items() if name != "task"})
         if self.cfg.standardize:
-            terms["task"] = losses.cross_entropy(raw, batch.y)
+            terms["task"] = losses.cross_entropy(raw, targets)
         return terms
 
 
