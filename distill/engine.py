@@ -265,12 +265,14 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                 if step_objective is not None:  # one call for all K models: one loss per model
                     losses = mix(step_objective.terms(Batch(xs, ys, idxs), logits, features, progress),
                                  step_objective.weights(progress))
-                else:
-                    losses = torch.stack([
-                        mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
-                            objectives[k].weights(progress)) for k in range(K)])
+                    total = losses.sum()
+                else:  # K calls; the per-model losses are stacked outside the graph (K = 1: no stack, no sum)
+                    each = [mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
+                                objectives[k].weights(progress)) for k in range(K)]
+                    total = sum(each[1:], each[0])
+                    losses = each[0].detach().view(1) if K == 1 else torch.stack([v.detach() for v in each])
             optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            total.backward()
             if train.grad_clip is not None:
                 replicas.clip_(train.grad_clip)
             optimizer.step()

@@ -224,3 +224,40 @@ def test_a_pack_of_temperatures_and_alphas_trains_as_each_alone(monkeypatch):
     for a, b in zip(alone, together):
         for x, y in zip(a.history, b.history, strict=True):
             assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["acc"] - y["acc"]) <= 1 / 100 + 1e-9
+
+
+@pytest.mark.parametrize("leading", [(), (3,)])
+def test_fused_kd_terms_equal_the_plain_formula(leading):
+    """parts.kd_terms (kd's terms in one autograd node) against losses.kd through autograd: both terms and the
+    gradient of alpha * teacher + (1 - alpha) * task wrt the student, alone, for K models' (K, B, C), and
+    under vmap (as StackedDistill calls it); and the written-out gradient of the issue:
+    alpha T (softmax(s / T) - p_t) + (1 - alpha) (softmax(s) - onehot(y)), over the batch size."""
+    from torch.func import vmap
+
+    from distill.methods import losses
+    from distill.methods.parts import kd_terms
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(*leading, 16, 7, generator=g) * 3
+    t = torch.randn(*leading, 16, 7, generator=g) * 3
+    y = torch.randint(0, 7, (*leading, 16), generator=g)
+    for temperature, alpha in [(1.0, 0.5), (4.0, 0.9), (2.5, 0.0)]:
+        a = s.clone().requires_grad_(True)
+        plain = losses.kd(a, t, y, temperature=temperature)
+        (alpha * plain["teacher"] + (1 - alpha) * plain["task"]).sum().backward()
+        b = s.clone().requires_grad_(True)
+        kl, ce = kd_terms(b, t, y, temperature)
+        (alpha * kl + (1 - alpha) * ce).sum().backward()
+        torch.testing.assert_close(kl, plain["teacher"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ce, plain["task"], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-7, rtol=1e-5)
+        onehot = torch.nn.functional.one_hot(y, 7).float()
+        written = (alpha * temperature * (torch.softmax(s / temperature, -1) - torch.softmax(t / temperature, -1))
+                   + (1 - alpha) * (torch.softmax(s, -1) - onehot)) / 16
+        torch.testing.assert_close(b.grad, written, atol=1e-7, rtol=1e-5)
+        if leading:
+            c = s.clone().requires_grad_(True)
+            temps = torch.full(leading, temperature)
+            kl, ce = vmap(kd_terms)(c, t, y, temps)
+            (alpha * kl + (1 - alpha) * ce).sum().backward()
+            torch.testing.assert_close(c.grad, a.grad, atol=1e-7, rtol=1e-5)

@@ -29,9 +29,13 @@ import torch
 from torch import nn
 
 from distill.methods import losses
+from distill.methods.parts import kd_terms
 from distill.methods import DistillConfig
 from distill.teachers.features import capture
 from distill.teachers.signals import teacher_views
+
+#: methods whose terms are exactly kd's: computed by `parts.kd_terms` (one autograd node, the same values)
+FUSED_KD = (losses.kd, losses.ban, losses.ban_l)
 
 #: loss_info of a model trained from labels alone
 CROSS_ENTROPY_INFO = {"method": "cross_entropy", "reduction": "mean", "t2_scaling": False, "teacher": None}
@@ -260,7 +264,11 @@ class Distill(Objective):
         if self.cfg.standardize:
             student, teacher = losses.standardize(student), losses.standardize(teacher)
         views = teacher_views(teacher, 1.0 if self.method.combine_at_t1 else temperature, self.combine)
-        terms = self.method(student, views[0], targets, temperature=temperature, **options)
+        if self.method.formula in FUSED_KD and len(views) == 1 and not views[0].requires_grad and not (
+                torch.is_tensor(temperature) and temperature.requires_grad):  # kd's terms in one autograd node
+            terms = dict(zip(("teacher", "task"), kd_terms(student, views[0], targets, temperature)))
+        else:
+            terms = self.method(student, views[0], targets, temperature=temperature, **options)
         for z in views[1:]:  # per_teacher_kl: one set of teacher terms per teacher, summed
             more = self.method(student, z, targets, temperature=temperature, **options)
             terms.update({name: terms[name] + value for name, value in more.items() if name != "task"})

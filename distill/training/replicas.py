@@ -78,8 +78,8 @@ class Modules:
         x = self._layout(xs[0])
         if layers:
             logits, features = capture(self.forward_model, list(layers), x, "distill.layers", "student")
-            return logits[None], [features]
-        return self.forward_model(x)[None], [[]]
+            return logits.unsqueeze(0), [features]
+        return self.forward_model(x).unsqueeze(0), [[]]
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.models[0](self._layout(x))[None]
