@@ -76,12 +76,14 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=20, help="epochs per fit (one-off costs spread as in a run)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both loops (0 = all CPUs)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.epochs = 1, 2
-    train = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.003, weight_decay=0.01, device="cpu")
+    train = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.003, weight_decay=0.01, device="cpu",
+                        threads=args.threads)
     engine.setup_torch(train)
     data = load_data(DatasetConfig(name="mnist1d", num_samples=5000, augment="none"))
     models = {"mlp": ModelConfig(name="mlp", width=100, depth=2), "cnn1d": ModelConfig(name="cnn1d", width=32)}
