@@ -9,13 +9,19 @@ model's state_dict, and per-model gradient clipping.
 
 - `Modules` (K = 1): the model itself, so anything runs: BatchNorm, dropout, forward hooks
   for white-box methods, `torch.compile`, channels_last.
-- `Stacked` (K >= 2, `can_stack` says when): the K models' parameters stacked along a new
-  first axis (`torch.func.stack_module_state`) and trained by one optimizer; the forward is
-  `vmap` over `functional_call`. Adam, AdamW and SGD act elementwise, so one optimizer over
-  stacked parameters is K independent optimizers. An MLP (Linear layers and parameter-free
-  activations) runs as batched matrix products on the stacked weights instead of vmap: the
-  same function, about 1.3x faster on CPU (feature-major, W @ h + b: weights used in their
-  stored layout, no transposed copies).
+- `Stacked` (K >= 2, `can_stack` says when): the K models' parameters and buffers stacked along
+  a new first axis (`torch.func.stack_module_state`), the parameters trained by one optimizer;
+  the forward is `vmap` over `functional_call`. Adam, AdamW and SGD act elementwise, so one
+  optimizer over stacked parameters is K independent optimizers. BatchNorm keeps per-model
+  statistics: running mean, var and num_batches_tracked are stacked buffers that vmap updates
+  in place, each from its own model's batch, in train mode, and reads in eval mode (the meta
+  copy of the model that vmap calls follows `train(mode)`), as K separate models would.
+  Dropout draws per-model masks (`randomness="different"`, from the global generator, which
+  checkpoints save, so a resumed fit draws the same ones). An MLP (Linear layers and
+  parameter-free activations, dropout included) runs as batched matrix products on the stacked
+  weights instead of vmap: the same function, about 1.3x faster on CPU (feature-major, W @ h + b:
+  weights used in their stored layout, no transposed copies). tests/test_stacked.py and
+  tests/test_stacked_bn.py hold stacked training against one model at a time.
 """
 
 from __future__ import annotations
