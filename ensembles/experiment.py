@@ -14,7 +14,7 @@ For each seed s (each a full repeat):
    With `ensemble.from`, the members' best checkpoints of that earlier run are loaded
    instead (its train section applies; nothing is retrained or written there).
 2. Ensemble evaluation on validation and test (ensembles.evaluate): every size k = 1..N
-   (averaged over subsets of k members) under mean_probs, mean_logits and geometric.
+   (averaged over subsets of k members) under mean_probs and mean_logits.
 3. Students: each architecture of `ensemble.students` (or the model section) distilled
    with the `distill` section from all N members, once per `ensemble.combine` entry
    (`distill.methods.objectives.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.
@@ -182,8 +182,14 @@ def size_cost(member_rows: list[dict], size: int) -> dict:
     (`ensemble_row_cost`), averaged over the subsets that `size_curve` averages."""
     costs = [ensemble_row_cost([member_rows[i] for i in subset]) for subset in subsets(len(member_rows), size)]
     keys = [key for key in costs[0] if all(key in c for c in costs)]
-    means = {key: sum(c[key] for c in costs) / len(costs) for key in keys}
-    return {key: round(value) if isinstance(costs[0][key], int) else value for key, value in means.items()}
+    numeric = [k for k in keys if all(isinstance(c[k], (int, float)) and not isinstance(c[k], bool) for c in costs)]
+    means = {key: sum(c[key] for c in costs) / len(costs) for key in numeric}
+    out = {key: round(value) if isinstance(costs[0][key], int) else value for key, value in means.items()}
+    if "trusted" in keys:  # the timings' trust: every subset's, with the reasons of those that are not
+        out["trusted"] = all(c["trusted"] for c in costs)
+        out["untrusted_because"] = "; ".join(dict.fromkeys(c["untrusted_because"] for c in costs
+                                                           if c.get("untrusted_because"))) or None
+    return out
 
 
 def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, combine: str, seed: int,
