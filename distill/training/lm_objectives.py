@@ -134,8 +134,9 @@ class TokenLevel(Distill):
                             f"give a teacher model (a run directory or checkpoint), not a predictions file")
         data = getattr(signal, "data", None)
         if data is None or getattr(data, "text", None) is None:
-            raise UserError(f"distill.method={cfg.method}, distill.lm_chunk={cfg.lm_chunk}: for language models "
-                            f"only (token blocks); use a text dataset, or distill.lm_chunk=0 and another method")
+            what = f"distill.method: {cfg.method} is" if m.objective else "distill.lm_chunk: chunks are"
+            raise UserError(f"{what} for language models only (token blocks); use a text dataset, or "
+                            f"{'another method' if m.objective else 'distill.lm_chunk=0'}")
         if m.signal != "logits" or m.temperature != "config" or m.draws or m.reduction != "batchmean" \
                 or m.mix == "labels":
             raise UserError(f"distill.lm_chunk: {cfg.method}'s terms are not means over positions (or it draws "
