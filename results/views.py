@@ -2,7 +2,7 @@
 
     kd_view(exp, context)         teacher, student, the same student from labels; gain and gap closed
     bornagain_view(exp, context)  generation 0, BAN-1..G, Ens x k, each paired against generation 0
-    ensemble_view(exp, context)   the size curve, mean member, students, gap recovered, diversity
+    ensemble_view(exp, context)   the size curve, mean member, students (vs same-budget baselines), gap, diversity
     labels_view(exp, context)     the model(s) trained from labels
     models_view(exp, context)     any other kind: one table of every model its kind's `label` names, and
                                   each paired with its architecture's model of the kind's first role
@@ -356,23 +356,37 @@ def ensemble_view(exp: ex.Experiment, context: Context) -> list:
 
 
 def _student_table(exp, students, mean_member, context) -> list:
+    baselines = exp.rows[exp.rows["role"] == "baseline"]
     items = []
-    for name, group in grouped(students):
-        acc = ex.cell(group["test_acc"])
-        c = paired(group, mean_member)
+    for name, group in grouped(students) + grouped(baselines):  # the baselines last, without a baseline
+        acc, c = ex.cell(group["test_acc"]), paired(group, mean_member)
         recovered = ex.cell(group["gap_recovered"]) if "gap_recovered" in group else (math.nan, math.nan, 0)
+        own = _baseline_of(group, baselines)
+        b = paired(group, own) if not own.empty and (group["role"] == "student").all() else None
         shown = {"student": name, "test acc %": ex.text(*acc), "vs mean member (points)": str(c),
                  "verdict": in_words(c), "gap recovered %": ex.text(*recovered)}
+        if not baselines.empty:
+            shown.update({"vs baseline (points)": str(b or "-"), "verdict vs baseline": in_words(b) if b else "-"})
         number = {"student": name, "test_acc_mean": acc[0], "test_acc_ci": acc[1], "test_acc_n": acc[2],
                   "diff_vs_mean_member": c.diff, "low": c.low, "high": c.high, "pairs": c.n,
-                  "gap_recovered_mean": recovered[0], "gap_recovered_n": recovered[2]}
+                  "gap_recovered_mean": recovered[0], "gap_recovered_n": recovered[2], **({"diff_vs_baseline":
+                  b.diff, "baseline_low": b.low, "baseline_high": b.high, "baseline_pairs": b.n} if b else {})}
         items.append((shown, number))
-    papers = [ex.paper_value(context.paper, group.iloc[0]) for _, group in grouped(students)]
+    papers = [ex.paper_value(context.paper, group.iloc[0]) for _, group in grouped(students) + grouped(baselines)]
     if any(not math.isnan(p) for p in papers):  # a paper column only where a published figure maps
         for (shown, number), paper in zip(items, papers):
             shown["paper"], number["paper"] = "" if math.isnan(paper) else f"{paper:g}", paper
     table = comparison_table(items, f"{exp.slug}-students.csv")
+    fair = (" A student beats something only against its baseline (role baseline: its architecture from labels "
+            "with the students' budget and seeds), paired by seed; the members had another budget, so the mean "
+            "member is no fair baseline." if not baselines.empty else " This run has no baseline "
+            "(ensemble.baseline=false): a gain over the mean member may be the students' other training budget.")
     blocks = [Para("Students distilled from the full ensemble, paired by seed with the mean member; gap recovered = "
-                   "(student − mean member) / (ensemble − mean member) on test accuracy."), table]
+                   "(student − mean member) / (ensemble − mean member) on test accuracy." + fair), table]
     paper_note(context, blocks, table.shown)
     return blocks
+
+
+def _baseline_of(students: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
+    """The baseline rows of these students' architecture (their `arch`: name, width, depth)."""
+    return baselines[baselines["arch"].isin(set(students["arch"]))] if "arch" in baselines else baselines

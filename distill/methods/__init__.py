@@ -30,7 +30,8 @@ from distill.schema import Section, spec
 #: method reads or not as its record says (`Method.keys`) but never refuses, so one base config
 #: serves a sweep over methods
 SHARED_KEYS = ("method", "teacher", "combine", "temperature", "temperature_end", "temperature_schedule",
-               "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest", "teacher_unfinished")
+               "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest", "teacher_unfinished",
+               "teacher_same_seed", "teacher_other_split")
 MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm", "labels")
 SIGNALS = ("logits", "features", "none")
 TEMPERATURES = ("config", "learned", "none")
@@ -212,6 +213,13 @@ class DistillConfig(Section):
                            "or spread (uniformly over the other tokens)", choices=["drop", "spread"])
     teacher_unfinished: bool = spec(False, "use a distill.teacher run (or its checkpoint) whose meta.json does not "
                                     "say done, as it is; the student's parent records that it was unfinished")
+    teacher_same_seed: bool = spec(False, "the teacher section starts from the run seed, as the student does (the "
+                                   "same initial weights for one architecture, the same batches in the same "
+                                   "order); false = a seed of its own (distill.training.seeds)")
+    teacher_other_split: bool = spec(False, "use a distill.teacher run (or its checkpoint) whose dataset section "
+                                     "(split seed, validation fraction, subset, dataset) differs from the "
+                                     "student's: it may have trained on the student's validation examples; "
+                                     "recorded in the student's parent")
 
 
 def _distill_init(generated):
