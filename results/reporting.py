@@ -20,6 +20,8 @@ from typing import Iterable, Mapping, Optional, Union
 
 import pandas as pd
 
+from distill.kinds.train import OTHER_SPLIT
+
 from . import experiments as ex
 from .comparing import compare_blocks
 from .costs import cost_view
@@ -103,6 +105,12 @@ def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
     if unfinished:
         blocks.append(Para(f"**Warning:** {len(unfinished)} run(s) not finished (status not `done`): "
                            + ", ".join(f"`{r}`" for r in unfinished)))
+    leaky = df["parent"].astype(str).str.contains(OTHER_SPLIT, regex=False) if "parent" in df else []
+    if len(leaky) and leaky.any():  # distill.teacher_other_split: the teacher may have seen val/test examples
+        blocks.append(Para(f"**Note:** in {df.loc[leaky, 'run'].nunique()} run(s) the teacher was "
+                           f"{OTHER_SPLIT} than its student (distill.teacher_other_split=true), so it may have "
+                           f"trained on the student's validation or test examples: "
+                           + ", ".join(f"`{r}`" for r in sorted(df.loc[leaky, "run"].unique()))))
     return blocks
 
 

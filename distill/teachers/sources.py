@@ -29,6 +29,7 @@ from distill.schema import from_dict, to_dict
 from distill.errors import ConfigError, UserError
 from distill.methods.objectives import CROSS_ENTROPY_INFO, make_objective
 from distill.training.seeds import Seeds, model_seeds
+from distill.kinds.train import OTHER_SPLIT
 
 
 @dataclasses.dataclass
@@ -115,8 +116,6 @@ def _pick_checkpoint(run_dir: Path, seed: int) -> Path:
     return best if best.is_file() else root / key / "last.pt"
 
 
-#: what the parent of a student taught by a teacher of another data split says (the report looks for it)
-OTHER_SPLIT = "trained on another data split"
 #: dataset keys that do not decide which examples are training, validation or test examples
 NOT_SPLIT = ("root", "download", "module", "augment", "shift")
 
