@@ -80,8 +80,8 @@ def check(cfg) -> None:
     if cfg.tune.kind == "ensemble":
         unread_teacher_keys(cfg)
     if cfg.tune.kind == "ensemble" and cfg.tune.target in ("student", "baseline") and not e.combine:
-        raise ConfigError(f"tune.target={cfg.tune.target}: ensemble.combine is empty, so no student (nor its "
-                          f"baseline) is trained; set tune.target=ensemble or give ensemble.combine=[mean_probs]")
+        raise ConfigError(f"tune.target={cfg.tune.target}: ensemble.combine is empty, so no student is trained (nor "
+                          f"its baseline); set tune.target=ensemble or give ensemble.combine=[mean_probs]")
     if cfg.tune.kind == "ensemble" and cfg.tune.target == "baseline" and not e.baseline:
         raise ConfigError("tune.target=baseline: ensemble.baseline is false, so no baseline is trained; set "
                           "ensemble.baseline=true or tune.target=student")

@@ -135,8 +135,10 @@ def _fit(part: list[Job], data, train, run, device, on_epoch, show) -> None:
     def report(r: dict) -> None:
         if r["model"] == count - 1:  # one bar step per epoch, after the last model's report
             show.epoch(r)
-        if on_epoch:
-            on_epoch({**{key: v for key, v in r.items() if key != "model"}, **part[r["model"]].report})
+        if on_epoch:  # `seed` is the run seed (the engine's is the data seed)
+            job = part[r["model"]]
+            on_epoch({**{key: v for key, v in r.items() if key != "model"}, "seed": job.tags.get("seed", r["seed"]),
+                      **job.report})
 
     results = engine.fit([job.model for job in part], data, train, seeds=[job.seed for job in part],
                          objectives=[job.objective for job in part], tags=[job.tags for job in part],
