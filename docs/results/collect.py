@@ -118,6 +118,15 @@ def main(out: Path) -> None:
           "one Ray Tune trial per (T, alpha, seed); the teacher trained once per seed before the trials")
 
 
+def wall_minutes(run: Path) -> str:
+    """The run's wall time from its meta.json (started to finished), in minutes."""
+    from datetime import datetime
+
+    meta = json.loads((run / "meta.json").read_text())
+    seconds = (datetime.fromisoformat(meta["finished"]) - datetime.fromisoformat(meta["started"])).total_seconds()
+    return f"{seconds / 60:.0f}"
+
+
 def ensemble(out: Path) -> None:
     """The ensemble collapse: members, ensembles, each student paired by seed with the mean member
     and with its baseline (its architecture from labels with the students' budget and seeds)."""
@@ -159,7 +168,7 @@ def ensemble(out: Path) -> None:
           [ens], "differences paired by seed against the mean member of that seed, and each student against its "
           "baseline: its own architecture trained from labels with the students' budget (epochs, schedule, "
           "optimizer, weight decay) and seeds; the members trained 40 epochs with weight decay 0.05, the "
-          "students and baselines 100 epochs with 0.01")
+          f"students and baselines 100 epochs with 0.01; the run took {wall_minutes(ens)} min")
 
 
 def methods(out: Path) -> None:
