@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import signal
 import sys
 import threading
@@ -74,7 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .pt2 file to write (the card goes beside it as .json)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 weight-only Linear layers")
     p.add_argument("--onnx", action="store_true", help="also write an .onnx file (needs the export extra)")
+    p = sub.add_parser("generate", help="continue a prompt with a language model of a finished run")
+    p.add_argument("run", help="a finished run directory of a language model")
+    p.add_argument("--model", required=True, metavar="ROLE[:SEED[:GEN]]", help="e.g. student:0, generation:0:2")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=_number(int, 1), default=50, help="tokens to write (default: 50)")
+    p.add_argument("--temperature", type=_number(float, 0), default=0.0,
+                   help="0 = greedy (default), else sample from softmax(logits / T)")
+    p.add_argument("--top-k", type=_number(int, 0), default=0, help="sample from the k likeliest tokens (0 = all)")
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the sampling (default: 0)")
     return parser
+
+
+def _number(kind, least):
+    """An argparse type: a number of `kind` (int or float), at least `least`."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'} "
+                                             f">= {least}")
+        return value
+    return parse
 
 
 def _load(args):
@@ -171,6 +195,13 @@ def dispatch(args) -> None:
     if args.command == "export":
         from distill.export import export
         print(export(args.run, args.model, args.out, quantize=args.quantize, onnx=args.onnx))
+        return
+    if args.command == "generate":
+        if not args.prompt:
+            raise UserError("generate: --prompt is empty; give the text to continue")
+        from distill.export.lm import generate_text
+        print(generate_text(args.run, args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
+                            args.seed))
         return
     if args.command in kinds.names():
         cfg = _load(args)  # the config is checked before the kind's run imports torch

@@ -201,8 +201,14 @@ def size_cost(member_rows: list[dict], size: int) -> dict:
     (`ensemble_row_cost`), averaged over the subsets that `size_curve` averages."""
     costs = [ensemble_row_cost([member_rows[i] for i in subset]) for subset in subsets(len(member_rows), size)]
     keys = [key for key in costs[0] if all(key in c for c in costs)]
-    means = {key: sum(c[key] for c in costs) / len(costs) for key in keys}
-    return {key: round(value) if isinstance(costs[0][key], int) else value for key, value in means.items()}
+    numeric = [k for k in keys if all(isinstance(c[k], (int, float)) and not isinstance(c[k], bool) for c in costs)]
+    means = {key: sum(c[key] for c in costs) / len(costs) for key in numeric}
+    out = {key: round(value) if isinstance(costs[0][key], int) else value for key, value in means.items()}
+    if "trusted" in keys:  # the timings' trust: every subset's, with the reasons of those that are not
+        out["trusted"] = all(c["trusted"] for c in costs)
+        out["untrusted_because"] = "; ".join(dict.fromkeys(c["untrusted_because"] for c in costs
+                                                           if c.get("untrusted_because"))) or None
+    return out
 
 
 def baseline_jobs(cfg: Config, students: list[ModelConfig], seed: int) -> list[Job]:

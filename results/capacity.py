@@ -23,21 +23,20 @@ seeds (`results.views.gap_closed`), the teacher being the one the sweep trained 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
-import numpy as np
 import pandas as pd
 
 from . import experiments as ex
 from .page import Figure, Heading, Para, Table
 from .settings import trial_rows
+from .stats import LEVEL, holm, holm_verdict
 from .views import Context, gap_closed, in_words, paired
 
 SIZE_KEYS = ("model.width", "model.depth", "model")
 METHOD_KEY = "distill.method"
 METHOD = "cfg.distill.method"
 BASELINE = "labels"
-LEVEL = 0.05  # the family-wise error rate of the Holm-adjusted verdicts (two-sided, as the 95% CIs)
 
 
 def searched(exp: ex.Experiment) -> dict[str, list]:
@@ -62,31 +61,6 @@ def capacity_keys(exp: ex.Experiment) -> Optional[tuple[str, list[str]]]:
     methods = [str(m) for m in keys[METHOD_KEY]]
     others = [m for m in methods if m != BASELINE]
     return (sizes[0], others) if BASELINE in methods and others else None
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input order (NaN stays NaN and is not counted).
-
-    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)).
-    """
-    p = np.asarray(p_values, dtype=float)
-    finite = np.flatnonzero(np.isfinite(p))
-    adjusted = np.full(p.shape, math.nan)
-    m = finite.size
-    running = 0.0
-    for rank, index in enumerate(finite[np.argsort(p[finite], kind="stable")]):
-        running = max(running, min(1.0, (m - rank) * p[index]))
-        adjusted[index] = running
-    return adjusted.tolist()
-
-
-def holm_verdict(diff: float, p_adjusted: float, level: float = LEVEL) -> str:
-    """'higher' / 'lower' when the Holm-adjusted p is below `level`, else 'not separable'."""
-    if not math.isfinite(p_adjusted):
-        return "too few seeds to tell"
-    if p_adjusted >= level:
-        return "not separable"
-    return "higher" if diff > 0 else "lower"
 
 
 def size_columns(rows: pd.DataFrame, size_key: str) -> list[str]:
@@ -167,10 +141,11 @@ def capacity_table(exp: ex.Experiment, teachers: Optional[pd.DataFrame] = None,
         name: [_plain(v) for v in frame["size"]],
         "parameters": ["" if math.isnan(p) else f"{p:,.0f}" for p in frame["params"]],
         **({"loss": frame["method"]} if several else {}),
-        "labels student, test acc %": [ex.text(m, h, n) for m, h, n in
+        "labels student, test acc %": [ex.text(m, h, n, bounds=ex.ACC) for m, h, n in
                                        zip(frame["labels_mean"], frame["labels_ci"], frame["labels_n"])],
         ("distilled student, test acc %" if several else f"{methods[0]} student, test acc %"):
-            [ex.text(m, h, n) for m, h, n in zip(frame["student_mean"], frame["student_ci"], frame["student_n"])],
+            [ex.text(m, h, n, bounds=ex.ACC)
+             for m, h, n in zip(frame["student_mean"], frame["student_ci"], frame["student_n"])],
         "gain over labels, paired by seed (points)": [str(c) for c in frame["_comparison"]],
         "verdict": frame["verdict"],
         f"verdict, Holm over {len(frame)}": frame["verdict_holm"],
@@ -195,7 +170,8 @@ def capacity_blocks(exp: ex.Experiment, context: Context) -> list:
     if numbers.empty:
         return []
     which = ", ".join(f"`{m}`" for m in methods)
-    teacher = (f"The teacher ({ex.text(*ex.cell(teachers['test_acc']))} % test accuracy) was trained once per seed "
+    teacher = (f"The teacher ({ex.text(*ex.cell(teachers['test_acc']), bounds=ex.ACC)} % test accuracy) was trained "
+               f"once per seed "
                f"and taught every trial of that seed. " if len(teachers) else
                "No teacher the sweep trained is among the inputs, so the gap closed is not shown. ")
     blocks = [Heading("Capacity curve", 3, f"{exp.slug}-capacity"),

@@ -5,24 +5,36 @@ have (same label, e.g. `student mlp`) is compared on test accuracy: paired by se
 the seeds match (mean of the per-seed differences, Student-t interval), else unpaired
 (Welch interval). When they share no model kind, their headline models are compared (the
 KD student, the last born-again generation, a sweep's best setting). A sweep enters with
-its best setting's rows only. The verdict is in words: higher, lower or not separable.
+its best setting's rows only. The verdict is in words: higher, lower or not separable; as
+several comparisons are made against one reference, each also gets its p-value (paired t-test,
+or Welch's) adjusted by Holm over all the rows of the table, and a verdict after adjustment.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from . import experiments as ex
 from .page import Heading, Para, Table
 from .settings import headline
+from .stats import holm, holm_verdict
 from .views import Context, in_words, paired
 
 
 def _rows(e: ex.Experiment) -> pd.DataFrame:
     return headline(e) if e.kind == "sweep" else e.rows
+
+
+def welch_p(a: pd.Series, b: pd.Series) -> float:
+    """Two-sided p of Welch's t-test between the finite values of a and b (NaN with fewer than 2 a side)."""
+    a, b = (pd.to_numeric(v, errors="coerce").dropna().to_numpy(float) for v in (a, b))
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
 
 
 def unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int, int]:
@@ -45,6 +57,10 @@ def unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int, int]
     return diff, diff - half, diff + half, len(a), len(b)
 
 
+def _p(p: float) -> str:
+    return "" if not math.isfinite(p) else f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
 def _verdict(low: float, high: float) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return "too few seeds to tell"
@@ -57,11 +73,12 @@ def difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     if shared:
         c = paired(b, a)
         return {"diff": c.diff, "low": c.low, "high": c.high, "n": c.n, "pairing": f"paired by seed (n={c.n})",
-                "verdict": in_words(c), "text": str(c)}
+                "p_value": c.p_value, "verdict": in_words(c), "text": str(c)}
     diff, low, high, na, nb = unpaired(a["test_acc"], b["test_acc"])
     ci = f"95% CI {low:+.1f} to {high:+.1f}" if math.isfinite(low) else "no CI"
     return {"diff": diff, "low": low, "high": high, "n": min(na, nb),
-            "pairing": f"unpaired: no shared seeds (n={na} and {nb})", "verdict": _verdict(low, high),
+            "pairing": f"unpaired: no shared seeds (n={na} and {nb})", "p_value": welch_p(a["test_acc"], b["test_acc"]),
+            "verdict": _verdict(low, high),
             "text": f"{diff:+.1f} pts ({ci}, Welch)"}
 
 
@@ -84,7 +101,11 @@ def comparisons(found: list[ex.Experiment]) -> pd.DataFrame:
             pairs = [(name, a_head, b_head)]
         for model, a, b in pairs:
             out.append({"A": reference.title, "B": other.title, "model": model, **difference(a, b)})
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    if len(frame):  # one family: every comparison of the table
+        frame["p_holm"] = holm(frame["p_value"].tolist())
+        frame["verdict_holm"] = [holm_verdict(d, p) for d, p in zip(frame["diff"], frame["p_holm"])]
+    return frame
 
 
 def read_settings(e: ex.Experiment) -> dict:
@@ -128,7 +149,7 @@ def _side_by_side(found: list[ex.Experiment]) -> tuple[pd.DataFrame, pd.DataFram
         s, n = {"model": model}, {"model": model}
         for e, rows in zip(found, labelled):
             mean, half, count = ex.cell(rows.loc[rows["_label"] == model, "test_acc"])
-            s[e.title] = ex.text(mean, half, count)
+            s[e.title] = ex.text(mean, half, count, bounds=ex.ACC)
             n.update({f"{e.title} mean": mean, f"{e.title} ci": half, f"{e.title} n": count})
         shown.append(s)
         numbers.append(n)
@@ -146,10 +167,15 @@ def compare_blocks(found: list[ex.Experiment], context: Context) -> list:
     blocks += [Para("Test accuracy (%) of each model kind, mean ± 95% CI (n seeds); a sweep by its best setting:"),
                Table(shown, numbers, "compare-models.csv")]
     result = comparisons(found)
+    words = {v: f"B is {v}" for v in ("higher", "lower")}
     view = pd.DataFrame({"model": result["model"], "B − A": result["B"] + " − " + result["A"],
                          "difference (points)": result["text"], "pairing": result["pairing"],
-                         "verdict": np.where(result["verdict"].isin(["higher", "lower"]),
-                                             "B is " + result["verdict"], result["verdict"])})
+                         "p": [_p(p) for p in result["p_value"]],
+                         "verdict": result["verdict"].replace(words),
+                         f"verdict, Holm over {len(result)}": result["verdict_holm"].replace(words)})
     blocks += [Para(f"Each experiment minus the first ({found[0].title}), on test accuracy; `higher`/`lower` "
-                    "only when the 95% interval excludes 0."), Table(view, result, "compare.csv")]
+                    f"only when the 95% interval excludes 0. As {len(result)} comparisons are made, their "
+                    f"p-values are also adjusted by Holm's step-down method (family-wise level 0.05): the last "
+                    f"column is the verdict to quote when several rows are read together."),
+               Table(view, result, "compare.csv")]
     return blocks

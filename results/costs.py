@@ -7,6 +7,12 @@
 Each row's accuracy is mean ± 95% t half-width over seeds with n, and both accuracy and FLOPs
 are given as shares of the most accurate row's and of the costliest row's, so that "keeps X%
 of the accuracy at Y% of the cost" can be read off. Rows without cost columns: no section.
+
+Timings depend on the machine's load: each row says how noisy they were (the largest spread of
+its timed calls, (p75 - p25) / median, the threads, the cores other processes kept busy and the
+load average, over its models), and the section warns, naming the rows and the reasons, where
+the measurement marked them untrusted (`distill.export.cost.trust`: load above the cores, or a
+spread above 50%). Rows written before these figures existed show them blank.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import math
 import pandas as pd
 
 from . import experiments as ex
-from .page import Figure, Heading, Table
+from .page import Figure, Heading, Para, Table
 from .settings import setting_groups
 from .views import Context, grouped
 
@@ -36,6 +42,35 @@ def cost_groups(exp: ex.Experiment) -> list[tuple[str, pd.DataFrame]]:
     return groups
 
 
+def _noise(group: pd.DataFrame) -> dict:
+    """How noisy a group's timings were: the largest spread and load over its rows, trusted only if all are."""
+    def most(column):
+        values = pd.to_numeric(group[column], errors="coerce") if column in group else pd.Series(dtype=float)
+        return float(values.max()) if values.notna().any() else math.nan
+
+    spread = max(most("latency_spread"), most("throughput_spread"), key=lambda v: -1 if math.isnan(v) else v)
+    marks = group["trusted"].dropna().tolist() if "trusted" in group else []
+    reasons = group["untrusted_because"].dropna().astype(str).tolist() if "untrusted_because" in group else []
+    return {"timing_spread": spread, "threads": most("threads"), "load_cores": most("load_cores"),
+            "load_avg": most("load_avg"), "cores": most("cores"),
+            "timings_trusted": all(bool(m) for m in marks) if marks else None,
+            "untrusted_because": "; ".join(dict.fromkeys(reasons)) or None}
+
+
+def _noise_words(number: dict) -> dict:
+    def show(value, fmt):
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+    trusted = number["timings_trusted"]
+    return {"timing spread %": show(100 * number["timing_spread"], "{:.0f}"),
+            "threads": show(number["threads"], "{:.0f}"),
+            "load: other cores busy / load avg / cores": " / ".join(
+                show(number[k], f) or "?"
+                for k, f in (("load_cores", "{:.1f}"), ("load_avg", "{:.1f}"), ("cores", "{:.0f}")))
+            if any(show(number[k], "{}") for k in ("load_cores", "load_avg", "cores")) else "",
+            "timings": "" if trusted is None else "ok" if trusted else "**untrusted**"}
+
+
 def cost_view(exp: ex.Experiment, context: Context) -> list:
     """Cost table and accuracy-vs-FLOPs plot when the rows carry cost columns; nothing otherwise."""
     costs = [c for c in ("params", "flops", "latency_ms", "throughput", "size_bytes") if c in exp.rows.columns]
@@ -46,6 +81,7 @@ def cost_view(exp: ex.Experiment, context: Context) -> list:
         mean, half, n = ex.cell(group["test_acc"], 100.0)
         number = {"model": name, "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n}
         number.update({c: pd.to_numeric(group[c], errors="coerce").mean() for c in costs})
+        number.update(_noise(group))
         numbers.append(number)
     table = pd.DataFrame(numbers)
     best_acc = table["test_acc_mean"].max()
@@ -53,13 +89,20 @@ def cost_view(exp: ex.Experiment, context: Context) -> list:
     shown = []
     for number in numbers:
         row = {"model": number["model"],
-               "test acc %": ex.text(number["test_acc_mean"], number["test_acc_ci"], number["test_acc_n"]),
+               "test acc %": ex.text(number["test_acc_mean"], number["test_acc_ci"], number["test_acc_n"],
+                                     bounds=ex.ACC),
                "% of the best accuracy": f"{100 * number['test_acc_mean'] / best_acc:.1f}"}
         if "flops" in number and top_flops and math.isfinite(top_flops):
             row["% of the largest FLOPs"] = f"{100 * number['flops'] / top_flops:.3g}"
         row.update({COST_WORDS[c]: f"{number[c]:.4g}" for c in costs})
+        row.update(_noise_words(number))
         shown.append(row)
     blocks = [Heading("Cost", 3), Table(pd.DataFrame(shown), table, f"{exp.slug}-cost.csv")]
+    untrusted = [n for n in numbers if n["timings_trusted"] is False]
+    if untrusted:
+        blocks.append(Para("**Warning:** the latency and throughput of " + "; ".join(
+            f"{n['model']} ({n['untrusted_because']})" for n in untrusted) + " were timed on a busy or noisy "
+            "machine and are not to be trusted: time them again on an idle one (`distill export`)."))
     if context.plots is not None and "flops" in exp.rows.columns and exp.rows["flops"].notna().any():
         path = context.plots.accuracy_vs_flops(table, context.figure(exp, "flops"))
         blocks.append(Figure(path, "Test accuracy against FLOPs per example (log scale); the Pareto front "

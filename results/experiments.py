@@ -30,7 +30,7 @@ import pandas as pd
 from distill import kinds
 from distill.errors import UserError
 
-from .stats import format_value, mean_ci
+from .stats import format_value, limits, mean_ci
 
 # config keys that never make two runs different experiments (paths, ids, machine settings)
 BOOKKEEPING = ("cfg.name", "cfg.seeds", "cfg.run_id", "cfg.paper", "cfg.tune.", "cfg.search", "cfg.dataset.root",
@@ -287,9 +287,13 @@ def cell(values, scale: float = 100.0) -> tuple[float, float, int]:
     return mean, (high - mean) if n > 1 else math.nan, n
 
 
-def text(mean: float, half: float, n: int, digits: int = 1) -> str:
-    """'95.8 ± 1.0 (n=3)'; '95.8 (n=1)'; '-' when there is no value."""
-    return format_value(mean, half, n, digits)
+ACC = limits("test_acc")  # an accuracy in %: its interval is clipped to [0, 100]
+
+
+def text(mean: float, half: float, n: int, digits: int = 1, bounds=None) -> str:
+    """'95.8 ± 1.0 (n=3)'; '95.8 (n=1)'; '-' when there is no value; `bounds` (e.g. ACC) clip the
+    interval (`results.stats.format_value`)."""
+    return format_value(mean, half, n, digits, bounds)
 
 
 def _number(value) -> Optional[float]:

@@ -19,6 +19,7 @@ import pandas as pd
 from . import experiments as ex
 from .page import Figure, Heading, Para, Table
 from .settings import searched_keys, setting_groups
+from .stats import limits
 from .views import Context, grouped
 
 KEYS = {"val_agreement": "val agreement %", "test_agreement": "test agreement %",
@@ -55,7 +56,7 @@ def fidelity_table(groups: list[tuple[str, pd.DataFrame]], csv: str) -> Table:
             scale = 1.0 if metric == "test_teacher_kl" else 100.0
             mean, half, n = ex.cell(group[metric], scale)
             number.update({f"{metric}_mean": mean, f"{metric}_ci": half, f"{metric}_n": n})
-            display[title] = ex.text(mean, half, n, 3 if scale == 1.0 else 1)
+            display[title] = ex.text(mean, half, n, 3 if scale == 1.0 else 1, limits(metric))
         shown.append(display)
         numbers.append(number)
     return Table(pd.DataFrame(shown), pd.DataFrame(numbers), csv)

@@ -8,7 +8,9 @@
     results.plots.capacity_curve(student_rows, teacher_rows, "report/capacity.png")
 
 Bands and error bars are the same Student-t 95% intervals over seeds as the tables
-(`results.stats.mean_ci`), not seaborn's bootstrap, so plots and tables agree.
+(`results.stats.mean_ci`), not seaborn's bootstrap, so plots and tables agree; like the tables'
+they are clipped to what the quantity can take (`results.stats.limits`: an accuracy to [0, 100] %),
+and a legend entry whose interval comes from 2 seeds says so ("n=2, wide").
 """
 
 from __future__ import annotations
@@ -28,7 +30,19 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 from .labels import distilled_rows, model_label, sweep_columns  # noqa: E402
-from .stats import is_fraction_metric, mean_ci  # noqa: E402
+from .stats import WIDE, clip, compare, is_fraction_metric, limits, mean_ci  # noqa: E402
+
+
+def _ci(values, metric: str = "test_acc") -> tuple[float, float, float, int]:
+    """mean_ci of `values` (already scaled to % for a fraction metric), the interval clipped to `metric`'s limits."""
+    mean, low, high, n = mean_ci(values)
+    low, high = clip(low, high, limits(metric))
+    return mean, low, high, n
+
+
+def _n(n: int, what: str = "seeds") -> str:
+    """'n=3 seeds'; 'n=2 seeds, wide' (a 2-seed t-interval is 12.7 standard errors each side)."""
+    return f"n={n}" + (f" {what}" if what else "") + (", wide" if 1 < n <= WIDE else "")
 
 
 def _labels(df: pd.DataFrame) -> pd.Series:
@@ -56,10 +70,10 @@ def learning_curves(records: pd.DataFrame, out, split: str = "val", metric: str 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     palette = sns.color_palette(n_colors=rows["model"].nunique())
     for colour, (label, group) in zip(palette, rows.groupby("model", sort=True)):
-        stats = [(epoch, *mean_ci(pd.to_numeric(g[metric], errors="coerce") * scale))
+        stats = [(epoch, *_ci(pd.to_numeric(g[metric], errors="coerce") * scale, f"{split}_{metric}"))
                  for epoch, g in group.groupby("epoch", sort=True)]
         epochs, means, lows, highs, ns = (np.array(v, dtype=float) for v in zip(*stats))
-        ax.plot(epochs, means, color=colour, label=f"{label} (n={int(ns[0])})")
+        ax.plot(epochs, means, color=colour, label=f"{label} ({_n(int(ns[0]), '')})")
         if np.isfinite(lows).any():
             ax.fill_between(epochs, lows, highs, color=colour, alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
@@ -102,22 +116,55 @@ def heatmap_cells(df: pd.DataFrame, metric: str = "val_acc") -> Optional[tuple[p
     return means, counts
 
 
+def heatmap_marks(df: pd.DataFrame, means: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
+    """Per T x alpha cell: "best" (the best mean), "same" (not separable from the best: the paired-by-seed
+    95% interval of cell - best includes 0, or fewer than 2 seeds pair), "" (separably worse or better)."""
+    t_key, a_key = sweep_columns(_one_sweep(df))
+    rows = distilled_rows(_one_sweep(df))
+    best = np.unravel_index(np.nanargmax(means.to_numpy(float)), means.shape)
+    best_t, best_a = means.index[best[0]], means.columns[best[1]]
+    best_mask = (rows[t_key] == best_t) & (rows[a_key] == best_a)
+    marks = pd.DataFrame("", index=means.index, columns=means.columns)
+    for t in means.index:
+        for a in means.columns:
+            if (t, a) == (best_t, best_a):
+                marks.loc[t, a] = "best"
+            elif np.isfinite(means.loc[t, a]):
+                c = compare(rows, (rows[t_key] == t) & (rows[a_key] == a), best_mask, metric)
+                marks.loc[t, a] = "same" if c.n < 2 or not (c.high < 0 or c.low > 0) else ""
+    return marks
+
+
 def sweep_heatmap(df: pd.DataFrame, out, metric: str = "val_acc") -> Optional[Path]:
-    """Mean `metric` over temperature x alpha of one sweep's trials, each cell annotated with
-    its mean and n; None if the rows do not vary both distill.temperature and distill.alpha."""
+    """Mean `metric` over temperature x alpha of one sweep's trials, each cell annotated with its mean and
+    n; the colour is the difference from the best cell on a diverging scale centred on the best, and each
+    cell not separable from the best (paired by seed) is hatched and marked "≈", the best "★". None if the
+    rows do not vary both distill.temperature and distill.alpha."""
     cells = heatmap_cells(df, metric)
     if cells is None:
         return None
     means, counts = cells
+    marks = heatmap_marks(df, means, metric)
+    symbol = {"best": "★ ", "same": "≈ ", "": ""}
+    notes = np.array([[f"{symbol[k]}{m:.1f}\nn={int(c)}" if np.isfinite(m) else "" for m, c, k in zip(mr, cr, kr)]
+                      for mr, cr, kr in zip(means.to_numpy(float), counts.fillna(0).to_numpy(float),
+                                            marks.to_numpy())])
     scale = 100.0 if is_fraction_metric(metric) else 1.0
-    notes = np.array([[f"{m:.1f}\nn={int(c)}" if np.isfinite(m) else "" for m, c in zip(mr, cr)]
-                      for mr, cr in zip(means.to_numpy(float), counts.fillna(0).to_numpy(float))])
-    fig, ax = plt.subplots(figsize=(1.3 * means.shape[1] + 2.5, 1.0 * means.shape[0] + 1.8))
-    sns.heatmap(means, annot=notes, fmt="", cmap="viridis", ax=ax,
-                cbar_kws={"label": f"mean {_words(metric)}{' (%)' if scale != 1 else ''}"})
+    unit = " (points)" if scale != 1 else ""
+    below = means - np.nanmax(means.to_numpy(float))
+    reach = max(float(np.nanmax(np.abs(below.to_numpy(float)))), 1e-9)
+    fig, ax = plt.subplots(figsize=(1.3 * means.shape[1] + 3.0, 1.0 * means.shape[0] + 2.4))
+    sns.heatmap(below, annot=notes, fmt="", cmap="RdBu_r", center=0.0, vmin=-reach, vmax=reach, ax=ax,
+                cbar_kws={"label": f"mean {_words(metric)} − the best's{unit}"})
+    for i, t in enumerate(means.index):
+        for j, a in enumerate(means.columns):
+            if marks.loc[t, a] == "same":
+                ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="0.35", linewidth=0))
     ax.set_xlabel("alpha (weight of the soft-target term)")
     ax.set_ylabel("temperature T")
     ax.set_title(f"Mean {_words(metric)} over T x alpha (n = trials per cell)")
+    fig.text(0.01, -0.02, "★ best cell;  ≈ and hatched: not separable from the best (paired by seed, 95% CI of the "
+                          "difference includes 0, or fewer than 2 seeds pair)", fontsize="small", ha="left", va="top")
     return _save(fig, out)
 
 
@@ -127,7 +174,7 @@ def _words(metric: str) -> str:
 
 def _interval(ax, x, values, colour, label, **style):
     """One point with its 95% t interval; returns (mean, low, high, n)."""
-    mean, low, high, n = mean_ci(values)
+    mean, low, high, n = _ci(values)
     if math.isfinite(low):
         ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=colour, capsize=4, fmt="o",
                     label=label, **style)
@@ -142,18 +189,18 @@ def generations(df: pd.DataFrame, out) -> Path:
     gens = df[df["role"] == "generation"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = sns.color_palette(n_colors=2)
-    stats = [(g, *mean_ci(rows["test_acc"].astype(float) * 100)) for g, rows in gens.groupby("generation")]
+    stats = [(g, *_ci(rows["test_acc"].astype(float) * 100)) for g, rows in gens.groupby("generation")]
     x, means, lows, highs, ns = (np.array(v, dtype=float) for v in zip(*stats))
     ax.errorbar(x, means, yerr=[means - np.where(np.isfinite(lows), lows, means),
                                 np.where(np.isfinite(highs), highs, means) - means],
-                color=colours[0], marker="o", capsize=4, label=f"generation g (n={int(ns.max())} seeds)")
+                color=colours[0], marker="o", capsize=4, label=f"generation g ({_n(int(ns.max()))})")
     ens = df[(df["role"] == "ensemble") & df["name"].astype(str).str.startswith("ens_1..")]
     if not ens.empty:
-        stats = [(g, *mean_ci(rows["test_acc"].astype(float) * 100)) for g, rows in ens.groupby("generation")]
+        stats = [(g, *_ci(rows["test_acc"].astype(float) * 100)) for g, rows in ens.groupby("generation")]
         ex, em, el, eh, en = (np.array(v, dtype=float) for v in zip(*stats))
         ax.errorbar(ex, em, yerr=[em - np.where(np.isfinite(el), el, em), np.where(np.isfinite(eh), eh, em) - em],
                     color=colours[1], marker="s", linestyle="--", capsize=4,
-                    label=f"Ens x k: generations 1..k (n={int(en.max())} seeds)")
+                    label=f"Ens x k: generations 1..k ({_n(int(en.max()))})")
     ax.set_xlabel("generation (0 = teacher trained from labels)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
@@ -164,32 +211,43 @@ def generations(df: pd.DataFrame, out) -> Path:
 
 
 def size_curve(df: pd.DataFrame, out) -> Path:
-    """Ensemble collapse: test accuracy against ensemble size k (one line and 95% band per
-    combination), the mean member and each distilled student as horizontal lines."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    """Ensemble collapse: test accuracy against ensemble size k, each combination as markers with 95%
+    error bars, dodged sideways so that they do not cover each other (no bands); the mean member and
+    each distilled student as horizontal lines, a student's 95% interval as an error bar at the right."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     ens = df[df["role"] == "ensemble"]
     students = df[df["role"] == "student"]
     groups = list(ens.groupby("combine")) if not ens.empty else []
-    colours = sns.color_palette(n_colors=len(groups) + 1 + max(1, students["name"].nunique() * 3))
-    for colour, (combine, rows) in zip(colours, groups):
-        stats = [(k, *mean_ci(r["test_acc"].astype(float) * 100)) for k, r in rows.groupby("size")]
+    student_groups = list(students.groupby(["name", "combine"], dropna=False)) if not students.empty else []
+    colours = sns.color_palette(n_colors=max(1, len(groups) + len(student_groups)))
+    markers = "osD^vP*X"
+    width = 0.5  # the dodge spread within one k
+    sizes = sorted(pd.to_numeric(ens["size"], errors="coerce").dropna().unique()) if len(ens) else [1]
+    for i, (colour, (combine, rows)) in enumerate(zip(colours, groups)):
+        shift = (i - (len(groups) - 1) / 2) * width / max(1, len(groups))
+        stats = [(k, *_ci(r["test_acc"].astype(float) * 100)) for k, r in rows.groupby("size")]
         k, means, lows, highs, ns = (np.array(v, dtype=float) for v in zip(*stats))
-        ax.plot(k, means, marker="o", color=colour, label=f"ensemble, {combine} (n={int(ns.max())} seeds)")
-        if np.isfinite(lows).any():
-            ax.fill_between(k, lows, highs, color=colour, alpha=0.2, linewidth=0)
+        errors = [means - np.where(np.isfinite(lows), lows, means), np.where(np.isfinite(highs), highs, means) - means]
+        ax.errorbar(k + shift, means, yerr=errors, color=colour, marker=markers[i % len(markers)], linestyle="-",
+                    linewidth=1, capsize=3, label=f"ensemble, {combine} ({_n(int(ns.max()))})")
     members = df[df["role"] == "member"].groupby("seed")["test_acc"].mean() * 100
     if len(members):
-        ax.axhline(members.mean(), color="black", linestyle="--", label=f"mean member (n={len(members)} seeds)")
-    rest = colours[len(groups):]
-    for colour, ((name, combine), rows) in zip(rest, students.groupby(["name", "combine"], dropna=False)):
-        mean = rows["test_acc"].astype(float).mean() * 100
+        ax.axhline(members.mean(), color="black", linestyle="--", linewidth=1,
+                   label=f"mean member ({_n(len(members))})")
+    right = max(sizes) + 0.6
+    for j, (colour, ((name, combine), rows)) in enumerate(zip(colours[len(groups):], student_groups)):
+        mean, low, high, n = _ci(rows.groupby("seed")["test_acc"].mean().astype(float) * 100)
         tag = f", {combine}" if isinstance(combine, str) else ""
-        ax.axhline(mean, color=colour, linestyle=":", label=f"student {name}{tag} (n={rows['seed'].nunique()})")
-    ax.set_xlabel("ensemble size k (members averaged)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.axhline(mean, color=colour, linestyle=":", linewidth=1)
+        x = right + 0.15 * j
+        if math.isfinite(low):
+            ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=colour, marker="_", capsize=3)
+        ax.plot([x], [mean], marker="_", color=colour, linestyle=":", label=f"student {name}{tag} ({_n(n)})")
+    ax.set_xlabel("ensemble size k (members combined); students' intervals at the right")
+    ax.set_xticks(sizes)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Ensemble size curve: mean and 95% CI over seeds")
-    ax.legend(fontsize="small", loc="best")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     return _save(fig, out)
 
@@ -265,10 +323,10 @@ def capacity_curve(rows: pd.DataFrame, teachers: pd.DataFrame, out, sizes: Optio
     colours = sns.color_palette(n_colors=len(methods) + 1)
     for colour, name in zip(colours, methods):
         group = points[points[method].astype(str) == name]
-        stats = [(x, *mean_ci(g["_y"].tolist())) for x, g in group.groupby("_x", sort=True)]
+        stats = [(x, *_ci(g["_y"].tolist(), metric)) for x, g in group.groupby("_x", sort=True)]
         x, means, lows, highs, ns = (np.array(v, dtype=float) for v in zip(*stats))
         label = f"student from labels ({name})" if name == "labels" else f"student, {name}"
-        label += f" (n={int(ns.max())} seeds per size)"
+        label += f" ({_n(int(ns.max()), 'seeds per size')})"
         ax.plot(x, means, marker="o", color=colour, linestyle="--" if name == "labels" else "-", label=label)
         if np.isfinite(lows).any():
             ax.fill_between(x, lows, highs, color=colour, alpha=0.2, linewidth=0)

@@ -35,8 +35,12 @@ from .views import Context, bornagain_view, ensemble_view, kd_view, labels_view,
 SELECTION_RULE = ("Model selection uses the validation split only: each model's test figures are taken at the "
                   "epoch with the best validation accuracy (`selected_epoch`); test figures never choose anything. "
                   "Every figure is a mean over seeds ± the 95% Student-t half-width, with n, the number of seeds "
-                  "(n=1 has no interval). Accuracies in %. A difference is `higher`/`lower` only when its 95% "
-                  "interval excludes 0, else `not separable`.")
+                  "(n=1 has no interval; `n=2, wide`: from 2 seeds the interval is 12.7 standard errors each side). "
+                  "An interval that would run past what the quantity can take (0-100 % for an accuracy) is shown "
+                  "clipped, as its ends. Accuracies in %. A difference is `higher`/`lower` only when its 95% "
+                  "interval excludes 0, else `not separable`; where a table compares several models or settings with "
+                  "one reference, the verdict is also given after Holm's adjustment over its rows, the one to quote "
+                  "when the rows are read together.")
 
 VIEWS = {"kd": kd_view, "labels": labels_view, "bornagain": bornagain_view, "ensemble": ensemble_view,
          "sweep": sweep_view, "models": models_view}
@@ -91,7 +95,7 @@ def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
         status = ", ".join(sorted(set(e.rows["status"].dropna().astype(str)))) if "status" in e.rows else ""
         rows.append({"experiment": f"[{e.title}](#{e.slug})", "kind": e.words, "runs": len(e.runs),
                      "seeds": e.rows["seed"].nunique(), "headline model": about,
-                     "test acc %": ex.text(mean, half, n), "status": status})
+                     "test acc %": ex.text(mean, half, n, bounds=ex.ACC), "status": status})
         numbers.append({"experiment": e.title, "kind": e.kind, "runs": len(e.runs), "headline": about,
                         "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n, "status": status})
     blocks = [Heading("Distillation report", 1),

@@ -6,7 +6,11 @@
     c = compare(df, df.role == "student", df.role == "teacher", "test_acc")
     print(c)                                                       # +0.8 (95% CI +0.1 to +1.5, n=3 paired seeds)
 
-Every number carries its n: the count of seeds (rows) that went into it.
+Every number carries its n: the count of seeds (rows) that went into it. Where several
+comparisons share one family (methods against one baseline, experiments against the first),
+`holm` adjusts their p-values (Holm's step-down) and `holm_verdict` words the result. An
+interval is clipped to what its quantity can take (`limits`: an accuracy in [0, 100] %, an
+NLL >= 0); an interval from 2 seeds is marked as such (its t factor is 12.7).
 """
 
 from __future__ import annotations
@@ -27,9 +31,30 @@ GROUP_COLUMNS = ["experiment", "role", "name", "generation", "member", "size", "
 _PERCENT_WORDS = ("acc", "ece", "agreement", "gap_recovered")
 
 
+LEVEL = 0.05  # the family-wise error rate of Holm-adjusted verdicts (two-sided, as the 95% CIs)
+WIDE = 2  # an interval from this many seeds is marked: t_{0.975, 1} = 12.7 standard errors each side
+
+
 def is_fraction_metric(metric: str) -> bool:
     """Whether `table(..., percent=True)` shows `metric` in percent (accuracies, ECE, agreement)."""
     return any(word in metric for word in _PERCENT_WORDS)
+
+
+def limits(metric: str, percent: bool = True) -> tuple[float, float]:
+    """The range `metric` can take: [0, 100] for a fraction shown in percent ([0, 1] if not), [0, inf) for
+    NLL, perplexity, ECE, losses, seconds and costs, (-inf, inf) for anything else (a difference, a gain)."""
+    if is_fraction_metric(metric) and not metric.startswith(("diff", "gain")):
+        return 0.0, 100.0 if percent else 1.0
+    if metric.endswith(("nll", "ppl", "loss", "seconds", "kl", "flops", "params", "latency_ms", "throughput")):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+def clip(low: float, high: float, bounds: Optional[tuple[float, float]]) -> tuple[float, float]:
+    """(low, high) cut to `bounds` (NaN stays NaN)."""
+    if bounds is None:
+        return low, high
+    return (max(low, bounds[0]) if math.isfinite(low) else low, min(high, bounds[1]) if math.isfinite(high) else high)
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
@@ -101,13 +126,22 @@ def table(df: pd.DataFrame, by: Optional[Sequence[str]] = None, metrics: Sequenc
     return out
 
 
-def format_value(mean: float, half: float, n: int, digits: int = 1) -> str:
-    """'91.6 ± 1.2 (n=3)'; a single seed shows no interval: '91.6 (n=1)'; no value: '-'."""
+def format_value(mean: float, half: float, n: int, digits: int = 1,
+                 bounds: Optional[tuple[float, float]] = None) -> str:
+    """'91.6 ± 1.2 (n=3)'; a single seed shows no interval: '91.6 (n=1)'; no value: '-'.
+
+    Two seeds: '(n=2, wide)'. An interval that runs past `bounds` (e.g. (0, 100) for an accuracy
+    in %, `limits`) is shown clipped, as its ends: '99.0 (95% CI 93.1 to 100.0, n=2, wide)'.
+    """
     if n == 0 or not math.isfinite(mean):
         return "-"
-    if n > 1 and math.isfinite(half):
-        return f"{mean:.{digits}f} ± {half:.{digits}f} (n={n})"
-    return f"{mean:.{digits}f} (n={n})"
+    if n < 2 or not math.isfinite(half):
+        return f"{mean:.{digits}f} (n={n})"
+    count = f"n={n}, wide" if n <= WIDE else f"n={n}"
+    low, high = clip(mean - half, mean + half, bounds)
+    if (low, high) != (mean - half, mean + half):
+        return f"{mean:.{digits}f} (95% CI {low:.{digits}f} to {high:.{digits}f}, {count})"
+    return f"{mean:.{digits}f} ± {half:.{digits}f} ({count})"
 
 
 def _format_key(value) -> str:
@@ -136,10 +170,51 @@ def format_table(tbl: pd.DataFrame, digits: Optional[int] = None) -> str:
         cells = [_format_key(row[c]) for c in by]
         for m in metrics:
             places = digits if digits is not None else (1 if m in scaled else 3)
-            cells.append(format_value(row[f"{m}_mean"], row[f"{m}_ci"], int(row[f"{m}_n"]), places))
+            cells.append(format_value(row[f"{m}_mean"], row[f"{m}_ci"], int(row[f"{m}_n"]), places,
+                                      limits(m, m in scaled)))
         cells += [_format_key(row[c]) for c in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (NaN stays NaN and is not counted).
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)),
+    as statsmodels' `multipletests(p, method="holm")` gives them.
+    """
+    p = np.asarray(p_values, dtype=float)
+    finite = np.flatnonzero(np.isfinite(p))
+    adjusted = np.full(p.shape, math.nan)
+    m = finite.size
+    running = 0.0
+    for rank, index in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def holm_verdict(diff: float, p_adjusted: float, level: float = LEVEL) -> str:
+    """'higher' / 'lower' when the Holm-adjusted p is below `level`, else 'not separable'."""
+    if not math.isfinite(p_adjusted):
+        return "too few seeds to tell"
+    if p_adjusted >= level:
+        return "not separable"
+    return "higher" if diff > 0 else "lower"
+
+
+def p_from_interval(diff: float, low: float, high: float, n: int, confidence: float = 0.95) -> float:
+    """The two-sided p of the paired t-test behind a Student-t interval (low, high) of a mean
+    difference over n pairs: t = diff / (half-width / t_{(1+confidence)/2, n-1}), n - 1 dof."""
+    half = (high - low) / 2
+    if n < 2 or not (math.isfinite(half) and math.isfinite(diff)):
+        return math.nan
+    if half == 0:
+        return 0.0 if diff != 0 else 1.0
+    from scipy import stats as scipy_stats
+
+    se = half / float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1))
+    return float(2 * scipy_stats.t.sf(abs(diff) / se, n - 1))
 
 
 @dataclass

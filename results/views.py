@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import experiments as ex
 from .page import Figure, Para, Table
-from .stats import Comparison, compare
+from .stats import Comparison, compare, holm, holm_verdict, limits
 
 METRICS = {"test_acc": "test acc %", "val_acc": "val acc %", "test_nll": "test NLL", "test_ece": "test ECE %",
            "test_ppl": "test perplexity"}
@@ -76,7 +76,8 @@ def figure_table(groups: list[tuple[str, pd.DataFrame]], paper: dict | None = No
                 continue
             mean, half, n = _values(rows, metric)
             number.update({f"{metric}_mean": mean, f"{metric}_ci": half, f"{metric}_n": n})
-            display[METRICS.get(metric, metric)] = ex.text(mean, half, n, 1 if metric.endswith(("acc", "ece")) else 3)
+            display[METRICS.get(metric, metric)] = ex.text(mean, half, n, 1 if metric.endswith(("acc", "ece")) else 3,
+                                                           limits(metric))
         numbers.append(number)
         shown.append(display)
     values = [ex.paper_value(paper, rows.iloc[0]) for _, rows in groups] if paper else []
@@ -99,8 +100,15 @@ def comparison_row(name: str, c: Comparison, **extra) -> tuple[dict, dict]:
     return shown, number
 
 
-def comparison_table(items: list[tuple[dict, dict]], csv: str) -> Table:
-    return Table(pd.DataFrame([s for s, _ in items]), pd.DataFrame([n for _, n in items]), csv)
+def comparison_table(items: list[tuple[dict, dict]], csv: str, family: bool = False) -> Table:
+    """The comparisons as a table; `family` (several models against one reference): each verdict
+    also after Holm's adjustment of the p-values over the rows (`results.stats.holm`)."""
+    shown, numbers = pd.DataFrame([s for s, _ in items]), pd.DataFrame([n for _, n in items])
+    if family and len(items) > 1:
+        numbers["p_holm"] = holm(numbers["p_value"].tolist())
+        numbers["verdict_holm"] = [holm_verdict(d, p) for d, p in zip(numbers["diff"], numbers["p_holm"])]
+        shown[f"verdict, Holm over {len(items)}"] = numbers["verdict_holm"]
+    return Table(shown, numbers, csv)
 
 
 def grouped(rows: pd.DataFrame, order: Callable[[pd.Series], tuple] | None = None,
@@ -171,7 +179,7 @@ def against_reference(exp: ex.Experiment, groups: list[tuple[str, pd.DataFrame]]
     return [Para(f"Each model against the {roles[0]} model of its architecture, paired by seed "
                  f"({METRICS[metric].replace(' %', '')}); a difference is higher or lower only when its 95% "
                  f"interval excludes 0."),
-            comparison_table(items, f"{exp.slug}-vs-{roles[0]}.csv")]
+            comparison_table(items, f"{exp.slug}-vs-{roles[0]}.csv", family=True)]
 
 
 def labels_runs(exp: ex.Experiment, everything: pd.DataFrame) -> pd.DataFrame:
@@ -262,23 +270,28 @@ def bornagain_view(exp: ex.Experiment, context: Context) -> list:
     for name, group in groups:
         if name.startswith("generation 0"):
             texts.append(("", ""))
-            diffs.append((math.nan, math.nan, math.nan, 0))
+            diffs.append((math.nan, math.nan, math.nan, 0, math.nan))
             continue
         c = paired(group, gen0)
         texts.append((str(c), in_words(c)))
-        diffs.append((c.diff, c.low, c.high, c.n))
+        diffs.append((c.diff, c.low, c.high, c.n, c.p_value))
     shown["vs generation 0 (test, points)"] = [t for t, _ in texts]
     shown["verdict"] = [v for _, v in texts]
+    numbers[["diff_vs_gen0", "low", "high", "pairs", "p_value"]] = pd.DataFrame(diffs, index=numbers.index)
+    numbers["p_holm"] = holm(numbers["p_value"].tolist())  # every row against generation 0: one family
+    family = int(numbers["p_holm"].notna().sum())
+    shown[f"verdict, Holm over {family}"] = ["" if t == "" else holm_verdict(d, p) for (t, _), d, p in
+                                            zip(texts, numbers["diff_vs_gen0"], numbers["p_holm"])]
     if "paper" in shown.columns:
         shown = shown[[c for c in shown.columns if c != "paper"] + ["paper"]]
-    numbers[["diff_vs_gen0", "low", "high", "pairs"]] = pd.DataFrame(diffs, index=numbers.index)
     generations = rows[rows["role"] == "generation"]
     sizes = pd.to_numeric(generations["params"], errors="coerce").nunique() if "params" in generations else 0
     if generations["name"].nunique() > 1 or sizes > 1:
         _architecture_columns(groups, shown, numbers)  # a chain that changes size: what each generation is
     blocks = [Para("The born-again paper's layout: generation 0 is trained from labels and teaches BAN-1; each "
                    "BAN-g is taught by the one before; Ens x k averages the predictions of k generations. "
-                   "Test accuracy at the validation-selected epoch; differences paired by seed."),
+                   "Test accuracy at the validation-selected epoch; differences paired by seed, their verdicts "
+                   "also after Holm's adjustment over every row compared with generation 0."),
               Table(shown, numbers, f"{exp.slug}-generations.csv")]
     paper_note(context, blocks, shown)
     blocks += _direct_blocks(exp, generations)
@@ -333,15 +346,16 @@ def ensemble_view(exp: ex.Experiment, context: Context) -> list:
         acc = ex.cell(group["test_acc"])
         gain = ex.cell(group["gain_over_mean_member"]) if "gain_over_mean_member" in group else (math.nan, math.nan, 0)
         spread = ex.cell(group["disagreement"]) if "disagreement" in group else (math.nan, math.nan, 0)
-        curve.append(({"combine": combine, "k": int(size), "test acc %": ex.text(*acc),
-                       "gain over mean member (points)": ex.text(*gain), "disagreement %": ex.text(*spread)},
+        curve.append(({"combine": combine, "k": int(size), "test acc %": ex.text(*acc, bounds=ex.ACC),
+                       "gain over mean member (points)": ex.text(*gain),
+                       "disagreement %": ex.text(*spread, bounds=ex.ACC)},
                       {"combine": combine, "k": int(size), "test_acc_mean": acc[0], "test_acc_ci": acc[1],
                        "test_acc_n": acc[2], "gain_mean": gain[0], "gain_ci": gain[1], "gain_n": gain[2],
                        "disagreement_mean": spread[0], "disagreement_n": spread[2]}))
     paper = ex.paper_value(context.paper, members.iloc[0]) if len(members) else math.nan
     published = f" (paper: {paper:g} %, from {context.paper_source or 'the paper'})" if not math.isnan(paper) else ""
     blocks = [Para(f"Mean member (the {members['member'].nunique()} members averaged per seed): "
-                   f"{ex.text(*ex.cell(mean_member['test_acc']))} % test accuracy{published}.")]
+                   f"{ex.text(*ex.cell(mean_member['test_acc']), bounds=ex.ACC)} % test accuracy{published}.")]
     if curve:
         blocks += [Para("Ensembles of k members (averaged over the k-subsets) against the mean member; "
                         "disagreement (diversity) is the share of test examples on which two members disagree."),
@@ -356,14 +370,13 @@ def ensemble_view(exp: ex.Experiment, context: Context) -> list:
 
 
 def _student_table(exp, students, mean_member, context) -> list:
-    baselines = exp.rows[exp.rows["role"] == "baseline"]
-    items = []
+    baselines, items = exp.rows[exp.rows["role"] == "baseline"], []
     for name, group in grouped(students) + grouped(baselines):  # the baselines last, without a baseline
         acc, c = ex.cell(group["test_acc"]), paired(group, mean_member)
         recovered = ex.cell(group["gap_recovered"]) if "gap_recovered" in group else (math.nan, math.nan, 0)
-        own = _baseline_of(group, baselines)
+        own = baselines[baselines["arch"].isin(set(group["arch"]))] if "arch" in baselines else baselines
         b = paired(group, own) if not own.empty and (group["role"] == "student").all() else None
-        shown = {"student": name, "test acc %": ex.text(*acc), "vs mean member (points)": str(c),
+        shown = {"student": name, "test acc %": ex.text(*acc, bounds=ex.ACC), "vs mean member (points)": str(c),
                  "verdict": in_words(c), "gap recovered %": ex.text(*recovered)}
         if not baselines.empty:
             shown.update({"vs baseline (points)": str(b or "-"), "verdict vs baseline": in_words(b) if b else "-"})
@@ -377,16 +390,11 @@ def _student_table(exp, students, mean_member, context) -> list:
         for (shown, number), paper in zip(items, papers):
             shown["paper"], number["paper"] = "" if math.isnan(paper) else f"{paper:g}", paper
     table = comparison_table(items, f"{exp.slug}-students.csv")
-    fair = (" A student beats something only against its baseline (role baseline: its architecture from labels "
-            "with the students' budget and seeds), paired by seed; the members had another budget, so the mean "
-            "member is no fair baseline." if not baselines.empty else " This run has no baseline "
-            "(ensemble.baseline=false): a gain over the mean member may be the students' other training budget.")
+    fair = (" A student beats something only against its baseline (its architecture from labels with the students'"
+            " budget and seeds), paired by seed: the members had another budget, so the mean member is no fair "
+            "baseline." if not baselines.empty else " No baseline (ensemble.baseline=false): a gain over the mean "
+            "member may be the students' other budget.")
     blocks = [Para("Students distilled from the full ensemble, paired by seed with the mean member; gap recovered = "
                    "(student − mean member) / (ensemble − mean member) on test accuracy." + fair), table]
     paper_note(context, blocks, table.shown)
     return blocks
-
-
-def _baseline_of(students: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
-    """The baseline rows of these students' architecture (their `arch`: name, width, depth)."""
-    return baselines[baselines["arch"].isin(set(students["arch"]))] if "arch" in baselines else baselines

@@ -126,3 +126,29 @@ def sweep(root: Path, scheduler="fifo") -> Path:
     (folder / "sweep.json").write_text(json.dumps({"name": "tune-kd", "scheduler": scheduler, "metric": "val_acc",
                                                    "kind": "train", "trials": trials}))
     return folder
+
+
+def grid_sweep(root: Path, name: str, grid: dict, accuracy, seeds=(0, 1, 2, 3, 4)) -> Path:
+    """A sweep over the product of `grid` (distill.* key -> values) x `seeds`, one trial per point and seed,
+    laid out as `distill tune` writes it; accuracy(params, seed) -> (test_acc, val_acc) of the trial's student."""
+    import itertools
+
+    folder = root / name / "sw"
+    folder.mkdir(parents=True)
+    trials = []
+    for i, values in enumerate(itertools.product(*grid.values())):
+        params = dict(zip(grid, values))
+        for seed in seeds:
+            test, val = accuracy(params, seed)
+            trial = f"trial_{i}_{seed}"
+            distill = {"method": "kd", "temperature": 4.0, "alpha": 0.9, "teacher": None}
+            distill.update({k.split(".", 1)[1]: v for k, v in params.items()})
+            models = [summary_row("teacher", seed, 0.95, name="cnn1d"), summary_row("student", seed, test, val)]
+            write_run(folder / trial, name, "train", models, teacher="cnn1d", distill=distill,
+                      loss={**KD_LOSS, **{k: v for k, v in distill.items() if k != "teacher"}},
+                      search={"distill": {k.split(".", 1)[1]: {"grid": list(v)} for k, v in grid.items()}})
+            trials.append({"trial": trial, "params": {**params, "seeds": seed}, "status": "done", "reason": None,
+                           "run_dir": str(folder / trial), "epochs": 2, "best_val_acc": val})
+    (folder / "sweep.json").write_text(json.dumps({"name": name, "scheduler": "fifo", "metric": "val_acc",
+                                                   "kind": "train", "trials": trials}))
+    return folder

@@ -25,7 +25,7 @@ from scipy import stats as scipy_stats
 
 import results
 from distill import cli
-from results import capacity
+from results import capacity, stats
 from results import experiments as ex
 from tests.conftest import tiny_overrides
 
@@ -141,10 +141,10 @@ def test_which_sweeps_are_capacity_curves(tmp_path, params, found):
 
 def test_holm_against_a_textbook_example():
     # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 4 x 0.005, 3 x 0.01, max(2 x 0.03, 0.03), max(0.06, 1 x 0.04)
-    assert capacity.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert capacity.holm([0.5, math.nan, 0.4]) == pytest.approx([0.8, math.nan, 0.8], nan_ok=True)
-    assert capacity.holm([0.9, 0.8]) == [1.0, 1.0]
-    assert capacity.holm_verdict(-2.0, 0.01) == "lower" and capacity.holm_verdict(2.0, 0.2) == "not separable"
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, math.nan, 0.4]) == pytest.approx([0.8, math.nan, 0.8], nan_ok=True)
+    assert stats.holm([0.9, 0.8]) == [1.0, 1.0]
+    assert stats.holm_verdict(-2.0, 0.01) == "lower" and stats.holm_verdict(2.0, 0.2) == "not separable"
 
 
 # ---------------------------------------------------------------- the preset's quick sweep (Ray)

@@ -114,7 +114,11 @@ def test_row_cost_from_the_train_section_leaves_the_rng_alone():
     rng = torch.get_rng_state()
     cost = row_cost(model, data, SimpleNamespace(cost_budget=0.01))
     assert torch.equal(torch.get_rng_state(), rng)  # the next model's training draws what it would have drawn
-    assert set(cost) == {"size_bytes", "flops", "latency_ms", "throughput"} <= set(ROW_KEYS)
+    noise = {"latency_spread", "throughput_spread", "threads", "cores", "load_cores", "load_avg", "trusted",
+             "untrusted_because"}  # how far the timings can be trusted: in the row, not only on an export card
+    assert set(cost) == {"size_bytes", "flops", "latency_ms", "throughput"} | noise <= set(ROW_KEYS)
+    assert cost["threads"] == torch.get_num_threads() and isinstance(cost["trusted"], bool)
+    assert (cost["untrusted_because"] is None) == cost["trusted"]
     assert cost["flops"] == 2 * (40 * 16 + 16 * 10) and "params" not in cost  # fit_summary has params
 
 
@@ -129,6 +133,15 @@ def test_ensemble_rows_sum_their_members_averaged_over_subsets():
             for p in (1, 2, 3)]
     assert ensemble_row_cost(rows) == {"params": 6, "size_bytes": 24, "flops": 60, "latency_ms": 3.0,
                                        "throughput": pytest.approx(100 / 3)}
+    noisy = [{**r, "latency_spread": 0.1 * i, "throughput_spread": 0.05, "threads": 1, "cores": 2,
+              "load_cores": 0.5 * i, "load_avg": 1.0 + i, "trusted": i < 2,
+              "untrusted_because": None if i < 2 else "the load average was 3.0 on 2 cores"}
+             for i, r in enumerate(rows)]
+    total = ensemble_row_cost(noisy)  # the worst member's noise; trusted only if every member is
+    assert (total["latency_spread"], total["load_cores"], total["load_avg"], total["threads"]) == (0.2, 1.0, 3.0, 1)
+    assert total["trusted"] is False and total["untrusted_because"] == "the load average was 3.0 on 2 cores"
+    assert ensemble_row_cost(noisy[:2])["trusted"] is True and ensemble_row_cost(noisy[:2])["untrusted_because"] is None
+    assert size_cost(noisy, 2)["trusted"] is False and size_cost(noisy, 2)["flops"] == 40
     assert ensemble_row_cost(rows[:2] + [{"params": 3, "flops": None}]) == {}  # a member without figures
     pair = size_cost(rows, 2)  # subsets {0,1}, {0,2}, {1,2}: flops 30, 40, 50
     assert pair["flops"] == 40 and pair["params"] == 4 and isinstance(pair["flops"], int)
@@ -188,3 +201,30 @@ def test_ensemble_run_rows_and_report_show_the_cost(tmp_path):
     assert len(figures) == 1 and figures[0].stat().st_size > 0 and figures[0].name in (out / "report.md").read_text()
     table = next(out.glob("*-cost.csv")).read_text()
     assert "ensemble k=3 mean_probs" in table and "student mlp" in table
+
+
+def test_the_reports_cost_table_shows_how_noisy_the_timings_were(tmp_path):
+    from report_runs import labels_run, summary_row, write_run
+
+    calm = {"flops": 1e6, "latency_ms": 0.5, "throughput": 1e5, "latency_spread": 0.1, "throughput_spread": 0.2,
+            "threads": 1, "cores": 2, "load_cores": 0.2, "load_avg": 1.1, "trusted": True, "untrusted_because": None}
+    busy = {**calm, "latency_ms": 50.0, "latency_spread": 1.7, "load_cores": 1.9, "load_avg": 7.5, "trusted": False,
+            "untrusted_because": "the load average was 7.5 on 2 cores"}
+    models = [summary_row("model", 0, 0.7, **calm), summary_row("model", 1, 0.71, **busy)]
+    models += [summary_row("model", s, 0.9, name="cnn1d", **calm) for s in (0, 1)]
+    run = write_run(tmp_path / "runs" / "costs" / "c1", "costs", "train", models)
+    out = tmp_path / "report"
+    page = results.report([run], out).read_text()
+    table = next(out.glob("*-cost.csv"))
+    import pandas as pd
+
+    numbers = pd.read_csv(table).set_index("model")
+    assert numbers.loc["model mlp", "timing_spread"] == pytest.approx(1.7)  # the worst of its rows
+    assert numbers.loc["model mlp", "load_avg"] == pytest.approx(7.5)
+    assert not numbers.loc["model mlp", "timings_trusted"] and numbers.loc["model cnn1d", "timings_trusted"]
+    assert "| timing spread % |" in page.replace("|---", "") or "timing spread %" in page
+    assert "**Warning:** the latency and throughput of model mlp (the load average was 7.5 on 2 cores)" in page
+    assert "1.9 / 7.5 / 2" in page
+    # rows written before these figures existed: blank, no warning
+    old = labels_run(tmp_path / "old")
+    assert "Warning:** the latency" not in results.report([old], tmp_path / "r2").read_text()

@@ -205,4 +205,4 @@ def test_baseline_is_the_student_from_labels_with_the_students_budget_and_seeds(
     assert "vs baseline (points)" in page and "baseline mlp w8" in page and "no fair baseline" in page
     off = ensembles.run(_cfg(**{**extra, "ensemble.baseline": False}), tmp_path / "off", progress=False)
     assert not [r for r in _summary(off)["models"] if r["role"] == "baseline"]
-    assert "This run has no baseline" in report([off], tmp_path / "report-off").read_text()
+    assert "No baseline (ensemble.baseline=false)" in report([off], tmp_path / "report-off").read_text()

@@ -275,3 +275,22 @@ def test_int8_linear_is_close_and_needs_linear_layers():
     assert Int8Linear(linear).weight.dtype == torch.int8
     with pytest.raises(UserError, match="no Linear layers"):
         quantize_int8(nn.Sequential(nn.ReLU()))
+
+
+def test_a_failed_export_leaves_nothing_behind(run_dir, tmp_path, monkeypatch):
+    """The card fails after the .pt2 is written: no .pt2 without a card, no folder made for it; an
+    earlier export at the same path is left as it was."""
+    import distill.export.cost
+
+    before = ex.export(run_dir, "student:0", tmp_path / "kept" / "s.pt2")
+    files = {p.name: p.read_bytes() for p in before.parent.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no cost today")
+
+    monkeypatch.setattr(distill.export.cost, "model_cost", broken)
+    for out in (tmp_path / "new" / "deeper" / "s.pt2", before):
+        with pytest.raises(RuntimeError, match="no cost today"):
+            ex.export(run_dir, "student:1", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert {p.name: p.read_bytes() for p in before.parent.iterdir()} == files

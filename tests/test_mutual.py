@@ -114,6 +114,8 @@ def test_two_peers_two_seeds_through_the_cli_and_the_report(tmp_path, capsys):
     assert list(paired["comparison"]) == ["peer 0 mlp − mlp alone", "peer 1 mlp − mlp alone",
                                           "ensemble of the 2 peers − mlp alone"]
     assert set(paired["n"]) == {2}
+    assert paired["p_holm"].tolist() == pytest.approx(results.stats.holm(paired["p_value"].tolist()), nan_ok=True)
+    assert "verdict, Holm over 3" in page  # three models against one reference: one family
     index = pd.read_csv(out / "experiments.csv")
     assert index["test_acc_n"].tolist() == [2]  # the headline: peer 0 over its seeds, the peers not pooled
 

@@ -167,13 +167,24 @@ class TextInfo:
     tokens: dict               # split -> tokens in its blocks
 
 
-def load_text(cfg: "DatasetConfig") -> dict:
-    """The keyword arguments of `distill.data.Data` for a text dataset (see the module docstring)."""
+def read_documents(cfg: "DatasetConfig") -> tuple[list[str], str]:
+    """The dataset's documents (the first `dataset.text.documents` of them) and the corpus's name."""
     t = cfg.text
     documents = pydoc_documents() if cfg.name == "pydoc" else file_documents(t.files, t.json_field)
     corpus = "pydoc_data.topics (Python's language reference)" if cfg.name == "pydoc" else "dataset.text.files"
-    if t.documents is not None:
-        documents = documents[:t.documents]
+    return (documents[:t.documents] if t.documents is not None else documents), corpus
+
+
+def run_tokenizer(cfg: "DatasetConfig"):
+    """The tokenizer a run's data was tokenised with, without tokenising anything (only `char` reads
+    the documents: its table is their characters)."""
+    return make_tokenizer(cfg.text.tokenizer, read_documents(cfg)[0] if cfg.text.tokenizer == "char" else [])
+
+
+def load_text(cfg: "DatasetConfig") -> dict:
+    """The keyword arguments of `distill.data.Data` for a text dataset (see the module docstring)."""
+    t = cfg.text
+    documents, corpus = read_documents(cfg)
     tokenizer = make_tokenizer(t.tokenizer, documents)
     splits = split_documents(len(documents), cfg.val_fraction, t.test_fraction, cfg.split_seed)
     x, y = {}, {}

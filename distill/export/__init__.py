@@ -26,6 +26,11 @@ format's metadata, its folders, its file; else the label numbers).
 The card then holds accuracy, latency and size before and after. `--onnx` also writes
 `<out>.onnx` (needs the `export` extra: onnx, onnxruntime, onnxscript) and checks it with
 onnxruntime when that is installed.
+
+A language model (a run on text) is exported for any sequence length up to its context, and
+its card holds the tokenizer and per-token figures instead of classes and normalisation
+(distill/export/lm.py, docs/lm-checkpoints.md). Everything is written into a hidden folder
+beside `--out` and moved into place when done: a failed export leaves no file behind.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ import io
 import json
 import logging
 import math
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -44,131 +52,8 @@ from torch import nn
 
 from distill.errors import UserError
 
-ROLES = ("model", "teacher", "student", "generation", "member")
-
-
-# ---------------------------------------------------------------- which model
-
-
-def parse_spec(text: str) -> tuple[str, Optional[int], Optional[str]]:
-    """"ROLE[:SEED[:GEN]]" -> (role, seed or None, gen or None)."""
-    parts = text.split(":")
-    if len(parts) > 3 or not parts[0]:
-        raise UserError(f"--model {text}: give ROLE[:SEED[:GEN]], e.g. student:0 or generation:0:2")
-    seed = None
-    if len(parts) > 1 and parts[1] != "":
-        try:
-            seed = int(parts[1])
-        except ValueError:
-            raise UserError(f"--model {text}: the seed {parts[1]!r} is not a whole number; "
-                            f"give ROLE[:SEED[:GEN]], e.g. student:0") from None
-    third = parts[2] if len(parts) == 3 and parts[2] != "" else None
-    return parts[0], seed, third
-
-
-def row_label(row: dict) -> Optional[str]:
-    """What tells this row apart from its role's other rows of the same seed (the GEN of a spec)."""
-    if row.get("generation") is not None:
-        return str(row["generation"])
-    if row.get("member") is not None:
-        return str(row["member"])
-    if row.get("combine") is not None and row.get("role") == "student":
-        return row["combine"] if not row.get("student") else f"{row['student']}-{row['combine']}"
-    return None
-
-
-def row_spec(row: dict) -> str:
-    label = row_label(row)
-    return f"{row['role']}:{row['seed']}" + (f":{label}" if label is not None else "")
-
-
-def select_row(rows: list[dict], spec: str) -> dict:
-    """The summary row that `spec` names; UserError listing what exists when none or several do."""
-    role, seed, third = parse_spec(spec)
-    exportable = [r for r in rows if r.get("role") in ROLES]
-    available = ", ".join(dict.fromkeys(row_spec(r) for r in exportable)) or "none"
-    if role == "ensemble":
-        raise UserError(f"--model {spec}: an ensemble has no single checkpoint; export its models one by one "
-                        f"(this run has {available})")
-    chosen = [r for r in exportable if r["role"] == role
-              and (seed is None or r.get("seed") == seed)
-              and (third is None or third in (row_label(r), str(r.get("combine"))))]
-    if not chosen:
-        raise UserError(f"--model {spec}: this run has no such model; it has {available}")
-    labels = sorted({row_label(r) for r in chosen}, key=str)
-    if len(labels) > 1:
-        raise UserError(f"--model {spec} names {len(chosen)} models; pick one: "
-                        f"{', '.join(dict.fromkeys(row_spec(r) for r in chosen))}")
-    return min(chosen, key=lambda r: r["seed"])  # the lowest seed when none was given
-
-
-def same_model(a: dict, b: dict) -> bool:
-    """Whether rows a and b are the same model of the run (any seed)."""
-    keys = ("role", "name", "generation", "member", "combine", "student")
-    return all(a.get(k) == b.get(k) for k in keys)
-
-
-def checkpoint_key(row: dict) -> str:
-    """The folder under checkpoints/ of a summary row (as the runners name them)."""
-    role, seed = row["role"], row["seed"]
-    if role == "generation":
-        return f"gen{row['generation']}-s{seed}"
-    if role == "member":
-        return f"member{row['member']}-s{seed}"
-    if role == "student" and row.get("combine") is not None:
-        return f"student{row.get('student') or 0}-{row['combine']}-s{seed}"
-    return f"{role}-s{seed}"
-
-
-def architecture(cfg, row: dict, folder: Path):
-    """The ModelConfig a summary row's model was built from: the `model.json` its checkpoint folder
-    holds (every runner writes one), else the config's teacher or model section."""
-    from distill.config import ModelConfig
-    from distill.schema import from_dict
-
-    if (folder / "model.json").is_file():
-        return from_dict(ModelConfig, json.loads((folder / "model.json").read_text()), prefix="model.json: ")
-    if row["role"] == "teacher" and cfg.teacher.model is not None:
-        return cfg.teacher.model
-    return cfg.model
-
-
-# ---------------------------------------------------------------- the run directory
-
-
-def read_run(run_dir: Path) -> tuple[object, dict]:
-    """(resolved Config, summary) of a finished run directory; UserError otherwise."""
-    from distill.config import load_config
-
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the folder of one run, "
-                        f"e.g. runs/<name>/<run-id>")
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"status": "not started"}
-    if summary.get("status") != "done":
-        raise UserError(f"{run_dir} is not finished (status {summary.get('status')}); run its command again "
-                        f"to finish it, then export")
-    return load_config(run_dir / "config.yaml"), summary
-
-
-def load_model(run_dir: Path, cfg, row: dict, data) -> nn.Module:
-    """The row's model with its validation-selected weights, in eval mode on the CPU."""
-    from distill.models import create_model
-
-    folder = run_dir / "checkpoints" / checkpoint_key(row)
-    path = folder / "best.pt"
-    if not path.is_file():
-        raise UserError(f"--model {row_spec(row)}: {path} is missing; the run directory is incomplete")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("model", state) if isinstance(state, dict) else state
-    model_cfg = architecture(cfg, row, folder)
-    model = create_model(model_cfg, data.input_shape, data.num_classes)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        reason = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise UserError(f"{path} does not fit {model_cfg.name} as config.yaml builds it ({reason})") from None
-    return model.eval()
+from distill.export.runs import (ROLES, architecture, checkpoint_key, load_model, parse_spec,  # noqa: F401
+                                 read_run, row_label, row_spec, same_model, select_row)
 
 
 # ---------------------------------------------------------------- saving
@@ -204,13 +89,22 @@ def quiet(printed: io.StringIO):
         logging.disable(logging.NOTSET)
 
 
-def export_program(model: nn.Module, example: torch.Tensor):
-    """torch.export of `model` with a dynamic batch size; UserError naming the op if it fails."""
-    batch = torch.export.Dim("batch", min=1)
+def dynamic_dims(context: Optional[int] = None) -> tuple[dict]:
+    """The dynamic dimensions of the input: the batch, and for a language model (context given)
+    the sequence length, 1 to context tokens."""
+    dims = {0: torch.export.Dim("batch", min=1)}
+    if context is not None:
+        dims[1] = torch.export.Dim("tokens", min=1, max=context)
+    return (dims,)
+
+
+def export_program(model: nn.Module, example: torch.Tensor, context: Optional[int] = None):
+    """torch.export of `model` with a dynamic batch size (and sequence length up to `context`);
+    UserError naming the op if it fails."""
     printed = io.StringIO()
     try:
         with quiet(printed):
-            return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            return torch.export.export(model, (example,), dynamic_shapes=dynamic_dims(context))
     except Exception as err:  # noqa: BLE001 - every export failure is a model that cannot be exported
         raise UserError(f"the model cannot be exported by torch.export: {_op_named(err, printed.getvalue())}") \
             from None
@@ -252,18 +146,18 @@ def need_onnx() -> None:
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, x: torch.Tensor, reference: torch.Tensor,
-                y: torch.Tensor) -> dict:
-    """Write `path` with torch.onnx (batch size dynamic); check it with onnxruntime when installed."""
+                y: torch.Tensor, context: Optional[int] = None) -> dict:
+    """Write `path` with torch.onnx (batch size dynamic, and the sequence length of a language model);
+    check it with onnxruntime when installed."""
     import importlib.util
 
     from distill.export.cost import state_dict_bytes
 
-    batch = torch.export.Dim("batch", min=1)
     one_file = state_dict_bytes(model) < 2**30  # ONNX's protobuf holds up to 2 GiB; larger weights go beside it
     printed = io.StringIO()
     try:
         with quiet(printed):
-            torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},),
+            torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=dynamic_dims(context),
                               input_names=["input"], output_names=["logits"], verbose=False,
                               external_data=not one_file)
     except Exception as err:  # noqa: BLE001 - the model has an op ONNX cannot express
@@ -322,9 +216,9 @@ def _figures(model: nn.Module, input_shape: tuple, x: torch.Tensor, y: torch.Ten
 
 def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quantize: Optional[str] = None,
            onnx: bool = False) -> Path:
-    """Export one model of a finished run (see the module docstring); returns the .pt2 path."""
-    from distill.schema import to_dict
-    from distill.export.cost import model_cost
+    """Export one model of a finished run (see the module docstring); returns the .pt2 path.
+    Every file is written into a hidden folder beside `out` first and moved into place, the card
+    last, when all are written: a failed export leaves nothing behind."""
     from distill.data import load_data
 
     run_dir, out = Path(run_dir), Path(out_file)
@@ -338,7 +232,41 @@ def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quanti
     row = select_row(summary.get("models", []), model_spec)
     data = load_data(cfg.dataset)
     model = load_model(run_dir, cfg, row, data)
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    moved = []
+    try:
+        card = _write(staging / out.name, run_dir, cfg, summary, row, data, model, quantize, onnx)
+        (staging / out.with_suffix(".json").name).write_text(json.dumps(card, indent=2) + "\n")
+        names = sorted(p.name for p in staging.iterdir())
+        for name in sorted(names, key=lambda n: (n == out.name, n.endswith(".json"))):  # the card, then the .pt2
+            target = out.parent / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+            moved.append(target)
+    except BaseException:
+        for target in moved:
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # folders made for `out`, left empty by a failure
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return out
+
+
+def _write(out: Path, run_dir: Path, cfg, summary: dict, row: dict, data, model: nn.Module,
+           quantize: Optional[str], onnx: bool) -> dict:
+    """Write the .pt2 (and the tokenizer, the .onnx) at `out`; returns the card."""
+    from distill.schema import to_dict
+    from distill.export import lm
+    from distill.export.cost import model_cost
+
     x, y = data.x["test"], data.y["test"]
+    text = data.text is not None
     shipped, card_quant = model, None
     if quantize:
         from distill.export.quantize import quantize_int8
@@ -348,11 +276,24 @@ def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quanti
                                 "(symmetric), dequantised in the forward pass; activations stay float32",
                       "layers": layers, "before": _figures(model, data.input_shape, x, y),
                       "after": _figures(shipped, data.input_shape, x, y)}
-    program = export_program(shipped, x[:2])
-    out.parent.mkdir(parents=True, exist_ok=True)
+    context = lm.context_of(model, data.input_shape[0]) if text else None
+    program = export_program(shipped, x[:2], context)
     torch.export.save(program, out)
-    reference = predict(shipped, x)
-    logits = predict(program.module(), x)
+    reference = predict(shipped, x) if onnx or not text else None
+    if text:  # a language model: per-token figures, a chunk at a time
+        figures = lm.text_figures(shipped, program.module(), x, y)
+        sections = lm.text_card(data, model, lm.tokenizer_card(data.text.tokenizer, out.parent, out.stem))
+    else:
+        logits = predict(program.module(), x)
+        figures = {"test_acc": accuracy(logits, y), "test_examples": int(y.numel()),
+                   "max_abs_diff_vs_eager": (logits - reference).abs().max().item()}
+        sections = {"classes": class_names(data), "input": input_card(cfg, data),
+                    "output": f"logits (batch, {data.num_classes}); softmax gives class probabilities"}
+    figures.update({"test_acc_summary": row.get("test_acc"), "val_acc": row.get("val_acc"),
+                    "test_acc_over_seeds": mean_interval([r["test_acc"] for r in summary["models"]
+                                                          if same_model(r, row)])})
+    if text:
+        figures.update({"test_ppl_summary": row.get("test_ppl"), "val_ppl": row.get("val_ppl")})
     card = {
         "file": out.name, "format": "torch.export; load with torch.export.load(path).module()",
         "torch": torch.__version__, "file_bytes": out.stat().st_size,
@@ -361,20 +302,12 @@ def export(run_dir: str | Path, model_spec: str, out_file: str | Path, *, quanti
         **{k: row.get(k) for k in ("role", "name", "seed", "generation", "member", "selected_epoch")},
         "architecture": to_dict(architecture(cfg, row, run_dir / "checkpoints" / checkpoint_key(row))),
         "dataset": cfg.dataset.name,
-        "classes": class_names(data),
-        "input": input_card(cfg, data),
-        "output": f"logits (batch, {data.num_classes}); softmax gives class probabilities",
-        "accuracy": {
-            "test_acc": accuracy(logits, y), "test_examples": int(y.numel()),
-            "test_acc_summary": row.get("test_acc"), "val_acc": row.get("val_acc"),
-            "max_abs_diff_vs_eager": (logits - reference).abs().max().item(),
-            "test_acc_over_seeds": mean_interval([r["test_acc"] for r in summary["models"] if same_model(r, row)]),
-        },
+        **sections,
+        "accuracy": figures,
         "cost": model_cost(shipped, data.input_shape, dtype=x.dtype),
         "trained_with": trained_with(row, summary),
         "quantization": card_quant,
     }
     if onnx:
-        card["onnx"] = export_onnx(shipped, x[:2], out.with_suffix(".onnx"), x, reference, y)
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    return out
+        card["onnx"] = export_onnx(shipped, x[:2], out.with_suffix(".onnx"), x, reference, y, context)
+    return card

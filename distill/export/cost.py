@@ -22,10 +22,11 @@ Figures (one dict, JSON-ready):
 - `load_cores`, `cores`: the cores that *other* processes kept busy while the CPU figures were
   timed (`CpuLoad`: the busy time of this process's cores in /proc/stat less this process's own
   CPU time, over the wall time; null where /proc/stat is missing), of the `cores` this process
-  may use.
+  may use; `load_avg`: the machine's 1-minute load average (os.getloadavg) after the timings.
 - `trusted`: false when the CPU figures are not to be trusted, `untrusted_because` says why:
   other work took cores the timing threads needed (`load_cores` + `threads` > `cores` + 0.5),
-  or the calls spread more than `MAX_SPREAD` around their median. The same model timed on an
+  the load average exceeded the cores (`load_avg` > `cores`), or the calls spread more than
+  `MAX_SPREAD` around their median. The same model timed on an
   idle machine and on a busy one differs by orders of magnitude; these keys say which it was.
 - with `device` a CUDA device, also `latency_ms_gpu` and `throughput_gpu` (and their
   `*_spread_gpu`), timed with `torch.cuda.synchronize()` around every call.
@@ -33,8 +34,9 @@ Figures (one dict, JSON-ready):
 Inputs are random normal examples, or zeros for integer inputs (token ids of a language model:
 `dtype=torch.long`). Experiments measure each trained model once, after training, with
 `row_cost(model, data, train_cfg, device)` (budget `train.cost_budget`, 0 = not measured): the
-figures of ROW_KEYS that go into its summary.json row; an ensemble row gets `ensemble_row_cost`
-of its members' rows.
+figures of ROW_KEYS that go into its summary.json row, how noisy its timings were with them
+(NOISE_KEYS: spreads, threads, load, `trusted`); an ensemble row gets `ensemble_row_cost` of its
+members' rows (the largest spread and load of its members, trusted only if every member is).
 
 Timings are capped by time (`budget_s` per figure, at least `MIN_REPEATS` timed calls), so a
 small MLP is measured in well under a second. The model is copied for the measurement: the
@@ -74,8 +76,12 @@ MAX_REPEATS = 50   # timed calls per figure at most
 WARMUP = 2         # untimed calls before each figure
 COST_KEYS = ("params", "size_bytes", "flops", "latency_ms", "throughput")
 GPU_KEYS = ("latency_ms_gpu", "throughput_gpu")
-ROW_KEYS = ("size_bytes", "flops", "latency_ms", "throughput", *GPU_KEYS)  # a summary row's (params: already there)
-TIMING_KEYS = ("latency_ms", "throughput", *GPU_KEYS)  # differ from one measurement to the next
+NOISE_KEYS = ("latency_spread", "throughput_spread", "threads", "cores", "load_cores", "load_avg", "trusted",
+              "untrusted_because")  # how far the timings can be trusted
+# a summary row's (params: already there)
+ROW_KEYS = ("size_bytes", "flops", "latency_ms", "throughput", *GPU_KEYS, *NOISE_KEYS)
+TIMING_KEYS = ("latency_ms", "throughput", *GPU_KEYS, "latency_spread", "throughput_spread", "load_cores", "load_avg",
+               "trusted", "untrusted_because")  # differ from one measurement to the next
 
 
 def count_params(model: nn.Module) -> int:
@@ -152,6 +158,14 @@ class CpuLoad:
         return False
 
 
+def load_average() -> float | None:
+    """The machine's 1-minute load average, None where the system has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def spread(times: list[float]) -> float:
     """(75th - 25th percentile) / median of `times`: 0 when every call took as long."""
     if len(times) < 2:
@@ -205,6 +219,8 @@ def trust(cost: dict) -> dict:
     if cost.get("load_cores") is not None and cost["load_cores"] + cost["threads"] > cost["cores"] + 0.5:
         reasons.append(f"other processes kept {cost['load_cores']:.1f} of the {cost['cores']} cores busy while "
                        f"{cost['threads']} threads were timed")
+    if cost.get("load_avg") is not None and cost["load_avg"] > cost["cores"]:
+        reasons.append(f"the load average was {cost['load_avg']:.1f} on {cost['cores']} cores")
     for key in ("latency", "throughput"):
         if cost[f"{key}_spread"] > MAX_SPREAD:
             reasons.append(f"the {key} calls spread {cost[f'{key}_spread']:.0%} around their median")
@@ -228,7 +244,8 @@ def model_cost(model: nn.Module, input_shape: tuple[int, ...], device="cpu", *, 
     }
     with CpuLoad() as load:
         cost.update(time_model(cpu_model, input_shape, "cpu", batch_size, budget_s, dtype))
-    cost.update(threads=torch.get_num_threads(), batch_size=batch_size, load_cores=load.others, cores=cpu_count())
+    cost.update(threads=torch.get_num_threads(), batch_size=batch_size, load_cores=load.others, cores=cpu_count(),
+                load_avg=load_average())
     cost.update(trust(cost))
     del cpu_model
     device = torch.device(device)
@@ -278,7 +295,15 @@ def ensemble_row_cost(rows: list[dict]) -> dict:
     if not rows or any(row.get("flops") is None for row in rows):
         return {}
     total = ensemble_cost(rows)
-    return {key: total[key] for key in ("params", *ROW_KEYS) if key in total}
+    out = {key: total[key] for key in ("params", *ROW_KEYS) if key in total}
+    for key in ("latency_spread", "throughput_spread", "load_cores", "load_avg", "cores"):
+        if all(row.get(key) is not None for row in rows):
+            out[key] = max(row[key] for row in rows)
+    if all("trusted" in row for row in rows):
+        out["trusted"] = all(row["trusted"] for row in rows)
+        out["untrusted_because"] = "; ".join(dict.fromkeys(r["untrusted_because"] for r in rows
+                                                           if r.get("untrusted_because"))) or None
+    return out
 
 
 # ---------------------------------------------------------------- threads (train.threads=null)

@@ -6,7 +6,10 @@
 Nothing is downloaded: both are loaded with `local_files_only=True`. The model's weights
 come from the folder when it holds them (a teacher, or a student started from a checkpoint),
 else it is built from the folder's config.json with fresh weights. The wrapper returns the
-logits tensor, (B, L, vocab), as every model here does.
+logits tensor, (B, L, vocab), as every model here does, and knows its `context` (the config's
+max_position_embeddings): `distill export` exports it for 1 to context tokens, `distill
+generate` reads at most the last context tokens. A tokenizer remembers its folder, which
+`distill export` saves beside the .pt2 (docs/lm-checkpoints.md).
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ def _folder(path: str, what: str) -> Path:
 
 
 class HFTokenizer:
-    def __init__(self, tokenizer, name: str):
+    def __init__(self, tokenizer, name: str, folder: Path):
         self.tokenizer = tokenizer
         self.name = name
+        self.folder = folder  # where it was read from (distill export saves the tokenizer beside the .pt2)
         self.vocab = len(tokenizer)
 
     def encode(self, text: str) -> list[int]:
@@ -53,7 +57,7 @@ class HFTokenizer:
 def load_tokenizer(path: str) -> HFTokenizer:
     folder = _folder(path, "dataset.text.tokenizer")
     tokenizer = _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    return HFTokenizer(tokenizer, f"Hugging Face tokenizer {folder}")
+    return HFTokenizer(tokenizer, f"Hugging Face tokenizer {folder}", folder)
 
 
 class HFCausalLM(nn.Module):
@@ -74,6 +78,11 @@ class HFCausalLM(nn.Module):
                               f"{self.lm.get_output_embeddings().weight.shape[0]} tokens but the data has {vocab}; "
                               f"use the model's own tokenizer (dataset.text.tokenizer={folder})")
         self.vocab = vocab
+        # the longest sequence its positions cover (None: no limit the config states); distill export
+        # exports the model for 1 .. context tokens and distill generate reads the last context tokens
+        config = self.lm.config
+        self.context = next((int(getattr(config, key)) for key in ("max_position_embeddings", "n_positions", "n_ctx")
+                             if isinstance(getattr(config, key, None), int)), None)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.lm(input_ids=tokens).logits[..., :self.vocab]
+        return self.lm(input_ids=tokens, use_cache=False).logits[..., :self.vocab]

@@ -4,6 +4,8 @@
     .venv/bin/python docs/results/collect.py repro-runs      # writes docs/results/mnist1d-*.csv/.json
     .venv/bin/python docs/results/collect.py repro-runs ensemble   # only mnist1d-ensemble.*
     .venv/bin/python -m results.evidence                     # renders them into README.md
+    .venv/bin/python docs/results/collect.py --holm-from-intervals   # mnist1d-methods: Holm columns from
+                                                             # the committed intervals (no runs needed)
 
 Every figure is test (or validation) accuracy in %, at the validation-selected epoch, as mean
 and 95% t-interval half-width over seeds with n; differences are paired by seed. Reads run
@@ -24,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 import results  # noqa: E402
-from results.stats import compare, mean_ci  # noqa: E402
+from results.stats import compare, holm, holm_verdict, mean_ci, p_from_interval  # noqa: E402
 
 COMMAND = "bash docs/results/run_mnist1d.sh repro-runs && .venv/bin/python docs/results/collect.py repro-runs"
 
@@ -51,7 +53,8 @@ def row(label: str, rows: pd.DataFrame, paper="") -> dict:
 def paired(df, a, b) -> dict:
     c = compare(df, a, b)
     fmt = lambda v: round(v, 2) if not math.isnan(v) else ""  # noqa: E731
-    return {"diff": fmt(c.diff), "low": fmt(c.low), "high": fmt(c.high), "pairs": c.n}
+    return {"diff": fmt(c.diff), "low": fmt(c.low), "high": fmt(c.high), "pairs": c.n,
+            "p": round(c.p_value, 6) if not math.isnan(c.p_value) else ""}
 
 
 def write(name: str, rows: list[dict], columns: list[list[str]], runs: list[Path], note: str) -> None:
@@ -188,18 +191,61 @@ def methods(out: Path) -> None:
         rows.append({**row(name, picked), "T": "" if name in ("labels", "ctkd") else best_t,
                      "agreement": agreement["mean"], "agreement_ci": agreement["ci"],
                      **(paired(df, mask.to_numpy(), labels.to_numpy()) if name != "labels" else {})})
-    write("mnist1d-methods", rows, [["method", "{model}"], ["T (chosen on val)", "{T}"], *ACC, DIFF,
-                                    ["test agreement with teacher %", "{agreement:.1f} ± {agreement_ci:.1f}"]],
-          [Path(df.run.iloc[0])], "one Ray Tune trial per (method, T, seed); T chosen per method on mean validation "
-          "accuracy; differences paired by seed against the same MLP trained from labels (method labels)")
+    write("mnist1d-methods", holm_columns(rows), METHODS_COLUMNS(len(rows) - 1), [Path(df.run.iloc[0])], METHODS_NOTE)
+
+
+METHODS_NOTE = ("one Ray Tune trial per (method, T, seed); T chosen per method on mean validation accuracy of the "
+                "same seeds; differences paired by seed against the same MLP trained from labels (method labels); "
+                "p: the paired t-test's; Holm: p adjusted by Holm's step-down method over the methods compared with "
+                "labels, verdict higher/lower when the adjusted p < 0.05")
+
+
+def METHODS_COLUMNS(m: int) -> list:  # noqa: N802 - a table layout, like ACC
+    return [["method", "{model}"], ["T (chosen on val)", "{T}"], *ACC, DIFF, ["p", "{p:.2g}"],
+            [f"Holm p (over {m})", "{p_holm:.2g}"], ["verdict alone", "{verdict}"],
+            [f"verdict, Holm over {m}", "{verdict_holm}"],
+            ["test agreement with teacher %", "{agreement:.1f} ± {agreement_ci:.1f}"]]
+
+
+def holm_columns(rows: list[dict]) -> list[dict]:
+    """Each method's row with `verdict` (its 95% interval alone), `p_holm` (Holm over every method compared
+    with labels) and `verdict_holm`; the labels row gets none."""
+    compared = [r for r in rows if r.get("p", "") != ""]
+    for r, adjusted in zip(compared, holm([r["p"] for r in compared])):
+        r["p_holm"] = round(adjusted, 6)
+        r["verdict"] = "higher" if r["low"] > 0 else "lower" if r["high"] < 0 else "not separable"
+        r["verdict_holm"] = holm_verdict(r["diff"], adjusted)
+    return rows
+
+
+def holm_from_intervals(folder: Path = HERE) -> None:
+    """mnist1d-methods.csv's Holm columns from its committed rows, without the runs: each method's paired
+    t-test p follows from its 95% interval and n (`results.stats.p_from_interval`), to the rounding of the
+    interval's ends (2 decimals)."""
+    frame = pd.read_csv(folder / "mnist1d-methods.csv")
+    rows = [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))}
+            for r in frame.to_dict("records")]
+    for r in rows:
+        if "diff" in r:
+            r["p"] = round(p_from_interval(r["diff"], r["low"], r["high"], int(r["pairs"])), 6)
+    rows = holm_columns(rows)
+    columns = list(dict.fromkeys([*frame.columns, "p", "p_holm", "verdict", "verdict_holm"]))
+    pd.DataFrame(rows, columns=columns).to_csv(folder / "mnist1d-methods.csv", index=False)
+    meta = json.loads((folder / "mnist1d-methods.json").read_text())
+    meta["columns"] = METHODS_COLUMNS(sum("diff" in r for r in rows))
+    meta["note"] = METHODS_NOTE + ("; p, p_holm and the verdicts were added by collect.py --holm-from-intervals from "
+                                   "the committed intervals (the runs were not kept)")
+    (folder / "mnist1d-methods.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {folder / 'mnist1d-methods'}.csv with Holm columns")
 
 
 if __name__ == "__main__":
-    OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "repro-runs")
-    if sys.argv[2:] == ["ensemble"]:  # only the ensemble table: collect.py OUT ensemble
+    if sys.argv[1:] == ["--holm-from-intervals"]:
+        holm_from_intervals()
+    elif sys.argv[2:] == ["ensemble"]:  # only the ensemble table: collect.py OUT ensemble
         COMMAND = (".venv/bin/python -m distill.cli ensemble ensemble-mnist1d \"seeds=[0,1,2,3,4]\" --out repro-runs"
                    " && .venv/bin/python docs/results/collect.py repro-runs ensemble")
-        ensemble(OUT)
+        ensemble(Path(sys.argv[1]))
     else:
-        main(OUT)
-        methods(OUT)
+        main(Path(sys.argv[1] if len(sys.argv) > 1 else "repro-runs"))
+        methods(Path(sys.argv[1] if len(sys.argv) > 1 else "repro-runs"))
