@@ -30,7 +30,8 @@ from .load import PathLike, load, load_records
 from .page import Figure, Heading, Para, Table, markdown, to_html, write_csvs
 from .settings import headline, searched_keys, trial_rows
 from .sweeps import sweep_view
-from .views import Context, bornagain_view, ensemble_view, kd_view, labels_view, models_view
+from .ensemble_page import ensemble_view
+from .views import Context, bornagain_view, kd_view, labels_view, models_view
 
 SELECTION_RULE = ("Model selection uses the validation split only: each model's test figures are taken at the "
                   "epoch with the best validation accuracy (`selected_epoch`); test figures never choose anything. "

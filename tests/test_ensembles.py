@@ -203,6 +203,7 @@ def test_baseline_is_the_student_from_labels_with_the_students_budget_and_seeds(
 
     page = report([run_dir], tmp_path / "report").read_text()
     assert "vs baseline (points)" in page and "baseline mlp w8" in page and "no fair baseline" in page
+    assert "verdict vs baseline, Holm over 1" in page
     off = ensembles.run(_cfg(**{**extra, "ensemble.baseline": False}), tmp_path / "off", progress=False)
     assert not [r for r in _summary(off)["models"] if r["role"] == "baseline"]
     assert "No baseline (ensemble.baseline=false)" in report([off], tmp_path / "report-off").read_text()
