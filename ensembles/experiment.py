@@ -14,7 +14,7 @@ For each seed s (each a full repeat):
    With `ensemble.from`, the members' best checkpoints of that earlier run are loaded
    instead (its train section applies; nothing is retrained or written there).
 2. Ensemble evaluation on validation and test (ensembles.evaluate): every size k = 1..N
-   (averaged over subsets of k members) under mean_probs, mean_logits and geometric.
+   (averaged over subsets of k members) under mean_probs and mean_logits.
 3. Students: each architecture of `ensemble.students` (or the model section) distilled
    with the `distill` section from all N members, once per `ensemble.combine` entry
    (`distill.methods.objectives.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.

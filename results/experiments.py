@@ -332,6 +332,12 @@ def paper_figures(exp: Experiment, fallback=None, fallback_source: str = "") -> 
     return {}, ""
 
 
+def paper_differences(exp: Experiment) -> str:
+    """How the run's setting differs from the paper's: config.yaml's `paper.differences` ("" if none)."""
+    paper = exp.config().get("paper")
+    return str(paper.get("differences") or "") if isinstance(paper, dict) else ""
+
+
 def paper_value(figures: dict, row) -> float:
     """The published figure for a model row: by its label, then role_generation/role_size, then role."""
     if not figures:

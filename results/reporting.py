@@ -77,7 +77,7 @@ def report(paths: Union[PathLike, Iterable[PathLike]], out: PathLike = "report",
     blocks = index_blocks(df, found) + left_out_blocks(left_out)
     for e in found:
         figures, source = ex.paper_figures(e, paper, paper_source)
-        context = Context(out, df, figures, source, plots)
+        context = Context(out, df, figures, source, plots, ex.paper_differences(e))
         blocks += experiment_blocks(e, context, records)
     if compare:
         blocks += compare_blocks(found, Context(out, df, plots=plots))

@@ -38,6 +38,7 @@ class Context:
     paper: dict = field(default_factory=dict)
     paper_source: str = ""
     plots: object = None           # results.plots, imported by the caller
+    paper_differences: str = ""    # the config's paper.differences: how this setting differs from the paper's
 
     def figure(self, exp: ex.Experiment, name: str) -> Path:
         path = self.out / "figures" / f"{exp.slug}-{name}.png"
@@ -126,6 +127,8 @@ def paper_note(context: Context, blocks: list, shown: pd.DataFrame) -> None:
     """Where a table shows a `paper` column, the sentence naming its source."""
     if context.paper_source and "paper" in shown.columns:
         blocks.append(Para(f"`paper`: published test accuracy (%) from {context.paper_source}."))
+        if context.paper_differences:
+            blocks.append(Para(f"Differences from the paper's setting: {context.paper_differences}"))
 
 
 def _metrics(rows: pd.DataFrame) -> tuple:

@@ -38,10 +38,12 @@ def test_combinations_and_disagreement_match_plain_loops():
     probs = logits.softmax(-1)
     torch.testing.assert_close(ensembles.combine_probs(logits, "mean_probs"), sum(probs) / 4)
     torch.testing.assert_close(ensembles.combine_probs(logits, "mean_logits"), (sum(logits) / 4).softmax(-1))
+    # the normalised geometric mean of the softmaxes is mean_logits exactly: one name for one combination
     geometric = torch.exp(sum(p.log() for p in probs) / 4)
-    torch.testing.assert_close(ensembles.combine_probs(logits, "geometric"), geometric / geometric.sum(-1, keepdim=True))
-    # the normalised geometric mean of softmaxes is the softmax of the mean logits (documented identity)
-    torch.testing.assert_close(ensembles.combine_probs(logits, "geometric"), ensembles.combine_probs(logits, "mean_logits"))
+    torch.testing.assert_close(ensembles.combine_probs(logits, "mean_logits"), geometric / geometric.sum(-1, keepdim=True))
+    assert ensembles.COMBINES == ("mean_probs", "mean_logits")
+    with pytest.raises(ValueError, match="geometric .* is mean_logits exactly: .*; write mean_logits"):
+        ensembles.combine_probs(logits, "geometric")
     preds = logits.argmax(-1)
     pairs = [(preds[a] != preds[b]).float().mean().item() for a, b in itertools.combinations(range(4), 2)]
     assert ensembles.disagreement(preds) == pytest.approx(sum(pairs) / len(pairs))
@@ -81,7 +83,7 @@ def test_packed_members_and_students_equal_sequential(tmp_path):
     assert [entry["packed"] for entry in meta["training"]] == [True, True]
     packed, sequential = runs[True], runs[False]
     roles = [r["role"] for r in packed]
-    assert roles == ["member"] * 3 + ["ensemble"] * 9 + ["student"] * 2 + ["baseline"]
+    assert roles == ["member"] * 3 + ["ensemble"] * 6 + ["student"] * 2 + ["baseline"]  # sizes 1..3 x 2 combinations
     assert roles == [r["role"] for r in sequential]
     for a, b in zip(packed, sequential):
         assert a.keys() == b.keys()
@@ -158,8 +160,10 @@ def test_from_mismatch_is_one_line_before_any_run_dir(tmp_path, override, words)
 
 
 def test_config_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"ensemble.combine\[1\]: geometric .* is mean_logits exactly: .*; write mean_logits"):
+        _cfg(**{"ensemble.combine": "[mean_probs, geometric]"})
     with pytest.raises(ConfigError, match="per_teacher_kl"):
-        _cfg(**{"ensemble.combine": "[geometric]"})
+        _cfg(**{"ensemble.combine": "[harmonic]"})
     with pytest.raises(ConfigError, match="one per member"):
         _cfg(**{"ensemble.models": "[{name: mlp}, {name: cnn1d}]"})
     cfg = _cfg(**{"ensemble.models": "[{name: mlp, width: 8}, {name: mlp, width: 8}, {name: cnn1d, width: 4}]"})

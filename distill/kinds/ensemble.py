@@ -13,6 +13,7 @@ from distill.errors import ConfigError
 from distill.schema import Section, spec
 from distill.kinds import Kind, TuneTarget, View, default_label
 from distill.kinds.bornagain import UNSET
+from distill.methods import GEOMETRIC
 
 COMBINES = ("mean_probs", "mean_logits", "per_teacher_kl")
 
@@ -73,6 +74,8 @@ def check(cfg) -> None:
             from_dict(ModelConfig, section, prefix=f"ensemble.{name}[{i}].")
     from_dict(TrainConfig, e.train, prefix="ensemble.train.")  # unknown keys, types, ranges
     for i, how in enumerate(e.combine):
+        if how == "geometric":
+            raise ConfigError(f"ensemble.combine[{i}]: {GEOMETRIC}")
         if how not in COMBINES:
             raise ConfigError(f"ensemble.combine[{i}]: {how!r} is not allowed; choose one of {', '.join(COMBINES)}")
     if len(set(e.combine)) != len(e.combine):

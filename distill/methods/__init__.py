@@ -32,6 +32,9 @@ from distill.schema import Section, spec
 SHARED_KEYS = ("method", "teacher", "combine", "temperature", "temperature_end", "temperature_schedule",
                "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest", "teacher_unfinished",
                "teacher_same_seed", "teacher_other_split")
+#: not a combination of teachers of its own (distill.combine, ensemble.combine): the one line naming it gets
+GEOMETRIC = ("geometric (the normalised geometric mean of the teachers' softmaxes) is mean_logits exactly: "
+             "log softmax(z) is z less a per-example constant; write mean_logits")
 MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm", "labels")
 SIGNALS = ("logits", "features", "none")
 TEMPERATURES = ("config", "learned", "none")

@@ -29,9 +29,13 @@ import torch
 from torch import nn
 
 from distill.methods import losses
+from distill.methods.parts import kd_terms
 from distill.methods import DistillConfig
 from distill.teachers.features import capture
 from distill.teachers.signals import teacher_views
+
+#: methods whose terms are exactly kd's: computed by `parts.kd_terms` (one autograd node, the same values)
+FUSED_KD = (losses.kd, losses.ban, losses.ban_l)
 
 #: loss_info of a model trained from labels alone
 CROSS_ENTROPY_INFO = {"method": "cross_entropy", "reduction": "mean", "t2_scaling": False, "teacher": None}
@@ -60,8 +64,10 @@ def value_at(schedule: str, start: float, end: Optional[float], progress: float)
 
 
 def mix(terms: dict, weights: dict) -> torch.Tensor:
-    """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only)."""
-    parts = [terms[name] if w == 1 else w * terms[name] for name, w in weights.items() if w != 0]
+    """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only). A weight
+    may be a (K,) tensor: one per model of K stacked models' (K,) terms (distill.methods.stacked)."""
+    parts = [w * terms[name] if torch.is_tensor(w) else terms[name] if w == 1 else w * terms[name]
+             for name, w in weights.items() if torch.is_tensor(w) or w != 0]
     return sum(parts[1:], parts[0])
 
 
@@ -249,17 +255,25 @@ class Distill(Objective):
                 features = [p(f) for p, f in zip(self.projections, features)]
             return self.method(student, None, batch.y, temperature=temperature, student_features=features,
                                teacher_features=[f.float() for f in teacher_feats], **options)
-        teacher = self.signal.logits(batch.x, batch.idx)
+        return self.logit_terms(student, self.signal.logits(batch.x, batch.idx), batch.y, temperature, options)
+
+    def logit_terms(self, student, teacher, targets, temperature, options: dict) -> dict:
+        """The terms of a method that reads teacher logits: from the student's (B, C) and the teachers'
+        (n, B, C) logits (`distill.methods.stacked` runs this under vmap for K models at once)."""
         raw = student
         if self.cfg.standardize:
             student, teacher = losses.standardize(student), losses.standardize(teacher)
         views = teacher_views(teacher, 1.0 if self.method.combine_at_t1 else temperature, self.combine)
-        terms = self.method(student, views[0], batch.y, temperature=temperature, **options)
+        if self.method.formula in FUSED_KD and len(views) == 1 and not views[0].requires_grad and not (
+                torch.is_tensor(temperature) and temperature.requires_grad):  # kd's terms in one autograd node
+            terms = dict(zip(("teacher", "task"), kd_terms(student, views[0], targets, temperature)))
+        else:
+            terms = self.method(student, views[0], targets, temperature=temperature, **options)
         for z in views[1:]:  # per_teacher_kl: one set of teacher terms per teacher, summed
-            more = self.method(student, z, batch.y, temperature=temperature, **options)
+            more = self.method(student, z, targets, temperature=temperature, **options)
             terms.update({name: terms[name] + value for name, value in more.items() if name != "task"})
         if self.cfg.standardize:
-            terms["task"] = losses.cross_entropy(raw, batch.y)
+            terms["task"] = losses.cross_entropy(raw, targets)
         return terms
 
 

@@ -141,6 +141,8 @@ def ensemble(out: Path) -> None:
     rows = [row("member (mean of the members, per seed)", df[member].groupby("seed", as_index=False).mean(
         numeric_only=True))]
     for (size, combine), part in df[df.role == "ensemble"].groupby(["size", "combine"]):
+        if combine == "geometric":  # recorded by runs before it was dropped: mean_logits exactly, under a second name
+            continue
         if size > 1 and (combine == "mean_probs" or size == df[df.role == "ensemble"]["size"].max()):
             mask = (df.role == "ensemble") & (df["size"] == size) & (df["combine"] == combine)
             rows.append({**row(f"ensemble k = {int(size)}, {combine}", part), **paired(df, mask, member)})
