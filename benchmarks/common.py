@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LOAD_AT_START = os.getloadavg()  # the machine's load when this benchmark started (1, 5, 15 minutes)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
@@ -40,6 +42,8 @@ def write_result(script: str, figures: dict, out: str | Path | None = None) -> P
     path = Path(out) if out else RESULTS / f"{Path(script).stem}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {**figures, "date": dt.date.today().isoformat(), "machine": machine(),
+              "load_average": {"start": [round(v, 2) for v in LOAD_AT_START],
+                               "end": [round(v, 2) for v in os.getloadavg()], "cores": os.cpu_count()},
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path

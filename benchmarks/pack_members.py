@@ -50,8 +50,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all CPUs, as a run uses by "
-                        "default); use 1 on a machine shared with other work, where two threads spin-wait")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, both sides alike: on a "
+                        "machine shared with other work two threads spin-wait; 0 = all CPUs, as a run uses by default)")
     parser.add_argument("--quick", action="store_true", help="2 epochs, 1 round")
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/pack_members.json)")
     args = parser.parse_args(argv)

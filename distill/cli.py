@@ -134,7 +134,7 @@ def _list(what: str) -> None:
 
 def preset_lines() -> list[str]:
     """`distill reproduce --list`: per preset, its command and description, then what it needs,
-    its cost and the source of its published figures."""
+    its cost, the source of its published figures and how its setting differs from the paper's."""
     from distill.config import load_config
     from distill.presets_config import preset_names
 
@@ -148,6 +148,7 @@ def preset_lines() -> list[str]:
                   f"    needs: {p.needs.device}; data: {p.needs.data or 'none (generated or bundled)'}",
                   f"    cost: {p.cost.epochs:,} epochs x {p.cost.examples:,} examples",
                   f"    source: {cfg.paper.source if cfg.paper else 'none'}"]
+        lines += [f"    differences: {cfg.paper.differences}"] if cfg.paper and cfg.paper.differences else []
     return lines
 
 

@@ -43,6 +43,7 @@ from distill.config import TrainConfig
 from distill.export.cost import cpu_count, fit_threads, free_cores
 from distill.training.evaluation import autocast, evaluate, use_channels_last
 from distill.methods.objectives import Batch, CrossEntropy, mix
+from distill.methods.stacked import stacked_objective
 from distill.training.replicas import make_replicas
 
 class Diverged(RuntimeError):
@@ -200,8 +201,9 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
         if channels_last:
             model.to(memory_format=torch.channels_last)
     replicas = (replicas_of or make_replicas)(models, compile=train.compile, channels_last=channels_last)
-    for objective in objectives:
+    for model, objective in zip(models, objectives):
         objective.to(device).train()
+        objective.bind(model)  # one that runs its model itself (on-policy generation) holds it; no-op otherwise
     groups = [{"params": replicas.parameters()}]
     extra = [p for o in objectives for p in o.parameters() if p.requires_grad]
     if extra:
@@ -239,8 +241,8 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                 emit(history)
     resumed_from, saved_at = start_epoch, time.perf_counter()
     layers = objectives[0].student_layers
-    stacked_terms = K > 1 and all(o.stackable and type(o) is type(objectives[0]) for o in objectives)
-    if objectives[0].joint and not (stacked_terms and len(set(seeds)) == 1):
+    step_objective = stacked_objective(objectives)  # one call for all K models, or None: K calls
+    if objectives[0].joint and not (step_objective is objectives[0] and len(set(seeds)) == 1):
         raise ValueError("a joint objective reads K >= 2 models' logits of one batch: give every model it, and "
                          "one data seed")
 
@@ -261,21 +263,25 @@ def fit(models: list[nn.Module], data, train: TrainConfig, *, seeds: list[int], 
                 # a language model's (K, B, L, V) logits and (K, B, L) next tokens become B * L rows
                 # of (K, B * L, V) and (K, B * L), as a classifier's (distill/training/lm.py); no-op otherwise
                 logits, ys = logits.flatten(1, -2), ys.flatten(1)
-                if stacked_terms:  # one call for all K models: one loss per model
-                    losses = mix(objectives[0].terms(Batch(xs, ys, idxs), logits, features, progress),
-                                 objectives[0].weights(progress))
-                else:
-                    losses = torch.stack([
-                        mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
-                            objectives[k].weights(progress)) for k in range(K)])
+                if step_objective is not None:  # one call for all K models: one loss per model
+                    losses = mix(step_objective.terms(Batch(xs, ys, idxs), logits, features, progress),
+                                 step_objective.weights(progress))
+                    total = losses.sum()
+                else:  # K calls; the per-model losses are stacked outside the graph (K = 1: no stack, no sum)
+                    each = [mix(objectives[k].terms(Batch(xs[k], ys[k], idxs[k]), logits[k], features[k], progress),
+                                objectives[k].weights(progress)) for k in range(K)]
+                    total = sum(each[1:], each[0])
+                    losses = each[0].detach().view(1) if K == 1 else torch.stack([v.detach() for v in each])
             optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            total.backward()
             if train.grad_clip is not None:
                 replicas.clip_(train.grad_clip)
             optimizer.step()
             step_losses.append(losses.detach())
             sizes.append(ys.shape[1])
-            outputs.append(logits.detach().argmax(-1))  # predictions only: an epoch of LM logits is large
+            # predictions only (an epoch of LM logits is large); max, not argmax: stacked logits are a transposed
+            # view, along which argmax is ~20x slower on the CPU (same first-of-ties index)
+            outputs.append(logits.detach().max(-1).indices)
             labels.append(ys)
             step += 1
         correct = (torch.cat(outputs, 1) == torch.cat(labels, 1)).sum(-1)

@@ -1,13 +1,14 @@
 """Ensemble evaluation: pure functions of the members' logits, on the device.
 
     from ensembles.evaluate import combine_probs, disagreement, size_curve
-    probs = combine_probs(logits, "geometric")          # logits: (K, n, C) of K members
+    probs = combine_probs(logits, "mean_logits")        # logits: (K, n, C) of K members
     rows = size_curve({"val": v, "test": t}, {"val": yv, "test": yt})
 
-Combinations of K members' logits z_k (evaluated at temperature 1):
+Combinations of K members' logits z_k (evaluated at temperature 1), those the students are
+distilled from (distill.teachers.signals.combine_log_probs):
   mean_probs   p = mean_k softmax(z_k)
-  mean_logits  p = softmax(mean_k z_k)
-  geometric    p = softmax(mean_k log softmax(z_k))   (normalised geometric mean of the p_k)
+  mean_logits  p = softmax(mean_k z_k), which is also the normalised geometric mean of the p_k,
+               softmax(mean_k log softmax(z_k)), exactly (no second name for it)
 
 Size curve: for k = 1..K, the metrics of every subset of k members, averaged (every subset
 when there are at most `limit` = 100 of them, which holds for K <= 8; else `limit` subsets
@@ -28,21 +29,16 @@ from typing import Optional
 
 from torch import Tensor
 
-from distill.methods.parts import tempered_log_softmax
 from distill.training.metrics import probs_metrics
 from distill.teachers.signals import combine_log_probs
 
-COMBINES = ("mean_probs", "mean_logits", "geometric")
+COMBINES = ("mean_probs", "mean_logits")
 
 
 def combine_probs(logits: Tensor, how: str) -> Tensor:
-    """(K, n, C) logits of K members -> (n, C) probabilities of their ensemble (see the docstring)."""
-    logits = logits.float()
-    if how in ("mean_probs", "mean_logits"):  # as the students are distilled from them
-        return combine_log_probs(logits, how).exp()
-    if how == "geometric":
-        return tempered_log_softmax(tempered_log_softmax(logits).mean(0)).exp()
-    raise ValueError(f"unknown combination {how!r}; choose one of {', '.join(COMBINES)}")
+    """(K, n, C) logits of K members -> (n, C) probabilities of their ensemble, as the students are
+    distilled from it (see the docstring)."""
+    return combine_log_probs(logits.float(), how).exp()
 
 
 def disagreement(preds: Tensor) -> Optional[float]:

@@ -273,8 +273,8 @@ def label(row) -> str:
     if role == "member":
         return f"member {name}" if _present(name) else "member"
     text = f"{role} {name}" if _present(name) else role
-    if role == "student" and _present(row.get("arch")):  # an ensemble run's students: name, width, depth
-        text = f"student {row['arch']}"
+    if role in ("student", "baseline") and _present(row.get("arch")):  # an ensemble run's: name, width, depth
+        text = f"{role} {row['arch']}"
     if role == "student" and _present(row.get("combine")):
         text += f" ({row['combine']})"
     return text
@@ -330,6 +330,12 @@ def paper_figures(exp: Experiment, fallback=None, fallback_source: str = "") -> 
     if fallback is not None and _number(fallback) is not None:
         return {"*": float(fallback)}, fallback_source
     return {}, ""
+
+
+def paper_differences(exp: Experiment) -> str:
+    """How the run's setting differs from the paper's: config.yaml's `paper.differences` ("" if none)."""
+    paper = exp.config().get("paper")
+    return str(paper.get("differences") or "") if isinstance(paper, dict) else ""
 
 
 def paper_value(figures: dict, row) -> float:

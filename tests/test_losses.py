@@ -121,17 +121,17 @@ def test_cwtm_matches_reference(batch, alpha):
     s, t, y = batch
     T = 1.0
     p_t = softmax_rows(t, T)
+    assert (p_t.argmax(1) != y).any()  # the teacher is wrong somewhere: its class is not the target
     conf = p_t.max(1).values.tolist()
-    top = p_t.argmax(1).tolist()
     p_s = softmax_rows(s)
-    term = sum(c / sum(conf) * -math.log(p_s[i, top[i]].item()) for i, c in enumerate(conf))
+    term = sum(c / sum(conf) * -math.log(p_s[i, y[i]].item()) for i, c in enumerate(conf))
     ce = ref_ce(p_s, y)
     out = L("cwtm", s, t, y, temperature=T, alpha=alpha)
     assert out["loss"].item() == pytest.approx(alpha * term + (1 - alpha) * ce, rel=1e-10)
-    # gradient of the weighted CE: w_i * (p_s,i - onehot(argmax t_i)) (weights are constants)
+    # gradient of the weighted CE with the labels: w_i * (p_s,i - onehot(y_i)) (weights are constants)
     w = torch.tensor(conf, dtype=torch.float64) / sum(conf)
-    expected = alpha * w[:, None] * (p_s - torch.nn.functional.one_hot(torch.tensor(top), C)) \
-        + (1 - alpha) * (p_s - torch.nn.functional.one_hot(y, C)) / B
+    onehot = torch.nn.functional.one_hot(y, C)
+    expected = alpha * w[:, None] * (p_s - onehot) + (1 - alpha) * (p_s - onehot) / B
     got = grad_of(lambda z: L("cwtm", z, t, y, temperature=T, alpha=alpha)["loss"], s)
     torch.testing.assert_close(got, expected)
 
@@ -164,26 +164,28 @@ def test_dkpp_matches_reference(batch, alpha):
                                      + (1 - alpha) * (softmax_rows(s) - onehot)) / B)
 
 
-def test_tfkd_self_is_kd(batch):
+def test_tfkd_self_is_kd_over_the_classes_times_the_multiplier(batch):
     s, t, y = batch
-    a = L("tfkd_self", s, t, y, temperature=3.0, alpha=0.7)
+    a = L("tfkd_self", s, t, y, temperature=3.0, alpha=0.7, multiplier=50.0)
     b = L("kd", s, t, y, temperature=3.0, alpha=0.7)
-    torch.testing.assert_close(a["loss"], b["loss"])
+    torch.testing.assert_close(a["kd_loss"], b["kd_loss"] * 50.0 / C)
+    torch.testing.assert_close(a["task_loss"], b["task_loss"])
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 def test_tfkd_reg_matches_reference(batch, alpha):
     s, _, y = batch
-    T, a = 4.0, 0.9
-    virtual = torch.full((B, C), (1 - a) / (C - 1), dtype=torch.float64)
-    virtual[torch.arange(B), y] = a
-    p_v = softmax_rows(virtual.log(), T)
-    expected = alpha * T**2 * ref_kl(p_v, softmax_rows(s, T)) + (1 - alpha) * ref_ce(softmax_rows(s), y)
-    out = L("tfkd_reg", s, None, y, temperature=T, alpha=alpha, correct_prob=a)
+    T, a, m = 4.0, 0.9, 3.0
+    u = torch.full((B, C), (1 - a) / (C - 1), dtype=torch.float64)
+    u[torch.arange(B), y] = a
+    p_v = softmax_rows(u, T)  # the probabilities themselves over T, as the authors' code softens them
+    expected = alpha * m * ref_kl(p_v, softmax_rows(s)) / C + (1 - alpha) * ref_ce(softmax_rows(s), y)
+    out = L("tfkd_reg", s, None, y, temperature=T, alpha=alpha, correct_prob=a, multiplier=m)
     assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
-    got = grad_of(lambda z: L("tfkd_reg", z, None, y, temperature=T, alpha=alpha, correct_prob=a)["loss"], s)
+    got = grad_of(lambda z: L("tfkd_reg", z, None, y, temperature=T, alpha=alpha, correct_prob=a,
+                              multiplier=m)["loss"], s)
     onehot = torch.nn.functional.one_hot(y, C).double()
-    torch.testing.assert_close(got, (alpha * T * (softmax_rows(s, T) - p_v)
+    torch.testing.assert_close(got, (alpha * m / C * (softmax_rows(s) - p_v)
                                      + (1 - alpha) * (softmax_rows(s) - onehot)) / B, rtol=1e-5, atol=1e-7)
 
 

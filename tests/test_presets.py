@@ -9,10 +9,12 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 
 import results
 from distill.cli import main, preset_lines
 from distill.config import build_config, load_config
+from distill.schema import to_dict
 from distill.presets_config import COMMANDS, preset_names, presets_root, resolve_config_path
 from distill.errors import ConfigError
 from results import reproduction
@@ -93,6 +95,7 @@ def test_reproduce_list_names_command_needs_cost_and_source(capsys):
     assert "needs: gpu; data: dataset.root holding cifar-100-python/" in out
     assert "cost: 540 epochs x 54,000 examples" in out
     assert "source: Hinton, Vinyals and Dean 2015" in out
+    assert f"    differences: {load_config('tfkd-cifar100').paper.differences}" in out.splitlines()
     assert main(["list", "presets"]) == 0
     assert capsys.readouterr().out.split() == preset_names()
 
@@ -118,6 +121,9 @@ def test_reproduce_runs_the_command_and_reports_with_the_paper_column(tmp_path, 
         def __init__(self, argv, stdout, text):
             seen["argv"] = argv
             make_run(run_dir, [row("model", s, 0.66 + 0.01 * s) for s in (0, 1, 2)], name="mnist1d-mlp", loss=False)
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())  # the preset's paper: section, as runs keep it
+            config["paper"] = to_dict(load_config("mnist1d-mlp").paper)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
             self.stdout = io.StringIO(f"training...\n{run_dir}\n")
             self.returncode = 0
 
@@ -130,6 +136,7 @@ def test_reproduce_runs_the_command_and_reports_with_the_paper_column(tmp_path, 
     assert seen["argv"][5:] == load_config("mnist1d-mlp").preset.quick + ["seeds=[0,1,2]", "--out", str(tmp_path / "runs")]
     page = (run_dir / "report" / "report.md").read_text()
     assert "| paper |" in page and "68" in page and "Greydanus" in page
+    assert f"Differences from the paper's setting: {load_config('mnist1d-mlp').paper.differences}" in page
     with pytest.raises(ConfigError, match="preset.command"):  # the kinds and tune: checked when the preset loads
         build_config({"preset": {"command": "fly"}})
     assert issubclass(results.ReproduceFailed, RuntimeError)

@@ -73,14 +73,23 @@ def test_packed_resume_matches_uninterrupted(tmp_path):
         assert strip(a.history) == strip(b.history)
 
 
-def test_can_pack_refuses_batchnorm_and_dropout():
+def test_can_stack_takes_batchnorm_and_dropout_and_refuses_trainable_objectives():
+    """BatchNorm and dropout stack (tests/test_stacked_bn.py holds them against one at a time); an objective
+    with parameters (a learned temperature) or feature hooks does not."""
+    from distill.methods import DistillConfig
+    from distill.methods.objectives import make_objective
+
     cfg = load_config(None, tiny_overrides(**{"model.name": "cnn1d", "model.kwargs": "{norm: batch}"}))
     data = load_data(cfg.dataset)
     ok, why = can_stack(_models(cfg, data, [0, 1]))
-    assert not ok and "BatchNorm" in why
+    assert ok and "BatchNorm statistics per model" in why
     cfg = load_config(None, tiny_overrides(**{"model.dropout": 0.2}))
-    ok, why = can_stack(_models(cfg, data, [0, 1]))
-    assert not ok and "dropout" in why
+    models = _models(cfg, data, [0, 1])
+    ok, why = can_stack(models)
+    assert ok and "dropout masks per model" in why
+    ctkd, _ = make_objective(DistillConfig(method="ctkd"), [models[0]], data, torch.device("cpu"), epochs=2)
+    ok, why = can_stack(models, [ctkd, ctkd])
+    assert not ok and "trainable parameters" in why
 
 
 @pytest.mark.parametrize("kwargs", ["{activation: gelu}", "{}"])
@@ -125,3 +134,130 @@ def test_stacked_students_with_their_own_teachers_equal_sequential(method):
     for a, b in zip(alone, together):
         for x, y in zip(a.history, b.history):
             assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["acc"] - y["acc"]) <= 1 / 100 + 1e-9
+
+
+@pytest.mark.parametrize("method, shared, extra", [
+    ("kd", True, {}),                                           # one teacher signal for all K: read once
+    ("kd", False, {"standardize": True}),                       # each model its own teachers
+    ("dkd", True, {}),                                          # two teacher terms, weights from options
+    ("jsd", False, {"combine": "mean_probs"}),                  # two teachers combined at T
+    ("ban", True, {}),
+])
+def test_stacked_distill_equals_k_separate_calls(method, shared, extra):
+    """StackedDistill: K Distill objectives of one method with their own T and alpha, one vmapped call, against
+    each objective's own terms and mix: the K losses and their gradients wrt the student logits."""
+    from distill.methods import DistillConfig
+    from distill.methods.objectives import Batch, make_objective, mix
+    from distill.methods.stacked import StackedDistill, stacked_objective
+
+    cfg = load_config(None, tiny_overrides())
+    data = load_data(cfg.dataset)
+    teachers = _models(cfg, data, [10, 11, 12, 13])
+    k, b = 3, 16
+    settings = [(1.0, 0.9), (4.0, 0.5), (2.5, 0.0)]  # (T, alpha) per model
+    two = extra.get("combine") is not None
+    objectives = []
+    for i, (t, a) in enumerate(settings):
+        distill_cfg = DistillConfig(method=method, temperature=t, alpha=a, dkd_beta=2.0 + i, **extra)
+        mine = teachers[:2] if two and shared else teachers[i:i + 2] if two else teachers[:1] if shared else [teachers[i]]
+        objectives.append(make_objective(distill_cfg, mine, data, torch.device("cpu"), epochs=4)[0])
+    step = stacked_objective(objectives)
+    assert isinstance(step, StackedDistill) and step.shared == shared
+    idx = torch.stack([torch.randperm(data.size("train"), generator=torch.Generator().manual_seed(i))[:b]
+                       for i in range(k)])
+    xs, ys = data.x["train"][idx], data.y["train"][idx]
+    logits = torch.randn(k, b, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    progress = 0.3
+    got = mix(step.terms(Batch(xs, ys, idx), logits, [[]] * k, progress), step.weights(progress))
+    (grad,) = torch.autograd.grad(got.sum(), logits)
+    for i, o in enumerate(objectives):
+        one = logits[i].detach().clone().requires_grad_(True)
+        want = mix(o.terms(Batch(xs[i], ys[i], idx[i]), one, [], progress), o.weights(progress))
+        torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grad[i], torch.autograd.grad(want, one)[0], atol=1e-6, rtol=1e-5)
+
+
+def test_objectives_that_differ_in_method_or_draw_are_called_in_turn():
+    from distill.methods import DistillConfig
+    from distill.methods.objectives import CrossEntropy, make_objective
+    from distill.methods.stacked import stacked_objective
+
+    cfg = load_config(None, tiny_overrides())
+    data = load_data(cfg.dataset)
+    teacher = _models(cfg, data, [10])
+
+    def make(method, **kw):
+        return make_objective(DistillConfig(method=method, **kw), teacher, data, torch.device("cpu"))[0]
+    assert stacked_objective([make("kd"), make("reverse_kl")]) is None
+    assert stacked_objective([make("dkpp"), make("dkpp")]) is None       # draws permutations
+    assert stacked_objective([make("jsd", jsd_beta=0.2), make("jsd", jsd_beta=0.7)]) is None  # a formula option
+    assert stacked_objective([make("kd"), CrossEntropy()]) is None
+    ce = CrossEntropy()
+    assert stacked_objective([ce, CrossEntropy()]) is ce
+
+
+def test_a_pack_of_temperatures_and_alphas_trains_as_each_alone(monkeypatch):
+    """One student architecture, one teacher, three (T, alpha): one stacked fit, one StackedDistill call
+    per step, the numbers of three fits of one."""
+    from distill.methods import DistillConfig
+    from distill.methods import stacked
+    from distill.methods.objectives import make_objective
+
+    cfg = load_config(None, tiny_overrides(**{"train.epochs": 2}))
+    engine.setup_torch(cfg.train)
+    data = load_data(cfg.dataset)
+    (teacher,) = _models(cfg, data, [10])
+    seeds = [0, 0, 0]
+    settings = [(1.0, 0.9), (4.0, 0.5), (8.0, 1.0)]
+
+    def objectives():
+        return [make_objective(DistillConfig(method="kd", temperature=t, alpha=a), [teacher], data,
+                               torch.device("cpu"))[0] for t, a in settings]
+    alone = [engine.fit_one(m, data, cfg.train, seed=s, objective=o)
+             for m, s, o in zip(_models(cfg, data, seeds), seeds, objectives())]
+    assert stacked.stacked_objective(objectives()).shared  # one teacher: its cache read once for all three
+    calls = []
+    terms = stacked.StackedDistill.terms
+    monkeypatch.setattr(stacked.StackedDistill, "terms", lambda self, *a: calls.append(1) or terms(self, *a))
+    together = engine.fit(_models(cfg, data, seeds), data, cfg.train, seeds=seeds, objectives=objectives())
+    assert len(calls) == cfg.train.epochs * -(-data.size("train") // cfg.train.batch_size)
+    for a, b in zip(alone, together):
+        for x, y in zip(a.history, b.history, strict=True):
+            assert abs(x["loss"] - y["loss"]) < 1e-4 and abs(x["acc"] - y["acc"]) <= 1 / 100 + 1e-9
+
+
+@pytest.mark.parametrize("leading", [(), (3,)])
+def test_fused_kd_terms_equal_the_plain_formula(leading):
+    """parts.kd_terms (kd's terms in one autograd node) against losses.kd through autograd: both terms and the
+    gradient of alpha * teacher + (1 - alpha) * task wrt the student, alone, for K models' (K, B, C), and
+    under vmap (as StackedDistill calls it); and the written-out gradient of the issue:
+    alpha T (softmax(s / T) - p_t) + (1 - alpha) (softmax(s) - onehot(y)), over the batch size."""
+    from torch.func import vmap
+
+    from distill.methods import losses
+    from distill.methods.parts import kd_terms
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(*leading, 16, 7, generator=g) * 3
+    t = torch.randn(*leading, 16, 7, generator=g) * 3
+    y = torch.randint(0, 7, (*leading, 16), generator=g)
+    for temperature, alpha in [(1.0, 0.5), (4.0, 0.9), (2.5, 0.0)]:
+        a = s.clone().requires_grad_(True)
+        plain = losses.kd(a, t, y, temperature=temperature)
+        (alpha * plain["teacher"] + (1 - alpha) * plain["task"]).sum().backward()
+        b = s.clone().requires_grad_(True)
+        kl, ce = kd_terms(b, t, y, temperature)
+        (alpha * kl + (1 - alpha) * ce).sum().backward()
+        torch.testing.assert_close(kl, plain["teacher"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ce, plain["task"], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-7, rtol=1e-5)
+        onehot = torch.nn.functional.one_hot(y, 7).float()
+        written = (alpha * temperature * (torch.softmax(s / temperature, -1) - torch.softmax(t / temperature, -1))
+                   + (1 - alpha) * (torch.softmax(s, -1) - onehot)) / 16
+        torch.testing.assert_close(b.grad, written, atol=1e-7, rtol=1e-5)
+        if leading:
+            c = s.clone().requires_grad_(True)
+            temps = torch.full(leading, temperature)
+            kl, ce = vmap(kd_terms)(c, t, y, temps)
+            (alpha * kl + (1 - alpha) * ce).sum().backward()
+            torch.testing.assert_close(c.grad, a.grad, atol=1e-7, rtol=1e-5)

@@ -72,10 +72,12 @@ def test_seeds_train_packed_with_the_numbers_of_one_at_a_time(tmp_path, capsys):
 
 
 def test_a_model_that_cannot_stack_trains_in_turn_and_says_why(tmp_path, capsys):
-    path = train(_cfg(seeds="[0,1]", **{"model.dropout": 0.1, "train.epochs": 1}), tmp_path, progress=True)
-    assert "model-s0, model-s1: one after another (the model has active dropout)" in capsys.readouterr().err
-    assert _summary(path)["packing"] == {"model": "one after another: the model has active dropout"}
-    assert not list(path.glob("checkpoints/*-pack*"))
+    why = "the distillation objective has trainable parameters"  # ctkd's learned temperature
+    path = train(_cfg(seeds="[0,1]", **{**TEACHER, "distill.method": "ctkd", "distill.alpha": 0.5,
+                                        "teacher.train": "{epochs: 1}", "train.epochs": 1}), tmp_path, progress=True)
+    assert f"student-s0, student-s1: one after another ({why})" in capsys.readouterr().err
+    assert _summary(path)["packing"]["student"] == f"one after another: {why}"
+    assert not list(path.glob("checkpoints/student-*-pack*"))
 
 
 @pytest.mark.parametrize("extra, where", [

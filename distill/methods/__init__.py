@@ -30,11 +30,15 @@ from distill.schema import Section, spec
 #: method reads or not as its record says (`Method.keys`) but never refuses, so one base config
 #: serves a sweep over methods
 SHARED_KEYS = ("method", "teacher", "combine", "temperature", "temperature_end", "temperature_schedule",
-               "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest", "teacher_unfinished")
+               "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest", "teacher_unfinished",
+               "lm_chunk", "teacher_same_seed", "teacher_other_split")
+#: not a combination of teachers of its own (distill.combine, ensemble.combine): the one line naming it gets
+GEOMETRIC = ("geometric (the normalised geometric mean of the teachers' softmaxes) is mean_logits exactly: "
+             "log softmax(z) is z less a per-example constant; write mean_logits")
 MIXES = ("alpha", "teacher_only", "sum", "smoothing", "dkd", "dist", "wttm", "labels")
 SIGNALS = ("logits", "features", "none")
 TEMPERATURES = ("config", "learned", "none")
-DESTINATIONS = ("loss", "weights", "temperature", "layers")
+DESTINATIONS = ("loss", "weights", "temperature", "layers", "policy")
 _BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
@@ -76,6 +80,8 @@ class Method:
     temperature: str = "config"   # T: distill.temperature (config), learned by the objective, or none
     combine_at_t1: bool = False   # an ensemble of teachers is combined at T = 1 (the formula tempers it)
     draws: bool = False           # the formula draws random numbers from a `generator` the objective seeds
+    objective: Optional[str] = None  # "module:Class" of the objective that runs it instead of objectives.Distill
+                                     # (gkd: on-policy generation), imported when one is built
 
     def __post_init__(self):
         assert self.mix in MIXES and self.signal in SIGNALS and self.temperature in TEMPERATURES, self
@@ -210,8 +216,18 @@ class DistillConfig(Section):
                       "position (memory bounded by k, not the vocabulary)", ge=1)
     top_k_rest: str = spec("drop", "language models: the mass outside the top k: drop (renormalise the top k) "
                            "or spread (uniformly over the other tokens)", choices=["drop", "spread"])
+    lm_chunk: int = spec(0, "language models: the token-level loss computed this many positions at a time, fused "
+                         "with the student's linear head (the same values and gradients, less memory); 0 = all at once",
+                         ge=0)
     teacher_unfinished: bool = spec(False, "use a distill.teacher run (or its checkpoint) whose meta.json does not "
                                     "say done, as it is; the student's parent records that it was unfinished")
+    teacher_same_seed: bool = spec(False, "the teacher section starts from the run seed, as the student does (the "
+                                   "same initial weights for one architecture, the same batches in the same "
+                                   "order); false = a seed of its own (distill.training.seeds)")
+    teacher_other_split: bool = spec(False, "use a distill.teacher run (or its checkpoint) whose dataset section "
+                                     "(split seed, validation fraction, subset, dataset) differs from the "
+                                     "student's: it may have trained on the student's validation examples; "
+                                     "recorded in the student's parent")
 
 
 def _distill_init(generated):

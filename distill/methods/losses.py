@@ -28,10 +28,7 @@ all that the objective, `distill list methods` and `check_options` read.
 Notation: p^T = softmax(z / T); KL(p || q) = sum_c p_c (log p_c - log q_c), averaged over the
 batch ("batchmean"); CE(y, s) = -log softmax(s)_y averaged over the batch. Reductions are
 over the last two dimensions (batch, class), so the same formula serves any leading shape.
-
-Choices (the born-again paper uses T = 1 throughout): `ban` is the teacher term alone (KL rather
-than CE to the teacher: the same gradient, zero at a perfect match); `ban_l` is BAN+L, the
-unweighted sum; `cwtm` and `dkpp` mix with the label loss by alpha like kd (alpha = 1: the paper's).
+Each formula against its paper or its authors' code, and what still differs: docs/methods-audit.md.
 """
 
 from __future__ import annotations
@@ -42,9 +39,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from distill.methods.parts import (angles, attention_map, cross_entropy, kl_logs, kl_per_example, log_mixture, pairwise_distances,
-                         pearson_distance, permute_non_argmax, tempered_log_probs, tempered_log_softmax,
-                         virtual_teacher_log_probs)
+from distill.methods.lm_losses import JSD_BETA, RECORDS as LM_RECORDS
+from distill.methods.parts import (angles, attention_map, cross_entropy, generalized_jsd, kl_logs, kl_per_example,
+                                   log_mixture, pairwise_distances, pearson_distance, permute_non_argmax, standardize,
+                                   tempered_log_probs, tempered_log_softmax, virtual_teacher_probs)
 from distill.methods import Method, Option
 
 METHODS: dict[str, Method] = {}
@@ -110,18 +108,17 @@ def ban_l(student_logits, teacher_logits, targets, *, temperature: float) -> dic
 
 
 @register("cwtm", reduction="weighted_sum", t2_scaling=False,
-          matches="the teacher's argmax class, examples weighted by its confidence",
+          matches="the labels, each example's cross-entropy weighted by the teacher's confidence (its max probability)",
           paper="Furlanello et al. 2018 (CWTM)")
 def cwtm(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
-    """Confidence-weighted by teacher max: alpha * sum_i w_i CE(argmax t_i, s_i) + (1 - alpha) * CE(y, s).
+    """Confidence-weighted by teacher max (the paper's eq. 10): alpha * sum_i w_i CE(y_i, s_i) + (1 - alpha) * CE(y, s).
 
-    w_i = max_c p_t,i^T / sum_j max_c p_t,j^T over the batch (T only shapes the weights; the
-    paper uses T = 1). The weights are constants (no gradient flows to the teacher).
-    """
+    The target is the label y_i, not the teacher's class; the teacher weighs the examples, w_i =
+    max_c p_t,i^T / sum_j max_c p_t,j^T over the batch, constants (no gradient; the paper's T = 1)."""
     with torch.no_grad():
-        confidence, teacher_class = tempered_log_softmax(teacher_logits, temperature).exp().max(dim=-1)
+        confidence = tempered_log_softmax(teacher_logits, temperature).amax(dim=-1).exp()
         weights = confidence / confidence.sum(-1, keepdim=True)
-    per_example = -tempered_log_softmax(student_logits).gather(-1, teacher_class.unsqueeze(-1)).squeeze(-1)
+    per_example = -tempered_log_softmax(student_logits).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return {"teacher": (weights * per_example).sum(-1), "task": cross_entropy(student_logits, targets)}
 
 
@@ -141,26 +138,40 @@ def dkpp(student_logits, teacher_logits, targets, *, temperature: float,
     return {"teacher": kl * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
-@register("tfkd_self", reduction="batchmean", t2_scaling=True,
+#: Tf-KD's `multiplier` (their params.json), read by both Tf-KD methods
+TFKD_MULTIPLIER = Option("tfkd_multiplier", "multiplier", float, 1.0, {"gt": 0.0},
+                         "Tf-KD's multiplier of the teacher term (the authors' params.json `multiplier`)")
+
+
+@register("tfkd_self", reduction="mean", t2_scaling=True, options=(TFKD_MULTIPLIER,),
           matches="a pre-trained copy of the student (self-training)", paper="Yuan et al. 2020 (teacher-free KD)")
-def tfkd_self(student_logits, teacher_logits, targets, *, temperature: float) -> dict:
-    """Teacher-free KD, self-training (Yuan et al. 2020): kd with a pre-trained copy of the student as teacher."""
-    return kd(student_logits, teacher_logits, targets, temperature=temperature)
+def tfkd_self(student_logits, teacher_logits, targets, *, temperature: float, multiplier: float = 1.0) -> dict:
+    """Teacher-free KD, self-training, as the authors' `loss_kd_self` computes it: alpha * m * T^2 *
+    KL(p_t^T || p_s^T) / C + (1 - alpha) * CE(y, s), m = distill.tfkd_multiplier; their KL (KLDivLoss,
+    reduction "mean") averages over batch and classes, hence 1 / C. The teacher: a trained copy of the student."""
+    kl = kl_logs(*tempered_log_probs(student_logits, teacher_logits, temperature))
+    scale = multiplier * temperature**2 / student_logits.shape[-1]
+    return {"teacher": kl * scale, "task": cross_entropy(student_logits, targets)}
 
 
-@register("tfkd_reg", reduction="batchmean", t2_scaling=True, signal="none",
-          matches="a hand-made virtual teacher (correct_prob on the true class), no teacher model",
-          paper="Yuan et al. 2020 (teacher-free KD)",
-          options=(Option("correct_prob", "correct_prob", float, 0.9, {"gt": 0.0, "lt": 1.0},
-                          "probability of the true class in the virtual teacher"),))
-def tfkd_reg(student_logits, teacher_logits, targets, *, temperature: float, correct_prob: float = 0.9) -> dict:
-    """Teacher-free KD, virtual teacher (Yuan et al. 2020): alpha * T^2 * KL(p_v^T || p_s^T) + (1 - alpha) * CE(y, s).
+@register("tfkd_reg", reduction="mean", t2_scaling=False, signal="none", options=(
+              Option("correct_prob", "correct_prob", float, 0.99, {"gt": 0.0, "lt": 1.0},
+                     "the virtual teacher's probability of the true class before softening (theirs: 0.99)"),
+              TFKD_MULTIPLIER),
+          matches="a hand-made virtual teacher (correct_prob on the true class, softened by T), no teacher model",
+          paper="Yuan et al. 2020 (teacher-free KD)")
+def tfkd_reg(student_logits, teacher_logits, targets, *, temperature: float, correct_prob: float = 0.99,
+             multiplier: float = 1.0) -> dict:
+    """Teacher-free KD, virtual teacher, as the authors' `loss_kd_regularization` computes it:
+    alpha * m * KL(p_v || softmax(s)) / C + (1 - alpha) * CE(y, s), m = distill.tfkd_multiplier.
 
-    p_v^T = softmax(log p_v / T) with p_v = correct_prob on the true class and
-    (1 - correct_prob) / (C - 1) elsewhere; `teacher_logits` is ignored.
+    p_v = softmax(u / T) of the probabilities u themselves (not their logs): u = correct_prob
+    on the true class, (1 - correct_prob) / (C - 1) elsewhere. The student is not tempered
+    and there is no T^2; the KL averages over batch and classes (1 / C). `teacher_logits` is ignored.
     """
-    virtual = virtual_teacher_log_probs(targets, student_logits.shape[-1], correct_prob)
-    return kd(student_logits, virtual, targets, temperature=temperature)
+    virtual = tempered_log_softmax(virtual_teacher_probs(targets, student_logits.shape[-1], correct_prob), temperature)
+    kl = kl_logs(virtual, tempered_log_softmax(student_logits))
+    return {"teacher": kl * multiplier / student_logits.shape[-1], "task": cross_entropy(student_logits, targets)}
 
 
 @register("label_smoothing", reduction="mean", t2_scaling=False, signal="none", mix="smoothing", temperature="none",
@@ -191,16 +202,6 @@ def labels(student_logits, teacher_logits, targets, *, temperature: float = 1.0)
 # ---------------------------------------------------------------- modern logit methods
 
 
-def standardize(logits: torch.Tensor) -> torch.Tensor:
-    """Logit standardisation (Sun et al. 2024): Z(z) = (z - mean_c z) / (std_c z + 1e-7), per example.
-
-    std is the unbiased (n - 1) standard deviation, as in the paper's code; softmax(Z(z) / T)
-    then follows. `distill.standardize: true` applies it to student and teacher logits.
-    """
-    mean = logits.mean(-1, keepdim=True)
-    return (logits - mean) / (logits.std(-1, keepdim=True) + 1e-7)
-
-
 @register("reverse_kl", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, reverse KL(p_s^T || p_t^T) (mode-seeking)",
           paper="Gu et al. 2024 (MiniLLM), compared in GKD")
@@ -212,20 +213,16 @@ def reverse_kl(student_logits, teacher_logits, targets, *, temperature: float) -
 
 @register("jsd", reduction="batchmean", t2_scaling=True,
           matches="the teacher's softened probabilities, generalised Jensen-Shannon divergence",
-          paper="Agarwal et al. 2024 (GKD)",
-          options=(Option("jsd_beta", "beta", float, 0.5, {"gt": 0.0, "lt": 1.0},
-                          "the mixture weight beta of the generalised JSD (0.5: symmetric)"),))
+          paper="Agarwal et al. 2024 (GKD)", options=(JSD_BETA,))
 def jsd(student_logits, teacher_logits, targets, *, temperature: float, beta: float = 0.5) -> dict:
     """Generalised JSD (GKD, Agarwal et al. 2024): alpha * T^2 * JSD(beta)(p_t^T || p_s^T) + (1 - alpha) * CE.
 
     JSD(beta)(P || Q) = beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q,
     P the teacher, Q the student (distill.jsd_beta; beta = 0.5 is the symmetric JSD, bounded by
     log 2). JSD(beta) / beta tends to KL(P || Q) as beta -> 0, and JSD(beta) / (1 - beta) to
-    KL(Q || P) as beta -> 1.
+    KL(Q || P) as beta -> 1; beta = 0 and 1 are those KLs themselves, as in TRL (parts.generalized_jsd).
     """
-    log_p, log_q = tempered_log_probs(student_logits, teacher_logits, temperature)
-    log_m = log_mixture(log_p, log_q, beta)
-    divergence = beta * kl_logs(log_p, log_m) + (1.0 - beta) * kl_logs(log_q, log_m)
+    divergence = generalized_jsd(*tempered_log_probs(student_logits, teacher_logits, temperature), beta)
     return {"teacher": divergence * temperature**2, "task": cross_entropy(student_logits, targets)}
 
 
@@ -397,3 +394,7 @@ def rkd(student_logits, teacher_logits, targets, *, temperature: float = 1.0,
         relational = relational + F.smooth_l1_loss(pairwise_distances(s), pairwise_distances(t))
         relational = relational + 2.0 * F.smooth_l1_loss(angles(s), angles(t))
     return {"teacher": relational * weight, "task": cross_entropy(student_logits, targets)}
+
+
+for _name, _formula, _record in LM_RECORDS:  # the language-model methods: distill.methods.lm_losses
+    register(_name, **_record)(_formula)

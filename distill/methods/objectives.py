@@ -21,6 +21,7 @@ T and alpha follow `value_at(schedule, start, end, progress)`.
 from __future__ import annotations
 
 import abc
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -29,9 +30,13 @@ import torch
 from torch import nn
 
 from distill.methods import losses
+from distill.methods.parts import kd_terms
 from distill.methods import DistillConfig
 from distill.teachers.features import capture
 from distill.teachers.signals import teacher_views
+
+#: methods whose terms are exactly kd's: computed by `parts.kd_terms` (one autograd node, the same values)
+FUSED_KD = (losses.kd, losses.ban, losses.ban_l)
 
 #: loss_info of a model trained from labels alone
 CROSS_ENTROPY_INFO = {"method": "cross_entropy", "reduction": "mean", "t2_scaling": False, "teacher": None}
@@ -60,8 +65,10 @@ def value_at(schedule: str, start: float, end: Optional[float], progress: float)
 
 
 def mix(terms: dict, weights: dict) -> torch.Tensor:
-    """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only)."""
-    parts = [terms[name] if w == 1 else w * terms[name] for name, w in weights.items() if w != 0]
+    """loss = sum over named terms of weight * term; terms of weight 0 are left out (logged only). A weight
+    may be a (K,) tensor: one per model of K stacked models' (K,) terms (distill.methods.stacked)."""
+    parts = [w * terms[name] if torch.is_tensor(w) else terms[name] if w == 1 else w * terms[name]
+             for name, w in weights.items() if torch.is_tensor(w) or w != 0]
     return sum(parts[1:], parts[0])
 
 
@@ -99,6 +106,12 @@ class Objective(nn.Module, metaclass=abc.ABCMeta):
     #: reads the others'): the one objective of a fit of K >= 2 models sharing a data seed, always
     #: called once per step with (K, B, ...) (implies `stackable`)
     joint: bool = False
+    #: terms() runs the model it trains itself (on-policy generation, a head fused with the loss): the
+    #: loop hands it that model (`bind`) before the first step; it trains alone (replicas.can_stack refuses)
+    runs_student: bool = False
+
+    def bind(self, model: nn.Module) -> None:
+        """Called by the loop with the model this objective trains, before the first step."""
 
     @abc.abstractmethod
     def terms(self, batch: Batch, logits: torch.Tensor, features: list, progress: float) -> dict:
@@ -227,9 +240,12 @@ class Distill(Objective):
         permutations: deterministic per step and seed, whatever ran before, so resumable)."""
         options = self.method.values(self.cfg, "loss")
         if self.method.draws:
-            step_seed = (self.seed * 1_000_003 + int(round(progress * 1e9))) % 2**63
-            options["generator"] = torch.Generator(device=student.device).manual_seed(step_seed)
+            options["generator"] = torch.Generator(device=student.device).manual_seed(self.step_seed(progress))
         return options
+
+    def step_seed(self, progress: float) -> int:
+        """A seed of this step alone: from the objective's seed and the training progress (resumable)."""
+        return (self.seed * 1_000_003 + int(round(progress * 1e9))) % 2**63
 
     def terms(self, batch, logits, features, progress):
         student = logits.float()
@@ -249,17 +265,25 @@ class Distill(Objective):
                 features = [p(f) for p, f in zip(self.projections, features)]
             return self.method(student, None, batch.y, temperature=temperature, student_features=features,
                                teacher_features=[f.float() for f in teacher_feats], **options)
-        teacher = self.signal.logits(batch.x, batch.idx)
+        return self.logit_terms(student, self.signal.logits(batch.x, batch.idx), batch.y, temperature, options)
+
+    def logit_terms(self, student, teacher, targets, temperature, options: dict) -> dict:
+        """The terms of a method that reads teacher logits: from the student's (B, C) and the teachers'
+        (n, B, C) logits (`distill.methods.stacked` runs this under vmap for K models at once)."""
         raw = student
         if self.cfg.standardize:
             student, teacher = losses.standardize(student), losses.standardize(teacher)
         views = teacher_views(teacher, 1.0 if self.method.combine_at_t1 else temperature, self.combine)
-        terms = self.method(student, views[0], batch.y, temperature=temperature, **options)
+        if self.method.formula in FUSED_KD and len(views) == 1 and not views[0].requires_grad and not (
+                torch.is_tensor(temperature) and temperature.requires_grad):  # kd's terms in one autograd node
+            terms = dict(zip(("teacher", "task"), kd_terms(student, views[0], targets, temperature)))
+        else:
+            terms = self.method(student, views[0], targets, temperature=temperature, **options)
         for z in views[1:]:  # per_teacher_kl: one set of teacher terms per teacher, summed
-            more = self.method(student, z, batch.y, temperature=temperature, **options)
+            more = self.method(student, z, targets, temperature=temperature, **options)
             terms.update({name: terms[name] + value for name, value in more.items() if name != "task"})
         if self.cfg.standardize:
-            terms["task"] = losses.cross_entropy(raw, batch.y)
+            terms["task"] = losses.cross_entropy(raw, targets)
         return terms
 
 
@@ -276,6 +300,8 @@ def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str]
     info.update({option.key: getattr(cfg, option.key) for option in method.options})  # e.g. dkd_beta, smoothing
     if cfg.standardize:
         info["standardize"] = True
+    if cfg.lm_chunk:
+        info["lm_chunk"] = cfg.lm_chunk
     if method.signal == "features":
         info.update(layers=list(cfg.layers), teacher_layers=list(cfg.teacher_layers or cfg.layers))
     return info
@@ -318,6 +344,8 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
         raise ValueError(f"make_objective: method {cfg.method} needs a teacher")
     signal_kind = "file" if file_logits is not None else "models"
     cached, note = cache_decision(kind, signal_kind, data, cache)
+    if method.objective:
+        cached, note = False, "online (the method's objective runs the teachers on the sequences it makes)"
     if method.mix == "labels":
         note = "not read in training: the teacher gives the fidelity figures only"
     top_k = (cfg.top_k, cfg.top_k_rest) if getattr(data, "text", None) is not None else None  # LMs: distill/training/lm.py
@@ -338,5 +366,7 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
     count = 1 if signal_kind == "file" else len(teachers)
     if description is None:
         description = f"{count} teacher model{'s' if count != 1 else ''} in memory"
-    objective = Distill(cfg, signal, combine, seed, projections, teacher_layers, epochs)
-    return objective, loss_info(cfg, combine, description, count, note)
+    path = method.objective or ("distill.training.lm_objectives:TokenLevel" if cfg.lm_chunk else None)
+    cls = Distill if path is None else getattr(importlib.import_module(path.split(":")[0]), path.split(":")[1])
+    objective = cls(cfg, signal, combine, seed, projections, teacher_layers, epochs)  # (named by a string: that
+    return objective, loss_info(cfg, combine, description, count, note)            # module imports this one)

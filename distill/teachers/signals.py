@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from distill.methods import GEOMETRIC
 from distill.methods.parts import tempered_log_softmax
 
 
@@ -84,12 +85,15 @@ class FileSignal:
 def combine_log_probs(logits: torch.Tensor, combine: str, temperature=1.0) -> torch.Tensor:
     """(K, ..., C) logits of K models -> log-probabilities of their combination at T, the one
     definition that training, fidelity and ensemble evaluation read. mean_probs: log mean_k
-    softmax(z_k / T), the distribution closest to all K in summed KL; mean_logits: log softmax(mean_k z_k / T)."""
+    softmax(z_k / T), the distribution closest to all K in summed KL; mean_logits: log softmax(mean_k z_k / T),
+    which is also the normalised geometric mean of the softmaxes exactly (log softmax(z) is z less a
+    per-example constant), so that has no name of its own (distill.methods.GEOMETRIC)."""
     if combine == "mean_logits":
         return tempered_log_softmax(logits.mean(0), temperature)
     if combine == "mean_probs":
         return torch.logsumexp(tempered_log_softmax(logits, temperature), dim=0) - math.log(logits.shape[0])
-    raise ValueError(f"unknown combination {combine!r}; choose mean_probs or mean_logits")
+    raise ValueError(GEOMETRIC if combine == "geometric" else
+                     f"unknown combination {combine!r}; choose mean_probs or mean_logits")
 
 
 def teacher_views(teacher_logits: torch.Tensor, temperature: float, combine: str) -> list[torch.Tensor]:

@@ -9,13 +9,19 @@ model's state_dict, and per-model gradient clipping.
 
 - `Modules` (K = 1): the model itself, so anything runs: BatchNorm, dropout, forward hooks
   for white-box methods, `torch.compile`, channels_last.
-- `Stacked` (K >= 2, `can_stack` says when): the K models' parameters stacked along a new
-  first axis (`torch.func.stack_module_state`) and trained by one optimizer; the forward is
-  `vmap` over `functional_call`. Adam, AdamW and SGD act elementwise, so one optimizer over
-  stacked parameters is K independent optimizers. An MLP (Linear layers and parameter-free
-  activations) runs as batched matrix products on the stacked weights instead of vmap: the
-  same function, about 1.3x faster on CPU (feature-major, W @ h + b: weights used in their
-  stored layout, no transposed copies).
+- `Stacked` (K >= 2, `can_stack` says when): the K models' parameters and buffers stacked along
+  a new first axis (`torch.func.stack_module_state`), the parameters trained by one optimizer;
+  the forward is `vmap` over `functional_call`. Adam, AdamW and SGD act elementwise, so one
+  optimizer over stacked parameters is K independent optimizers. BatchNorm keeps per-model
+  statistics: running mean, var and num_batches_tracked are stacked buffers that vmap updates
+  in place, each from its own model's batch, in train mode, and reads in eval mode (the meta
+  copy of the model that vmap calls follows `train(mode)`), as K separate models would.
+  Dropout draws per-model masks (`randomness="different"`, from the global generator, which
+  checkpoints save, so a resumed fit draws the same ones). An MLP (Linear layers and
+  parameter-free activations, dropout included) runs as batched matrix products on the stacked
+  weights instead of vmap: the same function, about 1.3x faster on CPU (feature-major, W @ h + b:
+  weights used in their stored layout, no transposed copies). tests/test_stacked.py and
+  tests/test_stacked_bn.py hold stacked training against one model at a time.
 """
 
 from __future__ import annotations
@@ -35,19 +41,28 @@ def can_stack(models: list[nn.Module], objectives: Optional[list] = None) -> tup
     """(True, why) when these models can train stacked in one fit, else (False, why not)."""
     if len(models) < 2:
         return False, "only one model"
-    if any(has_batchnorm(m) for m in models):
-        return False, "the model has BatchNorm"
-    if any(isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0 for m in models for mod in m.modules()):
-        return False, "the model has active dropout"
     shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in models}
     if len({type(m) for m in models}) > 1 or len(shapes) > 1:
         return False, "the models differ in architecture"
+    if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.momentum is None
+           for m in models for mod in m.modules()):  # its factor 1 / num_batches_tracked is read on the host
+        return False, "the model has BatchNorm with momentum=None (a cumulative average)"
     for objective in objectives or []:
         if objective is not None and any(True for _ in objective.parameters()):
             return False, "the distillation objective has trainable parameters"
+        if objective is not None and getattr(objective, "runs_student", False):
+            return False, "the distillation objective runs the student itself (on-policy generation, a fused head)"
         if objective is not None and objective.student_layers:
             return False, "the distillation objective reads intermediate features"
-    return True, f"{len(models)} models without BatchNorm or dropout"
+    kinds = [what for what, has in (("BatchNorm statistics", has_batchnorm(models[0])),
+                                    ("dropout masks", has_dropout(models[0]))) if has]
+    if not kinds:
+        return True, f"{len(models)} models without BatchNorm or dropout"
+    return True, f"{len(models)} models, {' and '.join(kinds)} per model"
+
+
+def has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0 for mod in model.modules())
 
 
 class Modules:
@@ -71,8 +86,8 @@ class Modules:
         x = self._layout(xs[0])
         if layers:
             logits, features = capture(self.forward_model, list(layers), x, "distill.layers", "student")
-            return logits[None], [features]
-        return self.forward_model(x)[None], [[]]
+            return logits.unsqueeze(0), [features]
+        return self.forward_model(x).unsqueeze(0), [[]]
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.models[0](self._layout(x))[None]
@@ -88,25 +103,31 @@ class Modules:
 
 
 class Stacked:
-    """K models of one architecture with stacked parameters (see the module docstring)."""
+    """K models of one architecture with stacked parameters and buffers (see the module docstring)."""
 
     def __init__(self, models: list[nn.Module]):
         self.models = models
         self.params, self.buffers = stack_module_state(models)
         base = copy.deepcopy(models[0]).to("meta")
+        self.base = base
 
         def call(p, b, x):
             return functional_call(base, (p, b), (x,))
 
+        # randomness="different": each model its own dropout masks (drawn from the global generator, so a
+        # resumed fit draws the same ones); BatchNorm's running statistics are the stacked buffers, each
+        # model's updated in place by its own batch in train mode and read in eval mode
         mlp = stacked_mlp_forward(models[0])
-        self._batched = (lambda p, b, xs: mlp(p, xs)) if mlp else vmap(call)                     # each its batch
-        self._shared = (lambda p, b, x: mlp(p, x, shared=True)) if mlp else vmap(call, in_dims=(0, 0, None))
+        self._batched = (lambda p, b, xs: mlp(p, xs)) if mlp else vmap(call, randomness="different")
+        self._shared = (lambda p, b, x: mlp(p, x, shared=True)) if mlp else \
+            vmap(call, in_dims=(0, 0, None), randomness="different")
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
     def train(self, mode: bool = True) -> None:
-        pass  # no BatchNorm, no dropout: nothing differs between modes
+        self.base.train(mode)  # BatchNorm: batch or running statistics; dropout on or off
+        self.models[0].train(mode)  # the MLP path runs models[0]'s activation and dropout modules
 
     def forward(self, xs: torch.Tensor, layers=()) -> tuple[torch.Tensor, list]:
         return self._batched(self.params, self.buffers, xs), [[] for _ in self.models]
