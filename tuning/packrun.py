@@ -27,6 +27,7 @@ from distill.teachers.fidelity import fidelity
 from distill.teachers.sources import teacher_objective
 from distill.training.experiment import prepare
 from distill.training.jobs import Job, fit_jobs
+from distill.training.seeds import model_seeds
 
 MEMBER = "pack_member"  # the tag and report key naming a model's member (never written to a run's files)
 
@@ -101,18 +102,19 @@ def train_pack(members: list[Member], *, on_rows: Callable[[int, list[dict]], No
             objective, info, section = plans[m.index]
             if section is not None:
                 teacher_train = section.train
-                teachers.append(Job(key=f"{m.index}:{section.key}", arch=section.model_cfg, seed=m.seed,
-                                    given=section.model,
-                                    tags={"role": "teacher", "name": section.model_cfg.name, "seed": m.seed,
-                                          "parent": None, **loss_tags(CROSS_ENTROPY_INFO), MEMBER: m.index},
-                                    label=f"teacher seed {m.seed}",
-                                    report={"role": "teacher", "epochs": section.train.epochs, MEMBER: m.index}))
+                teachers.append(Job.seeded(
+                    section.seeds, key=f"{m.index}:{section.key}", arch=section.model_cfg, given=section.model,
+                    tags={"role": "teacher", "name": section.model_cfg.name, "seed": m.seed, "parent": None,
+                          **loss_tags(CROSS_ENTROPY_INFO), MEMBER: m.index},
+                    label=f"teacher seed {m.seed}",
+                    report={"role": "teacher", "epochs": section.train.epochs, MEMBER: m.index}))
             role = "student" if info.get("teacher") else "model"
-            students.append(Job(key=f"{m.index}:{role}-s{m.seed}", arch=m.cfg.model, seed=m.seed, objective=objective,
-                                tags={"role": role, "name": m.cfg.model.name, "seed": m.seed,
-                                      "parent": info.get("teacher"), **loss_tags(info), MEMBER: m.index},
-                                label=f"{role} {m.cfg.model.name} {m.run_dir.name}",
-                                report={"role": role, "epochs": m.cfg.train.epochs, MEMBER: m.index}))
+            students.append(Job.seeded(  # the seed rule of `distill train` (distill.training.seeds)
+                model_seeds(m.seed, role), key=f"{m.index}:{role}-s{m.seed}", arch=m.cfg.model, objective=objective,
+                tags={"role": role, "name": m.cfg.model.name, "seed": m.seed, "parent": info.get("teacher"),
+                      **loss_tags(info), MEMBER: m.index},
+                label=f"{role} {m.cfg.model.name} {m.run_dir.name}",
+                report={"role": role, "epochs": m.cfg.train.epochs, MEMBER: m.index}))
         run = PackRun(runs, on_rows)
         packing: dict[str, str] = {}
 
