@@ -3,6 +3,7 @@
     bash docs/results/run_mnist1d.sh repro-runs
     .venv/bin/python docs/results/collect.py repro-runs      # writes docs/results/mnist1d-*.csv/.json
     .venv/bin/python docs/results/collect.py repro-runs ensemble   # only mnist1d-ensemble.*
+    .venv/bin/python docs/results/collect.py repro-runs kd         # only mnist1d-kd.*
     .venv/bin/python -m results.evidence                     # renders them into README.md
     .venv/bin/python docs/results/collect.py --holm-from-intervals   # mnist1d-methods: Holm columns from
                                                              # the committed intervals (no runs needed)
@@ -80,7 +81,9 @@ def run_of(out: Path, name: str) -> Path:
     return found[-1].parent
 
 
-def main(out: Path) -> None:
+def kd_table(out: Path) -> None:
+    """Models from labels and Hinton KD: the MLP and the CNN from labels, the KD run's teacher and its
+    student, the student paired by seed against the MLP from labels."""
     mlp, cnn, kd = run_of(out, "mnist1d-mlp"), run_of(out, "mnist1d-cnn"), run_of(out, "mnist1d-kd")
     both = results.load([mlp, kd])
     labels = both[(both.run == str(mlp)) & (both.role == "model")]
@@ -93,6 +96,10 @@ def main(out: Path) -> None:
                        .to_numpy())}]
     write("mnist1d-kd", table, [["model", "{model}"], *ACC, DIFF, ["paper (Greydanus 2020)", "{paper}"]],
           [mlp, cnn, kd], "the KD student's difference is paired by seed against the MLP from labels")
+
+
+def main(out: Path) -> None:
+    kd_table(out)
 
     ban = run_of(out, "ban-mnist1d")
     df = results.load([ban])
@@ -251,6 +258,11 @@ def holm_from_intervals(folder: Path = HERE) -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--holm-from-intervals"]:
         holm_from_intervals()
+    elif sys.argv[2:] == ["kd"]:  # only the kd table: collect.py OUT kd
+        COMMAND = " && ".join(f".venv/bin/python -m distill.cli train {p} --out repro-runs --quiet" for p in
+                            ["mnist1d-mlp", "mnist1d-cnn \"seeds=[0,1,2,3,4]\"", "mnist1d-kd"])
+        COMMAND += " && .venv/bin/python docs/results/collect.py repro-runs kd"
+        kd_table(Path(sys.argv[1]))
     elif sys.argv[2:] == ["ensemble"]:  # only the ensemble table: collect.py OUT ensemble
         COMMAND = (".venv/bin/python -m distill.cli ensemble ensemble-mnist1d \"seeds=[0,1,2,3,4]\" --out repro-runs"
                    " && .venv/bin/python docs/results/collect.py repro-runs ensemble")
