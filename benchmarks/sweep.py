@@ -210,12 +210,18 @@ def cifar_compare(size: dict, layouts: dict, device: str, out: Path) -> dict:
             found[name] = {"wall": wall, "tune_trials": len(summary.get("packs") or summary["trials"]),
                            "done": summary["counts"]["done"], "packing": [p.get("packing") for p in
                                                                          summary.get("packs") or []],
-                           "by_config": {json.dumps(t["params"], sort_keys=True): t for t in summary["trials"]}}
+                           "by_config": {json.dumps(t["params"], sort_keys=True): t for t in summary["trials"]},
+                           "off_device": sum(not json.loads((Path(t["run_dir"]) / "meta.json").read_text())
+                                             .get("device", "").startswith(device) for t in summary["trials"])}
     finally:
         if started_ray:
             ray.shutdown()
-    sep, packed = found["separate"], found["packed"]
-    configs = len(size["temperatures"]) * len(size["alphas"])
+    return cifar_figures(found["separate"], found["packed"], len(size["temperatures"]) * len(size["alphas"]))
+
+
+def cifar_figures(sep: dict, packed: dict, configs: int) -> dict:
+    """The CIFAR part's figures from each layout's wall, counts and `by_config` sweep.json entries:
+    its speedup, and whether every configuration's figures agree (`cifar_agree`)."""
     acc = [abs(packed["by_config"][k]["best_val_acc"] - t["best_val_acc"])
            for k, t in sep["by_config"].items() if k in packed["by_config"]]
     nll = [abs(packed["by_config"][k]["best_val_nll"] - t["best_val_nll"]) / max(t["best_val_nll"], 1e-6)
@@ -224,12 +230,13 @@ def cifar_compare(size: dict, layouts: dict, device: str, out: Path) -> dict:
     figures = {"cifar_configs": configs, "cifar_models_done_separate": sep["done"],
                "cifar_models_done_packed": packed["done"], "cifar_configs_missing": missing,
                "cifar_separate_trials": sep["tune_trials"], "cifar_packed_trials": packed["tune_trials"],
-               "cifar_packed_how": packed["packing"],
+               "cifar_packed_how": packed["packing"], "cifar_models_off_device": sep["off_device"] + packed["off_device"],
                "cifar_separate_wall_seconds": round(sep["wall"], 3), "cifar_packed_wall_seconds": round(packed["wall"], 3),
                "cifar_speedup": round(sep["wall"] / packed["wall"], 4),
                "cifar_max_val_acc_diff": round(max(acc, default=float("inf")), 6), "cifar_val_acc_tol": CIFAR_ACC_TOL,
                "cifar_max_val_nll_diff": round(max(nll, default=float("inf")), 6), "cifar_val_nll_tol": CIFAR_NLL_TOL}
-    figures["cifar_agree"] = (missing == 0 and sep["done"] == packed["done"] == configs
+    figures["cifar_agree"] = (missing == 0 and figures["cifar_models_off_device"] == 0
+                              and sep["done"] == packed["done"] == configs
                               and figures["cifar_max_val_acc_diff"] <= CIFAR_ACC_TOL
                               and figures["cifar_max_val_nll_diff"] <= CIFAR_NLL_TOL)
     return figures
