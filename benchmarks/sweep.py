@@ -179,9 +179,11 @@ def cifar_config(size: dict, device: str, *extra: str):
         f"train.batch_size={size['batch']}", f"train.device={device}", *extra])
 
 
-def cifar_compare(size: dict, layouts: dict, device: str, out: Path) -> dict:
+def cifar_compare(size: dict, layouts: dict, device: str, out: Path,
+                  tolerances: tuple = (CIFAR_ACC_TOL, CIFAR_NLL_TOL)) -> dict:
     """The same 8-configuration (T, alpha) sweep of a BatchNorm ResNet in each layout (`tuning.run`,
-    each in its own folder, Ray started before the clock); returns the figures (prefix `cifar_`)."""
+    each in its own folder, Ray started before the clock); returns the figures (prefix `cifar_`):
+    `cifar_figures` with `tolerances` (best validation accuracy absolute, NLL relative)."""
     import ray
 
     import tuning
@@ -216,10 +218,12 @@ def cifar_compare(size: dict, layouts: dict, device: str, out: Path) -> dict:
     finally:
         if started_ray:
             ray.shutdown()
-    return cifar_figures(found["separate"], found["packed"], len(size["temperatures"]) * len(size["alphas"]))
+    return cifar_figures(found["separate"], found["packed"], len(size["temperatures"]) * len(size["alphas"]),
+                         *tolerances)
 
 
-def cifar_figures(sep: dict, packed: dict, configs: int) -> dict:
+def cifar_figures(sep: dict, packed: dict, configs: int, acc_tol: float = CIFAR_ACC_TOL,
+                  nll_tol: float = CIFAR_NLL_TOL) -> dict:
     """The CIFAR part's figures from each layout's wall, counts and `by_config` sweep.json entries:
     its speedup, and whether every configuration's figures agree (`cifar_agree`)."""
     acc = [abs(packed["by_config"][k]["best_val_acc"] - t["best_val_acc"])
@@ -233,12 +237,12 @@ def cifar_figures(sep: dict, packed: dict, configs: int) -> dict:
                "cifar_packed_how": packed["packing"], "cifar_models_off_device": sep["off_device"] + packed["off_device"],
                "cifar_separate_wall_seconds": round(sep["wall"], 3), "cifar_packed_wall_seconds": round(packed["wall"], 3),
                "cifar_speedup": round(sep["wall"] / packed["wall"], 4),
-               "cifar_max_val_acc_diff": round(max(acc, default=float("inf")), 6), "cifar_val_acc_tol": CIFAR_ACC_TOL,
-               "cifar_max_val_nll_diff": round(max(nll, default=float("inf")), 6), "cifar_val_nll_tol": CIFAR_NLL_TOL}
+               "cifar_max_val_acc_diff": round(max(acc, default=float("inf")), 6), "cifar_val_acc_tol": acc_tol,
+               "cifar_max_val_nll_diff": round(max(nll, default=float("inf")), 6), "cifar_val_nll_tol": nll_tol}
     figures["cifar_agree"] = (missing == 0 and figures["cifar_models_off_device"] == 0
                               and sep["done"] == packed["done"] == configs
-                              and figures["cifar_max_val_acc_diff"] <= CIFAR_ACC_TOL
-                              and figures["cifar_max_val_nll_diff"] <= CIFAR_NLL_TOL)
+                              and figures["cifar_max_val_acc_diff"] <= acc_tol
+                              and figures["cifar_max_val_nll_diff"] <= nll_tol)
     return figures
 
 
