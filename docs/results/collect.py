@@ -8,8 +8,8 @@
     bash docs/results/run_lm_study.sh repro-runs/lm-study       # the LM study of docs/lm.md, then:
     .venv/bin/python docs/results/collect.py --lm-study repro-runs/lm-study   # docs/results/lm-pydoc-study.*
 
-Every figure is test (or validation) accuracy in % (the LM study: NLL per token), at the validation-selected epoch, as mean
-and 95% t-interval half-width over seeds with n; differences are paired by seed. Reads run
+Every figure is test (or validation) accuracy in % (the LM study: NLL per token), at the validation-
+selected epoch, as mean and 95% t-interval half-width over seeds with n; differences are paired by seed. Reads run
 directories only (through `results`), never the engine.
 """
 
@@ -210,7 +210,8 @@ def holm_from_intervals(folder: Path = HERE) -> None:
     print(f"wrote {folder / 'mnist1d-methods'}.csv with Holm columns")
 
 
-LM_STUDY = "bash docs/results/run_lm_study.sh repro-runs/lm-study && .venv/bin/python docs/results/collect.py --lm-study repro-runs/lm-study"
+LM_STUDY = ("bash docs/results/run_lm_study.sh repro-runs/lm-study && "
+            ".venv/bin/python docs/results/collect.py --lm-study repro-runs/lm-study")
 LM_CELLS = [  # (run folder under OUT, label, the cell it is compared with: labels of the same width)
     ("teacher-weak", "teacher (4 blocks, width 128), 4 epochs", None),
     ("teacher-strong", "teacher (4 blocks, width 128), 30 epochs", None),
