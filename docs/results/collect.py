@@ -214,30 +214,39 @@ LM_STUDY = ("bash docs/results/run_lm_study.sh repro-runs/lm-study && "
             ".venv/bin/python docs/results/collect.py --lm-study repro-runs/lm-study")
 LM_CELLS = [  # (run folder under OUT, label, the cell it is compared with: labels of the same width)
     ("teacher-weak", "teacher (4 blocks, width 128), 4 epochs", None),
-    ("teacher-strong", "teacher (4 blocks, width 128), 30 epochs", None),
+    ("teacher-strong", "teacher (4 blocks, width 128), 15 epochs", None),
+    ("teacher-data", "teacher (4 blocks, width 128), 6 epochs on all 2,053 training blocks", None),
     ("labels-w32", "student width 32 from labels", None),
     ("kd-weak-w32", "student width 32, kd from the 4-epoch teacher", "labels-w32"),
-    ("kd-strong-w32", "student width 32, kd from the 30-epoch teacher", "labels-w32"),
-    ("gkd0-strong-w32", "student width 32, gkd lambda = 0 (supervised JSD) from the 30-epoch teacher", "labels-w32"),
-    ("gkd-strong-w32", "student width 32, gkd lambda = 0.5 (on-policy) from the 30-epoch teacher", "labels-w32"),
+    ("kd-strong-w32", "student width 32, kd from the 15-epoch teacher", "labels-w32"),
+    ("gkd0-strong-w32", "student width 32, gkd lambda = 0 (supervised JSD) from the 15-epoch teacher", "labels-w32"),
+    ("gkd-strong-w32", "student width 32, gkd lambda = 0.5 (on-policy) from the 15-epoch teacher", "labels-w32"),
+    ("kd-data-w32", "student width 32, kd from the all-data teacher", "labels-w32"),
     ("labels-w64", "student width 64 from labels", None),
     ("kd-weak-w64", "student width 64, kd from the 4-epoch teacher", "labels-w64"),
-    ("kd-strong-w64", "student width 64, kd from the 30-epoch teacher", "labels-w64"),
+    ("kd-strong-w64", "student width 64, kd from the 15-epoch teacher", "labels-w64"),
+    ("kd-data-w64", "student width 64, kd from the all-data teacher", "labels-w64"),
 ]
 LM_CONTRASTS = [  # (label, (a, b), (c, d)): the per-seed difference (a - b) - (c - d), None = 0
-    ("teacher strength at width 32: gain from the 30-epoch teacher minus gain from the 4-epoch one",
+    ("teacher strength at width 32: NLL change (vs labels) with the 15-epoch teacher minus with the 4-epoch one",
      ("kd-strong-w32", None), ("kd-weak-w32", None)),
-    ("teacher strength at width 64: gain from the 30-epoch teacher minus gain from the 4-epoch one",
+    ("teacher strength at width 64: NLL change (vs labels) with the 15-epoch teacher minus with the 4-epoch one",
      ("kd-strong-w64", None), ("kd-weak-w64", None)),
-    ("student size, 30-epoch teacher: gain at width 32 minus gain at width 64",
+    ("student size, 15-epoch teacher: NLL change at width 32 minus at width 64",
      ("kd-strong-w32", "labels-w32"), ("kd-strong-w64", "labels-w64")),
-    ("on-policy: gkd lambda = 0.5 minus gkd lambda = 0 (width 32, 30-epoch teacher)",
+    ("teacher data at width 32: NLL change with the all-data teacher minus with the 15-epoch one",
+     ("kd-data-w32", None), ("kd-strong-w32", None)),
+    ("teacher data at width 64: NLL change with the all-data teacher minus with the 15-epoch one",
+     ("kd-data-w64", None), ("kd-strong-w64", None)),
+    ("student size, all-data teacher: NLL change at width 32 minus at width 64",
+     ("kd-data-w32", "labels-w32"), ("kd-data-w64", "labels-w64")),
+    ("on-policy: gkd lambda = 0.5 minus gkd lambda = 0 (width 32, 15-epoch teacher)",
      ("gkd-strong-w32", None), ("gkd0-strong-w32", None)),
-    ("gkd lambda = 0.5 minus kd (width 32, 30-epoch teacher)", ("gkd-strong-w32", None), ("kd-strong-w32", None)),
+    ("gkd lambda = 0.5 minus kd (width 32, 15-epoch teacher)", ("gkd-strong-w32", None), ("kd-strong-w32", None)),
 ]
-LM_NOTE = ("test NLL per token (nats) and perplexity at the epoch of the lowest validation NLL; mean and 95% "
-           "t-interval half-width over seeds; diff: the student minus the same-width student from labels, or a "
-           "contrast of two such differences, per seed (negative = KD lowered the NLL), 95% t-interval; p: paired "
+LM_NOTE = ("test NLL per token (nats) and perplexity (exp of the mean NLL) at the epoch of the lowest validation "
+           "NLL; mean and 95% t-interval half-width over seeds; diff: the student minus the same-width student "
+           "from labels, or a contrast of two such differences, per seed (negative = KD lowered the NLL), 95% t-interval; p: paired "
            "t-test; p_holm: Holm over every row with a p; verdict (alone, from the interval) and verdict_holm "
            "(adjusted p < 0.05) say lower/higher/not separable")
 
@@ -275,7 +284,8 @@ def lm_study(out: Path) -> None:
         if "diff" in r:
             r["verdict"] = r["verdict"].replace("higher", "higher NLL").replace("lower", "lower NLL")
             r["verdict_holm"] = r["verdict_holm"].replace("higher", "higher NLL").replace("lower", "lower NLL")
-    pd.DataFrame(rows).to_csv(HERE / "lm-pydoc-study.csv", index=False)
+    pd.DataFrame(rows).astype({"params": "Int64", "n": "Int64", "pairs": "Int64"}).to_csv(
+        HERE / "lm-pydoc-study.csv", index=False)
     meta = json.loads((runs["kd-strong-w32"] / "meta.json").read_text())
     load = df["load_avg"].dropna()
     m = sum("p" in r for r in rows)
