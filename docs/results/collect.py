@@ -246,9 +246,9 @@ LM_CONTRASTS = [  # (label, (a, b), (c, d)): the per-seed difference (a - b) - (
 ]
 LM_NOTE = ("test NLL per token (nats) and perplexity (exp of the mean NLL) at the epoch of the lowest validation "
            "NLL; mean and 95% t-interval half-width over seeds; diff: the student minus the same-width student "
-           "from labels, or a contrast of two such differences, per seed (negative = KD lowered the NLL), 95% t-interval; p: paired "
-           "t-test; p_holm: Holm over every row with a p; verdict (alone, from the interval) and verdict_holm "
-           "(adjusted p < 0.05) say lower/higher/not separable")
+           "from labels, or a contrast of two such differences, per seed (negative = KD lowered the NLL), 95% "
+           "t-interval; p: paired t-test; p_holm: Holm over every row with a p; verdict (alone, from the "
+           "interval) and verdict_holm (adjusted p < 0.05) say lower/higher/not separable")
 
 
 def lm_study(out: Path) -> None:
