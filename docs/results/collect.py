@@ -257,7 +257,12 @@ def lm_study(out: Path) -> None:
     import numpy as np
     from scipy import stats as scipy_stats
 
-    runs = {cell: run_of(out / cell, "lm-pydoc-study") for cell, _, _ in LM_CELLS}
+    missing = [cell for cell, _, _ in LM_CELLS if not list((out / cell).glob("lm-pydoc-study/*/summary.json"))]
+    if missing:  # the table leaves them out, says so, and keeps the rest
+        print(f"collect: no finished run of {', '.join(missing)} under {out}; left out of the table", file=sys.stderr)
+    cells = [c for c in LM_CELLS if c[0] not in missing]
+    contrasts = [c for c in LM_CONTRASTS if not {c[1][0], c[2][0]} & set(missing)]
+    runs = {cell: run_of(out / cell, "lm-pydoc-study") for cell, _, _ in cells}
     df = results.load(list(runs.values()))
     nll = {cell: df[df.run == str(run)].groupby("seed")["test_nll"].mean() for cell, run in runs.items()}
 
@@ -271,14 +276,15 @@ def lm_study(out: Path) -> None:
         return {"diff": round(mean, 4), "low": round(low, 4), "high": round(high, 4), "pairs": n, "p": round(p, 6)}
 
     rows = []
-    for cell, label, baseline in LM_CELLS:
+    for cell, label, baseline in cells:
         part = df[df.run == str(runs[cell])]
         test, val = mean_ci(part["test_nll"]), mean_ci(part["val_nll"])
         rows.append({"model": label, "cell": cell, "params": int(part["params"].iloc[0]),
                      "test_nll": round(test[0], 4), "test_nll_ci": round((test[2] - test[1]) / 2, 4),
                      "test_ppl": round(float(np.exp(test[0])), 2), "val_nll": round(val[0], 4), "n": test[3],
+                     "agreement": round(float(part["test_agreement"].mean()), 3) if baseline else "",
                      **(interval(per_seed(cell, baseline)) if baseline else {})})
-    for label, (a, b), (c, d) in LM_CONTRASTS:
+    for label, (a, b), (c, d) in contrasts:
         rows.append({"model": label, "cell": "contrast", **interval(per_seed(a, b) - per_seed(c, d))})
     holm_columns([r for r in rows if r["cell"] != "contrast"])  # family 1: each student against labels
     holm_columns([r for r in rows if r["cell"] == "contrast"])  # family 2: the contrasts
@@ -296,7 +302,8 @@ def lm_study(out: Path) -> None:
         "machine": f"{machine()}; load average during the runs {load.min():.1f}-{load.max():.1f} (shared), "
                    "2 runs at once, 1 torch thread each",
         "versions": {**meta.get("versions", {}), "git": (meta.get("git_commit") or "")[:10]},
-        "runs": [str(r) for r in runs.values()], "note": LM_NOTE,
+        "runs": [str(r) for r in runs.values()],
+        "note": LM_NOTE + (f"; not finished when collected: {', '.join(missing)}" if missing else ""),
         "columns": [["model", "{model}"], ["test NLL", "{test_nll:.3f} ± {test_nll_ci:.3f}"],
                     ["test perplexity", "{test_ppl:.2f}"], ["n", "{n}"],
                     ["diff (NLL)", "{diff:+.3f} (CI {low:+.3f} to {high:+.3f})"], ["p", "{p:.2g}"],
