@@ -4,6 +4,6 @@
     run_dir = bornagain.run(cfg)          # cfg from distill.load_config("ban-mnist1d")
 """
 
-from .chain import generation_seed, run, should_stop
+from .chain import run, should_stop
 
-__all__ = ["run", "generation_seed", "should_stop"]
+__all__ = ["run", "should_stop"]

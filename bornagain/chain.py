@@ -7,8 +7,9 @@ Generation 0 learns from labels. Generation g = 1..G is a fresh model (of `model
 `bornagain.model`, or the g-th of `bornagain.models`) taught by `bornagain.teacher`:
 `previous` (generation g-1 of the same seed) or `ensemble` (generations 0..g-1 of the same
 seed, combined by the distillation objective). The loss is `distill.method` (`ban`, `kd`, `cwtm`, `dkpp`, ... : `distill list
-methods`). Generation g of seed s is initialised and shuffled with its own seed,
-`generation_seed(s, g)`.
+methods`). Generation g of seed s is initialised and shuffled with its own seeds,
+`model_seeds(s, "generation", g)` (generation 0: s; g >= 1: s * 1009 + g * 7919; the one rule of
+`distill.training.seeds`), recorded in its row as `init_seed` and `data_seed`.
 
 The seeds of one generation are trained by `distill.training.jobs.fit_jobs` (as ensemble members
 are): at once, stacked, when `distill.training.replicas.can_stack` allows it (no BatchNorm, no
@@ -45,6 +46,7 @@ from distill.training.experiment import prepare
 from distill.training.evaluation import predict
 from distill.teachers.fidelity import fidelity
 from distill.training.jobs import Job, arch_key, fit_jobs
+from distill.training.seeds import model_seeds
 from distill.training.metrics import probs_metrics
 from distill.models import create_model
 from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
@@ -53,11 +55,6 @@ from distill.teachers.sources import stand_in_student
 from distill.kinds.bornagain import KIND, unread_teacher_keys
 from distill.runs.store import summary_row
 from distill.schema import from_dict
-
-
-def generation_seed(seed: int, generation: int) -> int:
-    """The seed of generation g in the chain of run seed s (generation 0 keeps s)."""
-    return seed if generation == 0 else seed * 1009 + generation * 7919
 
 
 def generation_model_config(cfg: Config, generation: int) -> ModelConfig:
@@ -113,10 +110,11 @@ def direct_jobs(cfg: Config, data, device, models: dict, last: int) -> list[Job]
         return []
     arch, jobs = generation_model_config(cfg, last), []
     for seed in models:
+        seeds = model_seeds(seed, "direct", last)
         objective, info = make_objective(cfg.distill, [models[seed][0]], data, device,
-                                         seed=generation_seed(seed, last), student=stand_in_student(cfg, arch, data),
+                                         seed=seeds.data, student=stand_in_student(cfg, arch, data),
                                          description="generation 0 (direct)", epochs=cfg.train.epochs)
-        jobs.append(Job(key=f"direct-s{seed}", arch=arch, seed=generation_seed(seed, last),
+        jobs.append(Job.seeded(seeds, key=f"direct-s{seed}", arch=arch,
                         tags={"role": "direct", "name": arch.name, "seed": seed, "parent": "generation 0",
                               **loss_tags(info)},
                         label=f"direct KD {arch.name} seed {seed}",
@@ -191,13 +189,14 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             for seed in seeds:
                 teachers = [models[seed][t] for t in teacher_generations(cfg, g)]
                 objective, info = None, CROSS_ENTROPY_INFO
+                own = model_seeds(seed, "generation", g)
                 if teachers:
                     objective, loss_info = make_objective(
-                        cfg.distill, teachers, data, device, seed=generation_seed(seed, g),
+                        cfg.distill, teachers, data, device, seed=own.data,
                         student=stand_in_student(cfg, model_cfg, data), description=parent_name(cfg, g),
                         epochs=cfg.train.epochs)
                     info = loss_info
-                jobs.append(Job(key=f"gen{g}-s{seed}", arch=model_cfg, seed=generation_seed(seed, g),
+                jobs.append(Job.seeded(own, key=f"gen{g}-s{seed}", arch=model_cfg,
                                 tags={"role": "generation", "name": model_cfg.name, "seed": seed, "generation": g,
                                       "parent": parent_name(cfg, g), **loss_tags(info)},
                                 label=f"generation {g} seed {seed}",

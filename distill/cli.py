@@ -45,6 +45,8 @@ def _add_run_command(sub, name: str, help: str, extra=None):
 def _tune_args(p):
     p.add_argument("--address", default=None, help="join a running Ray cluster (e.g. 127.0.0.1:6379 or auto)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep with the same config")
+    p.add_argument("--dry-run", action="store_true", help="print the trials, packs, models per pack and the "
+                   "estimated cost in epochs; start nothing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +221,10 @@ def dispatch(args) -> None:
         path = kinds.get(args.command).run_function()(cfg, args.out, progress=not args.quiet)
     elif args.command == "tune":
         cfg = _load(args)
+        if args.dry_run:  # the plan only: no Ray, no torch
+            from tuning.plan import dry_run
+            print("\n".join(dry_run(cfg, args.out)))
+            return
         needs_gpu(cfg, args.config)
         import tuning
         path = tuning.run(cfg, args.out, address=args.address, resume=args.resume, progress=not args.quiet)

@@ -180,6 +180,11 @@ class TuneConfig(Section):
     perturbation_interval: int = spec(2, "pbt: epochs between exploiting better trials and perturbing", ge=1)
     storage_path: Optional[str] = spec(None, "root of the experiment folders (shared storage when trials run on "
                                        "several machines); null = OUT/<name>")
+    seeds: str = spec("stacked", "stacked: one trial trains all seeds of its configuration (stacked where the model "
+                      "allows) and reports their mean; trials: one trial per (configuration, seed)",
+                      choices=["stacked", "trials"])
+    pack: int = spec(16, "the most configurations that differ only in keys the objective reads (distill.*) trained "
+                     "as one stacked fit in one trial (fifo, basic search); 0 = off", ge=0)
 
 @dataclass
 class LogConfig(Section):

@@ -9,7 +9,7 @@
 For each seed s (each a full repeat):
 1. Members m = 0..N-1: architecture `ensemble.models` (or the model section), trained from
    labels with the train section plus `ensemble.train` overrides, weights and data order
-   seeded by s * 1000 + m; checkpoints `member{m}-s{s}`. Same-architecture members are
+   seeded by `model_seeds(s, "member", m)` (distill.training.seeds); checkpoints `member{m}-s{s}`. Same-architecture members are
    packed with torch.func where possible (see distill.training.jobs), else trained in turn.
    With `ensemble.from`, the members' best checkpoints of that earlier run are loaded
    instead (its train section applies; nothing is retrained or written there).
@@ -18,13 +18,19 @@ For each seed s (each a full repeat):
 3. Students: each architecture of `ensemble.students` (or the model section) distilled
    with the `distill` section from all N members, once per `ensemble.combine` entry
    (`distill.methods.objectives.make_objective`), seeded by s; checkpoints `student{j}-{combine}-s{s}`.
+4. Baselines (`ensemble.baseline`, on by default): each student architecture trained from labels
+   with the students' exact budget (the train section) and seeds (s: the students' initialisation
+   and batches), stacked with the students of its architecture where they can; checkpoints
+   `baseline{j}-s{s}`. A student "beats" something only against this, paired by seed: the mean
+   member trained with the members' (other) budget is no fair baseline for it.
 
 `summary.json` rows: role `member` (one per member), `ensemble` (one per size and
 combination; `member` and `selected_epoch` null; extra keys `subsets`, `disagreement`,
 `gain_over_mean_member`; its cost figures are those of its members summed, averaged over the
 subsets), `student` (parent "ensemble(k=N, combine=...)", extra keys
 `combine`, `student`, `gap_recovered` on test accuracy and `gap_recovered_val` on
-validation accuracy). Gap recovered = (student - mean member) / (ensemble - mean member),
+validation accuracy), `baseline` (parent null, extra keys `student` (the index of the first
+student of its architecture) and `arch`). Every trained model's row has `init_seed` and `data_seed`. Gap recovered = (student - mean member) / (ensemble - mean member),
 where "ensemble" is the full ensemble under the student's combination; for per_teacher_kl
 it is mean_probs, the distribution that minimises the sum of the per-teacher KLs.
 
@@ -36,6 +42,7 @@ epoch count (`epochs`); a Tune trial forwards only its target model's (see `tuni
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -58,7 +65,8 @@ from distill.kinds.ensemble import KIND, unread_teacher_keys
 from distill.models import check_name, create_model
 from distill.models.parts import count_params
 from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags, make_objective
-from distill.teachers.sources import stand_in_student
+from distill.teachers.sources import describe_differences, split_differences, stand_in_student
+from distill.training.seeds import model_seeds, seed_columns
 from distill.runs.store import fit_summary, read_meta, summary_row
 
 from .evaluate import COMBINES, gap_recovered, size_curve, subsets
@@ -85,7 +93,8 @@ def member_train(cfg: Config) -> TrainConfig:
 
 
 def member_seed(seed: int, member: int) -> int:
-    return seed * 1000 + member
+    """Member m's init and data seed (`distill.training.seeds`, role member)."""
+    return model_seeds(seed, "member", member).init
 
 
 def arch_text(arch: ModelConfig) -> str:
@@ -109,6 +118,7 @@ class Earlier:
     path: Path
     train: TrainConfig
     dirs: dict[tuple[int, int], Path]  # (seed, member) -> checkpoint folder
+    seeds: dict[tuple[int, int], dict]  # (seed, member) -> its init_seed and data_seed (None: not recorded)
 
 
 def _config_of(path: Path) -> Config:
@@ -134,13 +144,11 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
     kind = meta.get("kind")
     if kind != KIND.name:
         raise UserError(f"ensemble.from: {path} is a `distill {kind or '?'}` run, not a `distill ensemble` run")
-    ignore = {"root", "download"}
-    ours, theirs = to_dict(cfg.dataset), to_dict(old.dataset)
-    differ = [k for k in ours if k not in ignore and ours[k] != theirs.get(k)]
+    differ = split_differences(cfg.dataset, old.dataset)
     if differ:
-        key = differ[0]
-        raise UserError(f"ensemble.from: {path} was trained with dataset.{key}={theirs.get(key)!r}, this config has "
-                        f"{ours[key]!r}; the members must see the same data and validation split")
+        raise UserError(f"ensemble.from: {path} was trained on another data split "
+                        f"({describe_differences(differ, cfg.dataset, old.dataset)}); the members must see the "
+                        f"same data and validation split")
     old_archs = member_archs(old)
     if len(archs) > len(old_archs):
         raise UserError(f"ensemble.from: {path} has {len(old_archs)} members per seed but ensemble.members is "
@@ -171,7 +179,18 @@ def find_earlier(cfg: Config, archs: list[ModelConfig], data, seeds: list[int]) 
                 reason = str(err).splitlines()[0]
                 raise UserError(f"ensemble.from: {folder}/best.pt does not fit {arch.name} ({reason})") from None
             dirs[(seed, m)] = folder
-    return Earlier(path=path, train=old_train, dirs=dirs)
+    return Earlier(path=path, train=old_train, dirs=dirs, seeds=_earlier_seeds(source, dirs))
+
+
+def _earlier_seeds(source: Path, dirs: dict) -> dict:
+    """The seeds the reused members trained from, as the run that trained them recorded them."""
+    try:
+        rows = json.loads((source / "summary.json").read_text()).get("models", [])
+    except (OSError, ValueError, AttributeError):
+        rows = []
+    found = {(r.get("seed"), r.get("member")): r for r in rows if isinstance(r, dict) and r.get("role") == "member"}
+    return {key: {"init_seed": found.get(key, {}).get("init_seed"), "data_seed": found.get(key, {}).get("data_seed")}
+            for key in dirs}
 
 
 # ---------------------------------------------------------------- the run
@@ -190,6 +209,24 @@ def size_cost(member_rows: list[dict], size: int) -> dict:
         out["untrusted_because"] = "; ".join(dict.fromkeys(c["untrusted_because"] for c in costs
                                                            if c.get("untrusted_because"))) or None
     return out
+
+
+def baseline_jobs(cfg: Config, students: list[ModelConfig], seed: int) -> list[Job]:
+    """With `ensemble.baseline`: each student architecture (the first student of each) trained from
+    labels with the students' exact budget (the train section: epochs, schedule, optimizer,
+    regularisation) and seeds (`model_seeds(seed, "baseline")` = the students' own: the same
+    initialisation and batches), role `baseline`: what a student's gain is judged against."""
+    if not cfg.ensemble.baseline:
+        return []
+    first = {}
+    for j, arch in enumerate(students):
+        first.setdefault(arch_key(arch), j)
+    return [Job.seeded(model_seeds(seed, "baseline"), key=f"baseline{j}-s{seed}", arch=students[j],
+                       tags={"role": "baseline", "name": students[j].name, "seed": seed, "parent": None,
+                             **loss_tags(CROSS_ENTROPY_INFO)},
+                       label=f"baseline {students[j].name} (labels) seed {seed}",
+                       report={"role": "baseline", "student": j, "seed": seed, "epochs": cfg.train.epochs})
+            for j in first.values()]
 
 
 def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, combine: str, seed: int,
@@ -232,9 +269,10 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
             for m, arch in enumerate(archs):
                 tags = {"role": "member", "name": arch.name, "seed": seed, "member": m, "parent": None,
                         **loss_tags(CROSS_ENTROPY_INFO)}
-                jobs.append(Job(key=f"member{m}-s{seed}", arch=arch, seed=member_seed(seed, m), tags=tags,
-                                label=f"member {m} {arch.name} seed {seed}",
-                                report={"role": "member", "member": m, "seed": seed, "epochs": train_m.epochs}))
+                jobs.append(Job.seeded(model_seeds(seed, "member", m), key=f"member{m}-s{seed}", arch=arch,
+                                       tags=tags, label=f"member {m} {arch.name} seed {seed}",
+                                       report={"role": "member", "member": m, "seed": seed,
+                                               "epochs": train_m.epochs}))
             if earlier is None:
                 log = fit_jobs(jobs, data, train_m, run_, pack=cfg.ensemble.pack, device=device,
                                on_epoch=on_epoch, show=show, say=say)
@@ -246,7 +284,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                                                 checkpoint_dir=earlier.dirs[(seed, m)], emit=run_.emit,
                                                 device=device)
                     job.row = fit_summary(job.result, job.tags, count_params(job.model),
-                                          **row_cost(job.model, data, train_m, device))
+                                          **earlier.seeds[(seed, m)], **row_cost(job.model, data, train_m, device))
                     say(f"{job.label}: reused from {earlier.dirs[(seed, m)]}")
             member_rows = [job.row for job in jobs]
             rows += member_rows
@@ -278,15 +316,17 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                     parent = f"ensemble(k={len(members)}, combine={how})"
                     tags = {"role": "student", "name": arch.name, "seed": seed, "parent": parent,
                             **loss_tags(loss_info)}
-                    student_jobs.append(Job(
-                        key=f"student{j}-{how}-s{seed}", arch=arch, seed=seed, tags=tags, objective=objective,
-                        label=f"student {arch.name} ({how}) seed {seed}",
+                    student_jobs.append(Job.seeded(
+                        model_seeds(seed, "student"), key=f"student{j}-{how}-s{seed}", arch=arch, tags=tags,
+                        objective=objective, label=f"student {arch.name} ({how}) seed {seed}",
                         report={"role": "student", "student": j, "combine": how, "seed": seed,
                                 "epochs": cfg.train.epochs}))
-            if student_jobs:
+            baselines = baseline_jobs(cfg, students, seed) if student_jobs else []
+            if student_jobs:  # the baselines stacked with the students of their architecture where they can
                 white_box = losses.LOSS_INFO[cfg.distill.method]["signal"] == "features"
-                log = fit_jobs(student_jobs, data, cfg.train, run_, pack=cfg.ensemble.pack and not white_box,
-                               device=device, on_epoch=on_epoch, show=show, say=say)
+                log = fit_jobs(student_jobs + baselines, data, cfg.train, run_,
+                               pack=cfg.ensemble.pack and not white_box, device=device, on_epoch=on_epoch,
+                               show=show, say=say)
                 training_log += [{"seed": seed, "role": "student", **entry} for entry in log]
             for job in student_jobs:
                 job.row.update(fidelity(job.model, job.objective, data, cfg.train))  # with the combined ensemble
@@ -297,6 +337,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                                                             reference["test_acc"]),
                              "gap_recovered_val": gap_recovered(job.row["val_acc"], mean_member["val"],
                                                                 reference["val_acc"])})
+            for job in baselines:
+                rows.append({**job.row, "student": job.report["student"], "arch": arch_text(job.arch)})
             run_.write_meta(training=training_log)
             run_.write_summary(rows, "running", loss=loss_info)
         return run_.write_summary(rows, "done", loss=loss_info)

@@ -273,8 +273,8 @@ def label(row) -> str:
     if role == "member":
         return f"member {name}" if _present(name) else "member"
     text = f"{role} {name}" if _present(name) else role
-    if role == "student" and _present(row.get("arch")):  # an ensemble run's students: name, width, depth
-        text = f"student {row['arch']}"
+    if role in ("student", "baseline") and _present(row.get("arch")):  # an ensemble run's: name, width, depth
+        text = f"{role} {row['arch']}"
     if role == "student" and _present(row.get("combine")):
         text += f" ({row['combine']})"
     return text

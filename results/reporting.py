@@ -20,6 +20,8 @@ from typing import Iterable, Mapping, Optional, Union
 
 import pandas as pd
 
+from distill.kinds.train import OTHER_SPLIT
+
 from . import experiments as ex
 from .comparing import compare_blocks
 from .costs import cost_view
@@ -28,7 +30,8 @@ from .load import PathLike, load, load_records
 from .page import Figure, Heading, Para, Table, markdown, to_html, write_csvs
 from .settings import headline, searched_keys, trial_rows
 from .sweeps import sweep_view
-from .views import Context, bornagain_view, ensemble_view, kd_view, labels_view, models_view
+from .ensemble_page import ensemble_view
+from .views import Context, bornagain_view, kd_view, labels_view, models_view
 
 SELECTION_RULE = ("Model selection uses the validation split only: each model's test figures are taken at the "
                   "epoch with the best validation accuracy (`selected_epoch`); test figures never choose anything. "
@@ -107,6 +110,12 @@ def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
     if unfinished:
         blocks.append(Para(f"**Warning:** {len(unfinished)} run(s) not finished (status not `done`): "
                            + ", ".join(f"`{r}`" for r in unfinished)))
+    leaky = df["parent"].astype(str).str.contains(OTHER_SPLIT, regex=False) if "parent" in df else []
+    if len(leaky) and leaky.any():  # distill.teacher_other_split: the teacher may have seen val/test examples
+        blocks.append(Para(f"**Note:** in {df.loc[leaky, 'run'].nunique()} run(s) the teacher was "
+                           f"{OTHER_SPLIT} than its student (distill.teacher_other_split=true), so it may have "
+                           f"trained on the student's validation or test examples: "
+                           + ", ".join(f"`{r}`" for r in sorted(df.loc[leaky, "run"].unique()))))
     return blocks
 
 

@@ -2,7 +2,7 @@
 
     kd_view(exp, context)         teacher, student, the same student from labels; gain and gap closed
     bornagain_view(exp, context)  generation 0, BAN-1..G, Ens x k, each paired against generation 0
-    ensemble_view(exp, context)   the size curve, mean member, students, gap recovered, diversity
+    ensemble_view(exp, context)   the size curve, mean member, students vs same-budget baselines (results.ensemble_page)
     labels_view(exp, context)     the model(s) trained from labels
     models_view(exp, context)     any other kind: one table of every model its kind's `label` names, and
                                   each paired with its architecture's model of the kind's first role
@@ -332,64 +332,3 @@ def _direct_blocks(exp: ex.Experiment, generations: pd.DataFrame) -> list:
                  "assistant generation(s), against generation 0 distilled straight into the same architecture with "
                  "the same loss, initialisation and batches (role `direct`, the same run), paired by seed."),
             Table(shown, numbers, f"{exp.slug}-direct.csv"), comparison_table(items, f"{exp.slug}-takd-gain.csv")]
-
-
-def _members_per_seed(members: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    return members.groupby("seed", as_index=False)[metric].mean().assign(role="member", name="mean member")
-
-
-def ensemble_view(exp: ex.Experiment, context: Context) -> list:
-    rows = exp.rows
-    members = rows[rows["role"] == "member"]
-    ensembles = rows[(rows["role"] == "ensemble") & (pd.to_numeric(rows["size"], errors="coerce") > 1)]
-    students = rows[rows["role"] == "student"]
-    mean_member = _members_per_seed(members)
-    curve = []
-    for (combine, size), group in ensembles.groupby(["combine", "size"], sort=True):
-        acc = ex.cell(group["test_acc"])
-        gain = ex.cell(group["gain_over_mean_member"]) if "gain_over_mean_member" in group else (math.nan, math.nan, 0)
-        spread = ex.cell(group["disagreement"]) if "disagreement" in group else (math.nan, math.nan, 0)
-        curve.append(({"combine": combine, "k": int(size), "test acc %": ex.text(*acc, bounds=ex.ACC),
-                       "gain over mean member (points)": ex.text(*gain),
-                       "disagreement %": ex.text(*spread, bounds=ex.ACC)},
-                      {"combine": combine, "k": int(size), "test_acc_mean": acc[0], "test_acc_ci": acc[1],
-                       "test_acc_n": acc[2], "gain_mean": gain[0], "gain_ci": gain[1], "gain_n": gain[2],
-                       "disagreement_mean": spread[0], "disagreement_n": spread[2]}))
-    paper = ex.paper_value(context.paper, members.iloc[0]) if len(members) else math.nan
-    published = f" (paper: {paper:g} %, from {context.paper_source or 'the paper'})" if not math.isnan(paper) else ""
-    blocks = [Para(f"Mean member (the {members['member'].nunique()} members averaged per seed): "
-                   f"{ex.text(*ex.cell(mean_member['test_acc']), bounds=ex.ACC)} % test accuracy{published}.")]
-    if curve:
-        blocks += [Para("Ensembles of k members (averaged over the k-subsets) against the mean member; "
-                        "disagreement (diversity) is the share of test examples on which two members disagree."),
-                   comparison_table(curve, f"{exp.slug}-size-curve.csv")]
-    if not students.empty:
-        blocks += _student_table(exp, students, mean_member, context)
-    if context.plots is not None and not ensembles.empty:
-        path = context.plots.size_curve(rows, context.figure(exp, "size-curve"))
-        blocks.append(Figure(path, "Test accuracy against ensemble size k: each combination with its 95% band, "
-                                   "the mean member and each distilled student as lines"))
-    return blocks
-
-
-def _student_table(exp, students, mean_member, context) -> list:
-    items = []
-    for name, group in grouped(students):
-        acc = ex.cell(group["test_acc"])
-        c = paired(group, mean_member)
-        recovered = ex.cell(group["gap_recovered"]) if "gap_recovered" in group else (math.nan, math.nan, 0)
-        shown = {"student": name, "test acc %": ex.text(*acc, bounds=ex.ACC), "vs mean member (points)": str(c),
-                 "verdict": in_words(c), "gap recovered %": ex.text(*recovered)}
-        number = {"student": name, "test_acc_mean": acc[0], "test_acc_ci": acc[1], "test_acc_n": acc[2],
-                  "diff_vs_mean_member": c.diff, "low": c.low, "high": c.high, "pairs": c.n,
-                  "gap_recovered_mean": recovered[0], "gap_recovered_n": recovered[2]}
-        items.append((shown, number))
-    papers = [ex.paper_value(context.paper, group.iloc[0]) for _, group in grouped(students)]
-    if any(not math.isnan(p) for p in papers):  # a paper column only where a published figure maps
-        for (shown, number), paper in zip(items, papers):
-            shown["paper"], number["paper"] = "" if math.isnan(paper) else f"{paper:g}", paper
-    table = comparison_table(items, f"{exp.slug}-students.csv")
-    blocks = [Para("Students distilled from the full ensemble, paired by seed with the mean member; gap recovered = "
-                   "(student − mean member) / (ensemble − mean member) on test accuracy."), table]
-    paper_note(context, blocks, table.shown)
-    return blocks

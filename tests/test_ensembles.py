@@ -11,6 +11,7 @@ from distill.config import load_config
 from distill.export.cost import TIMING_KEYS
 from distill.errors import ConfigError, UserError
 from distill.training.metrics import probs_metrics
+from distill.training.seeds import model_seeds
 from tests.conftest import Killed, kill_at, tiny_overrides
 
 
@@ -82,7 +83,7 @@ def test_packed_members_and_students_equal_sequential(tmp_path):
     assert [entry["packed"] for entry in meta["training"]] == [True, True]
     packed, sequential = runs[True], runs[False]
     roles = [r["role"] for r in packed]
-    assert roles == ["member"] * 3 + ["ensemble"] * 6 + ["student"] * 2  # sizes 1..3 x (mean_probs, mean_logits)
+    assert roles == ["member"] * 3 + ["ensemble"] * 6 + ["student"] * 2 + ["baseline"]  # sizes 1..3 x 2 combinations
     assert roles == [r["role"] for r in sequential]
     for a, b in zip(packed, sequential):
         assert a.keys() == b.keys()
@@ -167,4 +168,46 @@ def test_config_keys_are_checked():
         _cfg(**{"ensemble.models": "[{name: mlp}, {name: cnn1d}]"})
     cfg = _cfg(**{"ensemble.models": "[{name: mlp, width: 8}, {name: mlp, width: 8}, {name: cnn1d, width: 4}]"})
     assert [a.name for a in ensembles.member_archs(cfg)] == ["mlp", "mlp", "cnn1d"]
-    assert ensembles.member_seed(2, 3) == 2003
+    assert ensembles.member_seed(2, 3) == model_seeds(2, "member", 3).init == 2 * 1009 + 3 * 7919 + 1_000_003
+    with pytest.raises(ConfigError, match="ensemble.baseline"):
+        _cfg(**{"tune.kind": "ensemble", "tune.target": "baseline", "ensemble.baseline": False,
+                "ensemble.combine": "[mean_probs]"})
+    with pytest.raises(ConfigError, match="teacher_same_seed"):
+        ensembles.run(_cfg(**{"distill.teacher_same_seed": True}), "unused", progress=False)
+
+
+# ---------------------------------------------------------------- the students' fair baseline
+
+
+def test_baseline_is_the_student_from_labels_with_the_students_budget_and_seeds(tmp_path):
+    """The baseline row equals `distill train` of the student's architecture with the train section
+    (the students' budget, not the members'), seed for seed; it shares the students' seeds, no
+    member shares any model's seeds, and the page judges each student against it."""
+    from distill.training.runner import train
+
+    extra = {"ensemble.pack": False, "ensemble.combine": "[mean_probs]", "seeds": "[0,1]",
+             "ensemble.train": "{epochs: 1, weight_decay: 0.05}", "ensemble.students": "[{name: mlp, width: 8}]"}
+    run_dir = ensembles.run(_cfg(**extra), tmp_path / "e", progress=False)
+    rows = _summary(run_dir)["models"]
+    baselines = [r for r in rows if r["role"] == "baseline"]
+    assert [(r["seed"], r["parent"], r["arch"], r["student"]) for r in baselines] == [
+        (0, None, "mlp w8", 0), (1, None, "mlp w8", 0)]
+    labels = load_config(None, tiny_overrides(**{"train.epochs": 2, "model.width": 8, "seeds": "[0,1]"}))
+    plain = [r for r in _summary(train(labels, tmp_path / "t", progress=False))["models"]]
+    for baseline, model in zip(baselines, plain):
+        for key in ("selected_epoch", "val_acc", "test_acc", "test_nll", "init_seed", "data_seed"):
+            assert baseline[key] == model[key], key
+    trained = [r for r in rows if r["role"] != "ensemble"]
+    students = {(r["seed"], r["init_seed"], r["data_seed"]) for r in trained if r["role"] == "student"}
+    assert students == {(r["seed"], r["init_seed"], r["data_seed"]) for r in baselines}
+    members = [(r["init_seed"], r["data_seed"]) for r in trained if r["role"] == "member"]
+    assert len(set(members)) == len(members) == 6
+    assert not {s for pair in members for s in pair} & {s for _, i, d in students for s in (i, d)}
+    from results import report
+
+    page = report([run_dir], tmp_path / "report").read_text()
+    assert "vs baseline (points)" in page and "baseline mlp w8" in page and "no fair baseline" in page
+    assert "verdict vs baseline, Holm over 1" in page
+    off = ensembles.run(_cfg(**{**extra, "ensemble.baseline": False}), tmp_path / "off", progress=False)
+    assert not [r for r in _summary(off)["models"] if r["role"] == "baseline"]
+    assert "No baseline (ensemble.baseline=false)" in report([off], tmp_path / "report-off").read_text()

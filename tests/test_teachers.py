@@ -246,3 +246,47 @@ def test_an_objective_must_say_its_terms_and_weights():
     with pytest.raises(TypeError, match="weights"):
         NoWeights()
     assert CrossEntropy().weights(0.0) == {"task": 1.0}
+
+
+# ---------------------------------------------------------------- a teacher of another data split
+
+
+@pytest.mark.parametrize("other", [{"val_fraction": 0.3}, {"split_seed": 1}])
+def test_teacher_run_of_another_split_is_refused_then_allowed_and_noted(tmp_path, capsys, other):
+    """A teacher run trained on another train/validation split may have trained on the student's
+    validation examples: refused (one line, exit 2, nothing written) unless asked, then recorded in
+    the student's parent and noted on the report page."""
+    teacher = build_config({**TINY, "name": "teacher", "seeds": [0], "dataset": {**DATASET, **other}})
+    teacher_dir = train(teacher, tmp_path / "t", progress=False)
+    out = tmp_path / "runs"
+    status, err = run_cli(capsys, "train", write_config(tmp_path, {"seeds": [0]}), f"distill.teacher={teacher_dir}",
+                          "--out", str(out), "--quiet")
+    lines = err.strip().splitlines()
+    key = next(iter(other))
+    assert status == 2 and len(lines) == 1, err
+    assert f"dataset.{key}" in lines[0] and "distill.teacher_other_split=true" in lines[0]
+    assert not out.exists()
+    # the checkpoint file of that run is refused alike
+    status, err = run_cli(capsys, "train", write_config(tmp_path, {"seeds": [0]}),
+                          f"distill.teacher={teacher_dir}/checkpoints/model-s0/best.pt", "--out", str(out), "--quiet")
+    assert status == 2 and "another data split" in err and not out.exists()
+    status, err = run_cli(capsys, "train", write_config(tmp_path, {"seeds": [0]}), f"distill.teacher={teacher_dir}",
+                          "distill.teacher_other_split=true", "--out", str(out), "--quiet")
+    assert status == 0, err
+    (student_dir,) = [p for p in (out / "t").iterdir() if p.is_dir()]
+    rows = json.loads((student_dir / "summary.json").read_text())["models"]
+    assert "trained on another data split" in rows[0]["parent"] and f"dataset.{key}" in rows[0]["parent"]
+    from results import report
+
+    page = report([student_dir], tmp_path / "report").read_text()
+    assert "distill.teacher_other_split=true" in page and student_dir.name in page
+
+
+def test_teacher_run_of_the_same_split_is_used_and_other_split_needs_a_teacher(tmp_path, data):
+    teacher_dir = train(build_config({**TINY, "name": "teacher", "seeds": [0],
+                                      "dataset": {**DATASET, "augment": "shift"}}), tmp_path, progress=False)
+    cfg = build_config({**TINY, "distill": {"teacher": str(teacher_dir)}})  # augmentation is no split key
+    _, info, _ = teacher_objective(cfg, data, 0, "cpu")
+    assert "another data split" not in info["teacher"]
+    with pytest.raises(ConfigError, match="teacher_other_split"):
+        teacher_objective(build_config({**TINY, "distill": {"teacher_other_split": True}}), data, 0, "cpu")

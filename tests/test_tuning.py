@@ -31,6 +31,9 @@ TINY = {
     "dataset": {"name": "mnist1d", "num_samples": 300},
     "model": {"name": "mlp", "width": 16},
     "train": {"epochs": 2, "batch_size": 64, "lr": 0.01},
+    # one trial per (configuration, seed): these tests hold the trial machinery (resume, lost checkpoints,
+    # PBT, targets) that PBT and the other kinds use; the stacked layout: tests/test_packed_sweeps.py
+    "tune": {"seeds": "trials"},
 }
 
 

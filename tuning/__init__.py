@@ -9,12 +9,24 @@ and `SweepInterrupted` after SIGINT/SIGTERM (sweep.json then says `interrupted`)
 See `tuning.space` for the `search:` section, `tuning.target` for the one model each trial
 reports to Tune (`tune.target`), `tuning.trainable` for what one trial does, `tuning.sweep`
 for schedulers, Ray start-up, signals, resume and where files go, `tuning.summary` for
-sweep.json and `tuning.choose` for how the best configuration is chosen.
+sweep.json, `tuning.choose` for how the best configuration is chosen, and `tuning.plan` for how
+seeds and configurations are packed into trials (`distill tune --dry-run` prints it).
 """
 
 from .space import Dimension, parse_search
-from .sweep import SweepInterrupted, TrialsFailed, experiment_dir, run
-from .trainable import TrialDiverged
+
+_LAZY = {"SweepInterrupted": "signals", "TrialsFailed": "sweep", "experiment_dir": "sweep", "run": "sweep",
+         "TrialDiverged": "trainable"}
+
+
+def __getattr__(name: str):
+    """Ray is imported only when a sweep runs (`distill tune --dry-run` never imports it)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Dimension", "SweepInterrupted", "TrialDiverged", "TrialsFailed", "experiment_dir", "parse_search",
            "run"]

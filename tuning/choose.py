@@ -74,6 +74,8 @@ def best_config(trials: list[dict], metric: str, mode: str, *, provisional: Opti
                           "by_seed": {t.get("seed", t["trial"]): t[key] for t in members}})
     if not summaries:
         return None
+    # a tie is broken by the configuration's values, so every layout of a sweep chooses alike
+    summaries.sort(key=lambda s: json.dumps(s["params"], sort_keys=True, default=str))
     summaries.sort(key=lambda s: s[f"mean_best_{metric}"], reverse=mode == "max")
     best = summaries[0]
     chosen = {k: v for k, v in best.items() if k != "by_seed"}

@@ -96,15 +96,24 @@ def trial_entry(result, cfg: Config, metric_names, tune_status, interrupted) -> 
 
 
 def write_sweep(path: Path, cfg: Config, grid, *, tune_status: Optional[dict] = None,
-                interrupted: Optional[str] = None) -> dict:
+                interrupted: Optional[str] = None, plan=None) -> dict:
     """Write and return sweep.json. `tune_status`: trial folder name -> Tune's status at the end;
-    `interrupted`: the signal that stopped the sweep, if one did."""
+    `interrupted`: the signal that stopped the sweep, if one did; `plan` (`tuning.plan`) of the stacked
+    layout: one entry per (configuration, seed), and the packs (`tuning.packsummary`)."""
     from distill.runs.store import write_json_atomic
 
     metric, mode = cfg.tune.metric, mode_of(cfg.tune.metric)
     names = ("val_acc", "val_nll")
-    trials = sorted((trial_entry(r, cfg, names, (tune_status or {}).get(Path(r.path).name), interrupted)
-                     for r in grid), key=lambda t: t["trial"])
+    packs = None
+    if plan is not None:
+        from .packsummary import entries
+
+        found = [entries(r, cfg, plan, path, (tune_status or {}).get(Path(r.path).name), interrupted) for r in grid]
+        trials = sorted((m for members, _ in found for m in members), key=lambda t: t["trial"])
+        packs = sorted((pack for _, pack in found), key=lambda p: p["trial"])
+    else:
+        trials = sorted((trial_entry(r, cfg, names, (tune_status or {}).get(Path(r.path).name), interrupted)
+                         for r in grid), key=lambda t: t["trial"])
     finished = [t for t in trials if t["status"] == "done" and t[f"best_{metric}"] is not None]
     best = (max if mode == "max" else min)(finished, key=lambda t: t[f"best_{metric}"]) if finished else None
     unfinished = sum(t["status"] != "done" for t in trials)
@@ -122,6 +131,11 @@ def write_sweep(path: Path, cfg: Config, grid, *, tune_status: Optional[dict] = 
         "counts": {s: sum(t["status"] == s for t in trials) for s in ("done", "stopped", "interrupted", "failed")},
         "epochs": sum(t["epochs"] for t in trials), "best": best, "trials": trials,
     }
+    if plan is not None:
+        from .plan import tune_folder
+
+        summary.update(layout={"seeds": "stacked", "pack": cfg.tune.pack, "why": plan.why, "packing": plan.pack_why},
+                       seeds=plan.seeds, tune=tune_folder(plan), packs=packs)
     write_json_atomic(path / "sweep.json", summary)
     return summary
 

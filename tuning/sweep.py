@@ -8,7 +8,11 @@
 
 Where things go: `<storage>/<sweep-id>/`, where storage is `tune.storage_path` or
 `OUT/<name>` and the sweep id is `run_id` or a hash of the resolved config (so the same
-command with `--resume` finds the same folder). Each trial folder inside is a run
+command with `--resume` finds the same folder; without the seeds in the stacked layout, so
+more seeds train only the new ones). How models are laid out in trials is `tuning.plan`'s
+(`tune.seeds`, `tune.pack`; `distill tune --dry-run` prints it): in the stacked layout each
+(configuration, seed) is a run directory under `runs/`, Tune's folder is `tune-s<seeds>-<hash>/`,
+and a trial trains a pack (`tuning.packed`); with `tune.seeds=trials` each trial folder is a run
 directory (config.yaml, meta.json, records.csv, summary.json, checkpoints/) beside Ray's
 files; `sweep.json` (`tuning.summary`) lists the trials, their sampled values, status,
 run directories, the target model's figures, the other models' figures, and the best
@@ -27,17 +31,18 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from distill import kinds
-from distill.config import Config, config_hash
+from distill.config import Config
 from distill.errors import UserError
 from ray import tune
 
 from . import cluster, space
+from . import plan as plans
 from . import target as targets
 from .choose import print_table
+from .lines import TrialLines
 from .signals import SweepInterrupted, _Signals
 from .summary import SweepStopped, mode_of, stopped, write_interrupted, write_sweep
 from .trainable import kind_runner, run_trial
@@ -66,84 +71,6 @@ def epochs_per_trial(cfg: Config, dims: list[space.Dimension]) -> int:
     return cfg.train.epochs
 
 
-_CURRENT: list = []  # the TrialLines of the sweep this process runs now
-
-
-def _current_lines() -> "TrialLines":
-    return _CURRENT[0] if _CURRENT else TrialLines()
-
-
-class TrialLines(tune.Callback):
-    """Progress: one line per trial state change (start, retry, done, stopped, failed); also
-    remembers each trial's best and Tune's view of its status for sweep.json.
-
-    `Tuner.restore` unpickles the callbacks of the first session; this one unpickles as the
-    current process's instance, so `--resume` reads the statuses of the session it runs."""
-
-    def __init__(self, enabled: bool = True, metric: str = "val_acc"):
-        self.enabled, self.metric = enabled, metric
-        self.best: dict[str, float] = {}
-        self.status: dict[str, str] = {}  # trial id -> Tune's status when the loop last stepped
-        _CURRENT[:] = [self]
-
-    def __reduce__(self):
-        return _current_lines, ()
-
-    def _say(self, trials, trial, text: str, ending: bool = False) -> None:
-        if not self.enabled:
-            return
-        ended = sum(t.status in ("TERMINATED", "ERROR") or (ending and t is trial) for t in trials)
-        stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp}] trial {trial.trial_id} {text} ({ended}/{len(trials)} ended)", file=sys.stderr, flush=True)
-
-    def on_step_end(self, iteration, trials, **info):
-        for trial in trials:  # a trial ended (complete, error) stays so; live ones are followed
-            if self.status.get(trial.trial_id) not in ("TERMINATED", "ERROR"):
-                self.status[trial.trial_id] = trial.status
-
-    def status_of(self, result) -> str | None:
-        """Tune's status of the trial of a Result (its folder is named `<trial id>_<values>`)."""
-        name = Path(result.path).name
-        return next((s for tid, s in self.status.items() if name == tid or name.startswith(tid + "_")), None)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.metric)
-        if value is not None:
-            old = self.best.get(trial.trial_id)
-            if old is None or (value > old if mode_of(self.metric) == "max" else value < old):
-                self.best[trial.trial_id] = value
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._say(trials, trial, f"started: {space.describe(trial.config) or 'base config'}")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.status[trial.trial_id] = "TERMINATED"
-        result = trial.last_result or {}
-        epochs = result.get("training_iteration", 0)
-        m = self.metric
-        figures = (f"{m} last {result[m]:.4f} (target epoch {result.get('epoch', epochs)}), best "
-                   f"{self.best.get(trial.trial_id, result[m]):.4f}") if m in result else "no figures"
-        ended = "done" if result.get("done") else "stopped early by the scheduler"
-        self._say(trials, trial, f"{ended} after {epochs} target epochs ({result.get('target_model', 'target')}): "
-                                 f"{figures}", ending=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.status[trial.trial_id] = "ERROR"
-        self._say(trials, trial, f"FAILED: {_reason(trial.error_file)}", ending=True)
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(trials, trial, f"failed ({_reason(trial.error_file)}); retrying from its last checkpoint")
-
-
-def _reason(error_file) -> str:
-    """The last line of a Ray error file: `TrialDiverged: train_loss is nan at epoch 2`."""
-    try:
-        lines = [ln.strip() for ln in Path(error_file).read_text().splitlines() if ln.strip()]
-    except (OSError, TypeError):
-        return "unknown error"
-    return lines[-1] if lines else "unknown error"
-
-
 def _scheduler(cfg: Config, dims, max_t: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
@@ -168,7 +95,7 @@ def check_scheduler(cfg: Config, dims) -> None:
                         "add e.g. search.distill.alpha={uniform: [0.1, 0.9]}")
 
 
-def _searcher(cfg: Config, metric: str, mode: str):
+def _searcher(cfg: Config, metric: str, mode: str, plan=None):
     if cfg.tune.search_alg != "optuna":
         return None
     try:
@@ -179,7 +106,7 @@ def _searcher(cfg: Config, metric: str, mode: str):
                         "(or pip install optuna)") from None
     searcher = OptunaSearch(metric=metric, mode=mode)
     seeds = cfg.seeds
-    if seeds is not None and len(seeds) > 1:
+    if seeds is not None and len(seeds) > 1 and not (plan and plan.stacked):  # stacked: one trial has every seed
         from ray.tune.search import Repeater
 
         searcher = Repeater(searcher, repeat=len(seeds), set_index=True)
@@ -191,8 +118,7 @@ def _trial_dirname(trial) -> str:
 
 
 def experiment_dir(cfg: Config, out: str | Path) -> Path:
-    root = Path(cfg.tune.storage_path) if cfg.tune.storage_path else Path(out) / cfg.name
-    return root.resolve() / (cfg.run_id or f"sweep-{config_hash(cfg)}")
+    return plans.sweep_folder(cfg, out)
 
 
 def _affects_teacher(cfg: Config, key: str) -> bool:
@@ -201,7 +127,7 @@ def _affects_teacher(cfg: Config, key: str) -> bool:
     return key.startswith("train.") and key.split(".", 1)[1] not in cfg.teacher.train
 
 
-def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
+def shared_teacher(cfg: Config, dims, path: Path, progress: bool, run_id: str = "teacher") -> str | None:
     """Train the `teacher` section's model once per seed, before the trials, and return its run dir.
 
     Every trial would otherwise train the same teacher again (same seed, same data, same
@@ -219,12 +145,51 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool) -> str | None:
 
     data = to_dict(cfg)
     data.update(model=to_dict(cfg.teacher.model), train=to_dict(teacher_train_config(cfg)),
-                teacher={"model": None, "train": {}}, search={}, run_id="teacher")
+                teacher={"model": None, "train": {}}, search={}, run_id=run_id)
     data["distill"] = {}  # trained from labels: no distillation option applies
-    run_dir = path / "teacher"
+    run_dir = path / run_id
     if progress:
         print(f"distill: training the teacher once per seed for every trial, in {run_dir}", file=sys.stderr)
     return str(train(build_config(data), path, run_dir=run_dir, progress=progress))
+
+
+def shared_teachers(cfg: Config, dims, path: Path, progress: bool) -> dict | None:
+    """The stacked layout's `shared_teacher`: seed -> the run directory of its teacher. Finished teacher
+    runs in the sweep folder are reused; the seeds without one train in a new `teacher-s<seeds>` run."""
+    import yaml
+
+    if not kinds.get(cfg.tune.kind).shares_teacher or cfg.teacher.model is None or cfg.distill.teacher is not None:
+        return None
+    if any(_affects_teacher(cfg, dim.key) for dim in dims):
+        return None
+    found = {}
+    for folder in sorted(path.glob("teacher*")):
+        try:
+            done = _read_json(folder / "meta.json").get("status") == "done"
+            seeds = yaml.safe_load((folder / "config.yaml").read_text()).get("seeds") or []
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            continue
+        for seed in seeds if done else []:
+            found.setdefault(seed, str(folder))
+    missing = [s for s in cfg.seed_list() if s not in found]
+    if missing:
+        data = space.base_dict(cfg)
+        data.update(seeds=missing, run_id="teacher-s" + "-".join(str(s) for s in missing))
+        from distill.config import build_config
+
+        run_dir = Path(shared_teacher(build_config(data), dims, path, progress, run_id=data["run_id"]))
+        found.update({s: str(run_dir) for s in missing})
+    return {s: found[s] for s in cfg.seed_list()}
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, resume: bool = False,
@@ -242,14 +207,16 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
     cluster.check_address(address)
     check_scheduler(cfg, dims)
     cluster.check_local_resources(cfg, address)
+    plan = plans.make_plan(cfg, dims, plans.local_slots(cfg) if address is None else 1)
     path = experiment_dir(cfg, out)
-    _searcher(cfg, cfg.tune.metric, mode_of(cfg.tune.metric))  # optuna installed?
-    if resume and _read_status(path) == "done":
+    experiment = path / plans.tune_folder(plan) if plan.stacked else path  # Tune's own folder
+    _searcher(cfg, cfg.tune.metric, mode_of(cfg.tune.metric), plan)  # optuna installed?
+    if resume and _read_status(path) == "done" and _read_json(path / "sweep.json").get("tune") in (None, experiment.name):
         if progress:
             print(f"distill: the sweep in {path} is finished; nothing to resume (sweep.json has its results)",
                   file=sys.stderr)
         return path
-    restorable = tune.Tuner.can_restore(str(path)) if path.exists() else False
+    restorable = tune.Tuner.can_restore(str(experiment)) if experiment.exists() else False
     if restorable and not resume:
         raise UserError(f"{path} holds this sweep already; add --resume to continue it (finished trials are "
                         f"kept), or delete that folder")
@@ -258,7 +225,8 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
 
     base = space.base_dict(cfg)
     base["train"]["threads"] = max(1, int(cfg.tune.cpus_per_trial))  # torch threads = the trial's CPUs
-    base["train"]["checkpoint_seconds"] = 0.0  # each epoch's Tune report carries that epoch's checkpoint
+    if not plan.stacked:  # each epoch's Tune report carries that epoch's checkpoint
+        base["train"]["checkpoint_seconds"] = 0.0
     if cfg.tune.gpus_per_trial == 0 and cfg.train.device == "auto":
         base["train"]["device"] = "cpu"  # a trial without a GPU never touches one
     signals = _Signals()
@@ -268,15 +236,21 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
         session = cluster.start(address)  # before the shared teacher: a Ray that cannot start costs nothing
         signals.install()  # ray.init sets a SIGTERM handler of its own
         cluster.check_resources(cfg)
-        teacher = shared_teacher(cfg, dims, path, progress)
-        if teacher is not None:
-            base["distill"]["teacher"], base["teacher"] = teacher, {"model": None, "train": {}}
+        teachers = None
+        if plan.stacked:
+            teachers = shared_teachers(cfg, dims, path, progress)
+            if teachers is not None:
+                base["teacher"] = {"model": None, "train": {}}
+        else:
+            teacher = shared_teacher(cfg, dims, path, progress)
+            if teacher is not None:
+                base["distill"]["teacher"], base["teacher"] = teacher, {"model": None, "train": {}}
         lines = TrialLines(progress, cfg.tune.metric)
         try:
-            grid = _fit(cfg, dims, base, path, restorable, lines, progress)
+            grid = _fit(cfg, dims, base, experiment, restorable, lines, progress, plan, teachers)
             interrupted = signals.name or ("SIGINT" if _unfinished(grid, lines) else None)
             summary = write_sweep(path, cfg, grid, tune_status={Path(r.path).name: lines.status_of(r) for r in grid},
-                                  interrupted=interrupted)
+                                  interrupted=interrupted, plan=plan if plan.stacked else None)
         except Exception as err:  # noqa: BLE001 - Tune itself failed (a full disk): recorded, not a crash
             problem = err if isinstance(err, UserError) else stopped(path, cfg, err)
             if problem is err:
@@ -295,6 +269,10 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
         cluster.stop(session)
     if progress:
         print_table(summary)
+        if summary.get("packs"):
+            from .packsummary import pack_lines
+
+            print("\n".join(pack_lines(summary)), file=sys.stderr, flush=True)
     if interrupted:
         raise SweepInterrupted(path, interrupted)
     failed = {t["trial"]: t["reason"] for t in summary["trials"] if t["status"] == "failed"}
@@ -319,15 +297,28 @@ def _unfinished(grid, lines: TrialLines) -> bool:
                for r in grid)
 
 
-def _fit(cfg: Config, dims, base: dict, path: Path, restorable: bool, lines: TrialLines, progress: bool):
-    """Tuner.fit of a new or restored sweep; returns Tune's ResultGrid."""
+def _fit(cfg: Config, dims, base: dict, path: Path, restorable: bool, lines: TrialLines, progress: bool,
+         plan: plans.Plan, teachers: dict | None):
+    """Tuner.fit of a new or restored sweep in Tune's folder `path`; returns Tune's ResultGrid."""
     metric, mode = cfg.tune.metric, mode_of(cfg.tune.metric)
     optuna = cfg.tune.search_alg == "optuna"
     seeds = list(cfg.seeds) if cfg.seeds is not None else None
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base, experiment_dir=str(path),
-                             kind=cfg.tune.kind, seeds=seeds if optuna else None),
-        {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial})
+    resources = {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial}
+    if plan.stacked:  # a trial: a pack of configurations, every seed of each (tuning.packed)
+        from .packed import run_pack
+
+        trainable = tune.with_resources(tune.with_parameters(
+            run_pack, base=base, sweep_dir=str(path.parent), tune_dir=str(path), configs=plan.configs,
+            packs=plan.packs, seeds=plan.seeds, teachers=teachers), resources)
+        params = (space.param_space(dims, None, grid_as_choice=True) if optuna else
+                  {"pack": tune.grid_search(list(range(len(plan.packs))))})
+        repeats = 1
+    else:
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, base=base, experiment_dir=str(path),
+                                 kind=cfg.tune.kind, seeds=seeds if optuna else None), resources)
+        params = space.param_space(dims, seeds, grid_as_choice=optuna)
+        repeats = len(seeds) if optuna and seeds else 1
     quiet = logging.getLogger("ray.tune.tune")  # its "interrupted ... Tuner.restore(...)" lines: we say it once
     level, quiet.level = quiet.level, logging.CRITICAL
     try:
@@ -335,13 +326,13 @@ def _fit(cfg: Config, dims, base: dict, path: Path, restorable: bool, lines: Tri
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         else:
             max_t = epochs_per_trial(cfg, dims)
-            repeats = len(seeds) if optuna and seeds else 1
             tuner = tune.Tuner(
                 trainable,
-                param_space=space.param_space(dims, seeds, grid_as_choice=optuna),
+                param_space=params,
                 tune_config=tune.TuneConfig(
                     metric=metric, mode=mode, scheduler=_scheduler(cfg, dims, max_t),
-                    search_alg=_searcher(cfg, metric, mode), num_samples=cfg.tune.num_samples * repeats,
+                    search_alg=_searcher(cfg, metric, mode, plan),
+                    num_samples=1 if plan.stacked and not optuna else cfg.tune.num_samples * repeats,
                     max_concurrent_trials=cfg.tune.max_concurrent_trials or None,
                     reuse_actors=cfg.tune.reuse_actors,
                     trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),

@@ -4,7 +4,8 @@ The trial writes the run directory (docs/design.md) straight into its trial fold
 experiment's storage (`<storage_path>/<sweep-id>/<trial folder>/`), next to Ray's own
 files (params.json, result.json, progress.csv, checkpoint_NNNNNN/). Only the target
 model's validation figures (never test; see `tuning.target`) reach Tune, each with a Tune
-checkpoint holding the run's `checkpoints/` tree. Which reports were received and which
+checkpoint: a reference to the run's `checkpoints/` tree (one small tune.json), or under PBT,
+which hands one trial's checkpoint to another, a copy of that tree. Which reports were received and which
 sent is kept in that tree (`checkpoints/tune.json`), so the counts come from what the
 runner said, never from a formula, and travel with each Tune checkpoint.
 
@@ -72,10 +73,27 @@ def node_id() -> str | None:
 
 def restore_checkpoints(run_dir: Path, checkpoint) -> str | None:
     """Make `run_dir/checkpoints` exactly the reported Tune checkpoint; without one, keep a tree
-    from which nothing was reported yet, else empty it."""
+    from which nothing was reported yet, else empty it. A reference checkpoint (`tune.json` naming
+    the tree) keeps the tree, which resumes from its own checkpoints, and says how many reports
+    Tune has: the reports received beyond those are sent again."""
     target = run_dir / "checkpoints"
     if checkpoint is None and Book(target).sent == 0:
         return None
+    sent = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as source:
+            found = _read_json(Path(source) / "tune.json")
+            if found.get("reference") and [p.name for p in Path(source).iterdir()] == ["tune.json"]:
+                sent = int(found.get("sent", 0))
+    if sent is not None:
+        book = Book(target)
+        if not target.is_dir() or len(book.received) < sent:  # the tree is gone: train again, skip what Tune has
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            book = Book(target)
+        book.sent = sent
+        book.save()
+        return checkpoint.path
     if target.exists():
         shutil.rmtree(target)
     if checkpoint is None:
@@ -125,15 +143,21 @@ class Book:
         self.received.append(report)
         self.save()
 
-    def send_rest(self, run_dir: Path, where: dict, upto: Optional[int] = None) -> None:
-        """Send the received reports not sent yet (up to `upto`), each with the checkpoints tree."""
+    def send_rest(self, run_dir: Path, where: dict, upto: Optional[int] = None, reference: bool = False) -> None:
+        """Send the received reports not sent yet (up to `upto`), each with the checkpoints tree, or with
+        a reference to it (`reference`: a folder holding one small tune.json, whatever the model's size)."""
         from ray import tune
 
         while self.sent < min(len(self.received), len(self.received) if upto is None else upto):
             report = self.received[self.sent]
             self.sent += 1
             self.save()
-            tune.report({**report, **where}, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoints")))
+            folder = run_dir / "checkpoints"
+            if reference:
+                folder = run_dir / "tune-ref"
+                folder.mkdir(exist_ok=True)
+                _write_json(folder / "tune.json", {"reference": str(run_dir / "checkpoints"), "sent": self.sent})
+            tune.report({**report, **where}, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
 
 def _finished(run_dir: Path, cfg) -> bool:
@@ -166,6 +190,7 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
     target = targets.resolve(cfg)
     checkpoint = tune.get_checkpoint()
     where = {"node_id": node_id()}
+    reference = cfg.tune.scheduler != "pbt"  # PBT hands a checkpoint to another trial: it must be a copy
     if _finished(run_dir, cfg):
         # finished, but Tune's snapshot did not know yet (the driver died): never train it again,
         # only send Tune the reports its checkpoint does not hold
@@ -176,7 +201,7 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
         else:
             book.sent = 0
         _ending_reports(book, cfg, target, run_dir)
-        book.send_rest(run_dir, where)
+        book.send_rest(run_dir, where, reference=reference)
         return
     restored_from = restore_checkpoints(run_dir, checkpoint)
     config_path = run_dir / "config.yaml"
@@ -207,13 +232,13 @@ def run_trial(params: dict, *, base: dict, experiment_dir: str, kind: str, seeds
         # scheduler that stops a trial at its last epoch (ASHA at max_t, PBT's stop criterion) stops
         # it inside that report, and it must not cut the summary short
         final = report.get("epoch") == report.get("epochs", cfg.train.epochs)
-        book.send_rest(run_dir, where, upto=len(book.received) - 1 if final else None)
+        book.send_rest(run_dir, where, upto=len(book.received) - 1 if final else None, reference=reference)
 
     runner = kind_runner(kind)
     try:
         runner(cfg, str(run_dir.parent), run_dir=run_dir, on_epoch=on_epoch, progress=False)
         _ending_reports(book, cfg, target, run_dir)
-        book.send_rest(run_dir, where)
+        book.send_rest(run_dir, where, reference=reference)
     except SystemExit:  # how Tune stops a function trial from inside `tune.report`
         # under FIFO nothing but the sweep's end stops a trial; ASHA/PBT may (the driver has the last word)
         scheduled = cfg.tune.scheduler != "fifo"

@@ -58,17 +58,24 @@ class BornAgainConfig(Section):
 OWN_KEYS = "bornagain.teacher (previous or ensemble), bornagain.generations, bornagain.model, bornagain.models"
 
 
+#: what a teacher key a kind does not read is set back to
+UNSET = {"teacher.train": "{}", "distill.teacher_same_seed": "false", "distill.teacher_other_split": "false"}
+
+
 def unread_teacher_keys(cfg) -> None:
     """A teacher key this kind does not read (its generations teach each other): a ConfigError naming
     the keys that do choose its teachers. Called by its run, and by `check` for a sweep of this kind."""
     given = [(key, value) for key, value in (("distill.teacher", cfg.distill.teacher),
                                              ("teacher.model", cfg.teacher.model),
-                                             ("teacher.train", cfg.teacher.train or None)) if value is not None]
+                                             ("teacher.train", cfg.teacher.train or None),
+                                             ("distill.teacher_same_seed", cfg.distill.teacher_same_seed or None),
+                                             ("distill.teacher_other_split", cfg.distill.teacher_other_split or None))
+             if value is not None]
     if given:
         key, _ = given[0]
         raise ConfigError(f"{key}: `distill bornagain` does not read it (generation 0 learns from labels, each "
                           f"next one from the generations before it); its teachers are chosen by {OWN_KEYS}; "
-                          f"set {key}={'{}' if key == 'teacher.train' else 'null'}")
+                          f"set {key}={UNSET.get(key, 'null')}")
 
 
 def check(cfg) -> None:

@@ -12,6 +12,7 @@ from typing import Optional
 from distill.errors import ConfigError
 from distill.schema import Section, spec
 from distill.kinds import Kind, TuneTarget, View, default_label
+from distill.kinds.bornagain import UNSET
 from distill.methods import GEOMETRIC
 
 COMBINES = ("mean_probs", "mean_logits", "per_teacher_kl")
@@ -34,10 +35,12 @@ class EnsembleConfig(Section):
                               "mean_logits, per_teacher_kl; empty = no students")
     students: list[dict] = spec([], "student architectures as model-section mappings, e.g. [{name: mlp}, "
                                 "{name: cnn1d, width: 16}]; empty = the model section")
+    baseline: bool = spec(True, "also train each student architecture from labels with the students' budget and "
+                          "seeds (role baseline): what the page judges a student's gain against, paired by seed")
 
 
 OWN_KEYS = ("ensemble.members, ensemble.models, ensemble.train, ensemble.from (members of an earlier run), "
-            "ensemble.combine, ensemble.students")
+            "ensemble.combine, ensemble.students, ensemble.baseline")
 
 
 def unread_teacher_keys(cfg) -> None:
@@ -45,12 +48,15 @@ def unread_teacher_keys(cfg) -> None:
     naming its own keys. Called by its run, and by `check` for a sweep of this kind."""
     given = [(key, value) for key, value in (("distill.teacher", cfg.distill.teacher),
                                              ("teacher.model", cfg.teacher.model),
-                                             ("teacher.train", cfg.teacher.train or None)) if value is not None]
+                                             ("teacher.train", cfg.teacher.train or None),
+                                             ("distill.teacher_same_seed", cfg.distill.teacher_same_seed or None),
+                                             ("distill.teacher_other_split", cfg.distill.teacher_other_split or None))
+             if value is not None]
     if given:
         key, _ = given[0]
         raise ConfigError(f"{key}: `distill ensemble` does not read it (its students learn from its own "
                           f"members); its teachers are set by {OWN_KEYS}; set "
-                          f"{key}={'{}' if key == 'teacher.train' else 'null'} (reuse earlier members with "
+                          f"{key}={UNSET.get(key, 'null')} (reuse earlier members with "
                           f"ensemble.from=RUN_DIR)")
 
 
@@ -76,9 +82,12 @@ def check(cfg) -> None:
         raise ConfigError(f"ensemble.combine: {e.combine} repeats a combination; name each once")
     if cfg.tune.kind == "ensemble":
         unread_teacher_keys(cfg)
-    if cfg.tune.kind == "ensemble" and cfg.tune.target == "student" and not e.combine:
-        raise ConfigError("tune.target=student: ensemble.combine is empty, so no student is trained; "
-                          "set tune.target=ensemble or give ensemble.combine=[mean_probs]")
+    if cfg.tune.kind == "ensemble" and cfg.tune.target in ("student", "baseline") and not e.combine:
+        raise ConfigError(f"tune.target={cfg.tune.target}: ensemble.combine is empty, so no student is trained (nor "
+                          f"its baseline); set tune.target=ensemble or give ensemble.combine=[mean_probs]")
+    if cfg.tune.kind == "ensemble" and cfg.tune.target == "baseline" and not e.baseline:
+        raise ConfigError("tune.target=baseline: ensemble.baseline is false, so no baseline is trained; set "
+                          "ensemble.baseline=true or tune.target=student")
 
 
 def _combine(cfg) -> str:
@@ -94,6 +103,8 @@ def full_ensemble(rows: list, metric: str, cfg) -> Optional[dict]:
 def label(row: dict) -> str:
     if row.get("role") == "ensemble":
         return f"ensemble {row.get('combine')}"
+    if row.get("role") == "baseline":  # student architecture j from labels
+        return f"baseline {row.get('student')}"
     return default_label(row)
 
 
@@ -111,6 +122,8 @@ KIND = Kind(
     targets=(
         TuneTarget("student", "student 0 distilled with combine={combine}, each epoch", "student 0 {combine}",
                    fields=lambda cfg: {"role": "student", "student": 0, "combine": _combine(cfg)}),
+        TuneTarget("baseline", "student architecture 0 from labels with the students' budget, each epoch",
+                   "baseline 0", fields=lambda cfg: {"role": "baseline", "student": 0}),
         TuneTarget("ensemble", "the full ensemble (combine={combine}), one report at the end",
                    "ensemble {combine}", fields=lambda cfg: {"combine": _combine(cfg)}, live=False,
                    choose=full_ensemble),
@@ -118,7 +131,7 @@ KIND = Kind(
     auto=lambda cfg: "student" if cfg.ensemble.combine else "ensemble",
     label=label,
     order=2,
-    view=View("ensemble collapse", layout="ensemble", roles=("member", "ensemble", "student"),
+    view=View("ensemble collapse", layout="ensemble", roles=("member", "ensemble", "baseline", "student"),
               headline=lambda rows: rows[rows["role"] == "student"] if (rows["role"] == "student").any()
               else largest(rows)),
 )

@@ -61,6 +61,9 @@ def problem(cfg) -> str:
     if cfg.distill.teacher is not None or cfg.teacher.model is not None:
         return ("distill mutual trains its peers from scratch without a teacher; set distill.teacher=null and "
                 "teacher.model=null")
+    for key in ("teacher_same_seed", "teacher_other_split"):  # teacher keys nothing here reads
+        if getattr(cfg.distill, key):
+            return f"distill.{key}: distill mutual has no teacher, so nothing reads it; set distill.{key}=false"
     return ""
 
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from distill.kinds import Kind, TuneTarget, View, default_label
 
+#: what the parent of a student taught by a `distill.teacher` run of another data split says
+#: (distill.teacher_other_split); the report's note looks for it
+OTHER_SPLIT = "trained on another data split"
+
 
 def label(row: dict) -> str:
     """The trained model is `student` whether it learns from a teacher or from labels alone."""

@@ -31,7 +31,7 @@ from distill.schema import Section, spec
 #: serves a sweep over methods
 SHARED_KEYS = ("method", "teacher", "combine", "temperature", "temperature_end", "temperature_schedule",
                "alpha", "alpha_end", "alpha_schedule", "standardize", "top_k", "top_k_rest", "teacher_unfinished",
-               "lm_chunk")
+               "lm_chunk", "teacher_same_seed", "teacher_other_split")
 #: not a combination of teachers of its own (distill.combine, ensemble.combine): the one line naming it gets
 GEOMETRIC = ("geometric (the normalised geometric mean of the teachers' softmaxes) is mean_logits exactly: "
              "log softmax(z) is z less a per-example constant; write mean_logits")
@@ -221,6 +221,13 @@ class DistillConfig(Section):
                          ge=0)
     teacher_unfinished: bool = spec(False, "use a distill.teacher run (or its checkpoint) whose meta.json does not "
                                     "say done, as it is; the student's parent records that it was unfinished")
+    teacher_same_seed: bool = spec(False, "the teacher section starts from the run seed, as the student does (the "
+                                   "same initial weights for one architecture, the same batches in the same "
+                                   "order); false = a seed of its own (distill.training.seeds)")
+    teacher_other_split: bool = spec(False, "use a distill.teacher run (or its checkpoint) whose dataset section "
+                                     "(split seed, validation fraction, subset, dataset) differs from the "
+                                     "student's: it may have trained on the student's validation examples; "
+                                     "recorded in the student's parent")
 
 
 def _distill_init(generated):

@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from distill.methods import losses
-from distill.config import Config, ModelConfig, TrainConfig, read_yaml
+from distill.config import Config, DatasetConfig, ModelConfig, TrainConfig, load_config, read_yaml
 from distill.schema import from_dict, to_dict
 from distill.errors import ConfigError, UserError
 from distill.methods.objectives import CROSS_ENTROPY_INFO, make_objective
+from distill.training.seeds import Seeds, model_seeds
+from distill.kinds.train import OTHER_SPLIT
 
 
 @dataclasses.dataclass
@@ -38,6 +40,7 @@ class TeacherSection:
     model: nn.Module         # the module the objective reads (trained in place)
     model_cfg: ModelConfig
     train: TrainConfig
+    seeds: Seeds             # its init and data seeds (distill.training.seeds: role teacher)
 
 
 def teacher_train_config(cfg: Config) -> TrainConfig:
@@ -113,6 +116,39 @@ def _pick_checkpoint(run_dir: Path, seed: int) -> Path:
     return best if best.is_file() else root / key / "last.pt"
 
 
+#: dataset keys that do not decide which examples are training, validation or test examples
+NOT_SPLIT = ("root", "download", "module", "augment", "shift")
+
+
+def split_differences(ours: DatasetConfig, theirs: DatasetConfig) -> list[str]:
+    """The dataset keys (e.g. `dataset.val_fraction`) on which two runs' data differ in which examples
+    they train, select and test on: a model of the other run may have trained on this run's
+    validation or test examples. The one check for `distill.teacher` runs and `ensemble.from`."""
+    mine, other = to_dict(ours), to_dict(theirs)
+    return [f"dataset.{key}" for key in mine if key not in NOT_SPLIT and mine[key] != other.get(key)]
+
+
+def describe_differences(keys: list[str], ours: DatasetConfig, theirs: DatasetConfig) -> str:
+    """'dataset.val_fraction 0.2 there, 0.1 here; dataset.split_seed 1 there, 0 here'."""
+    mine, other = to_dict(ours), to_dict(theirs)
+    return "; ".join(f"{key} {other.get(key.split('.', 1)[1])!r} there, {mine[key.split('.', 1)[1]]!r} here"
+                     for key in keys)
+
+
+def other_split(run_dir: Path, cfg: Config) -> Optional[str]:
+    """How the teacher run in `run_dir` was trained on another data split than this config's (the
+    keys and both values), or None when its split is this one's (or it has no config.yaml)."""
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    try:
+        theirs = load_config(run_dir / "config.yaml").dataset
+    except (ConfigError, OSError, ValueError) as err:
+        raise UserError(f"distill.teacher: {run_dir}/config.yaml no longer loads ({str(err).splitlines()[0] if str(err) else type(err).__name__}), so its data "
+                        f"split cannot be checked; give a run whose config loads") from None
+    keys = split_differences(cfg.dataset, theirs)
+    return describe_differences(keys, cfg.dataset, theirs) if keys else None
+
+
 def unfinished(run_dir: Path) -> Optional[str]:
     """Why the run in `run_dir` is not finished (meta.json's status and reason), or None when it is
     done or has no meta.json; a one-line UserError when its meta.json is damaged."""
@@ -144,6 +180,11 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
     if why is not None and not cfg.distill.teacher_unfinished:
         raise UserError(f"distill.teacher: the run {run_dir} did not finish ({why}); run its command again to "
                         f"finish it, or set distill.teacher_unfinished=true to use {checkpoint} as it is")
+    split = other_split(run_dir, cfg) if run_dir is not None else None
+    if split is not None and not cfg.distill.teacher_other_split:
+        raise UserError(f"distill.teacher: the run {run_dir} was trained on another data split ({split}), so it "
+                        f"may have seen this run's validation or test examples; give a teacher trained on this "
+                        f"split, or set distill.teacher_other_split=true to use it anyway")
     model_cfg = cfg.teacher.model or (run_dir and _model_cfg_of_run(run_dir)) or cfg.model
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors and plain values only
@@ -167,11 +208,16 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
         raise UserError(f"distill.teacher: checkpoint {checkpoint} holds NaN or infinite weights ({broken}); "
                         f"give the checkpoint of a teacher that trained")
     model.load_state_dict(state)
+    notes = []
     if why is not None:  # asked for (distill.teacher_unfinished): used, said and recorded
         print(f"distill: warning: teacher {checkpoint} is from a run that did not finish ({why})",
               file=sys.stderr, flush=True)
-        return model, f"{checkpoint} (from an unfinished run: {why})"
-    return model, str(checkpoint)
+        notes.append(f"from an unfinished run: {why}")
+    if split is not None:  # asked for (distill.teacher_other_split): used, said and recorded
+        print(f"distill: warning: teacher {checkpoint} was trained on another data split ({split})",
+              file=sys.stderr, flush=True)
+        notes.append(f"{OTHER_SPLIT}: {split}")
+    return model, f"{checkpoint} ({'; '.join(notes)})" if notes else str(checkpoint)
 
 
 def read_predictions(path: Path, cfg: Config, data) -> tuple[torch.Tensor, str]:
@@ -237,20 +283,30 @@ def teacher_objective(cfg: Config, data, seed: int, device):
     d = cfg.distill
     signal_kind = losses.LOSS_INFO[d.method]["signal"]
     student = stand_in_student(cfg, cfg.model, data)
+    if d.teacher is None and d.teacher_other_split:
+        raise ConfigError("distill.teacher_other_split: no distill.teacher run is given, so nothing reads it; "
+                          "set distill.teacher_other_split=false")
     if d.teacher is None:
         teacher_cfg = cfg.teacher.model or (cfg.model if d.method == "tfkd_self" else None)
+        if teacher_cfg is None and d.teacher_same_seed:
+            raise ConfigError("distill.teacher_same_seed: there is no teacher section to seed; set "
+                              "distill.teacher_same_seed=false")
         if teacher_cfg is None:
             if signal_kind == "none":
                 return (*make_objective(d, [], data, device, seed=seed, epochs=cfg.train.epochs), None)
             return None, dict(CROSS_ENTROPY_INFO), None
-        section = TeacherSection(f"teacher-s{seed}", new_model(teacher_cfg, data, seed), teacher_cfg,
-                                 teacher_train_config(cfg))
+        seeds = model_seeds(seed, "teacher", same_as_run=d.teacher_same_seed)
+        section = TeacherSection(f"teacher-s{seed}", new_model(teacher_cfg, data, seeds.init), teacher_cfg,
+                                 teacher_train_config(cfg), seeds)
         objective, info = make_objective(d, [section.model], data, device, seed=seed, student=student,
                                          description=section.key, epochs=cfg.train.epochs)
         return objective, info, section
     if signal_kind == "none":
         raise ConfigError(f"distill.method: {d.method} uses no teacher, but distill.teacher is set; "
                           f"set distill.teacher=null or pick a method that uses one (e.g. kd)")
+    if d.teacher_same_seed:
+        raise ConfigError("distill.teacher_same_seed: distill.teacher is given (trained already), so nothing reads "
+                          "it; set distill.teacher_same_seed=false")
     paths = [p.strip() for p in d.teacher.split(",") if p.strip()]
     files = [p for p in paths if Path(p).suffix in (".npy", ".csv")]
     if files:

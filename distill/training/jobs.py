@@ -18,8 +18,11 @@ Either way each model's checkpoints are `run.checkpoint_dir(job.key)/{last,best}
 stacked group keeps its training state in `<first key>-pack<K>/last.pt`), so a killed run
 resumes where it stopped: finished models return at once, an interrupted one continues
 from its last epoch.
-Each model is built right before it trains, from `engine.seed_everything(job.seed)`, so
-its weights, and the RNG state its training starts from, do not depend on what ran before.
+Each model is built right before it trains, from `engine.seed_everything` of its init seed, so
+its weights, and the RNG state its training starts from, do not depend on what ran before; its
+batches come in the order of its data seed (`job.seed`). Both come from the one seed rule,
+`distill.training.seeds.model_seeds` (`Job.seeded`), and are recorded in its summary row
+(`init_seed`, `data_seed`).
 A job with a `given` model (built elsewhere, e.g. the teacher section of `distill train`,
 which its student's objective reads) trains that module in place, from the same seeding.
 """
@@ -39,6 +42,7 @@ from distill.export.cost import row_cost
 from distill.models.parts import count_params
 from distill.runs.progress import Progress
 from distill.training.replicas import can_stack
+from distill.training.seeds import Seeds, seed_columns
 from distill.runs.store import Run, fit_summary
 
 
@@ -48,15 +52,26 @@ class Job:
 
     key: str                       # checkpoint key, e.g. member3-s0
     arch: ModelConfig
-    seed: int                      # weights and data order
+    seed: int                      # data order (and weights, unless init_seed says otherwise)
     tags: dict                     # copied into records.csv rows and the summary row
     label: str = ""                # progress label
     report: dict = dataclasses.field(default_factory=dict)  # keys added to every on_epoch report
     objective: Any = None          # None: cross-entropy on the labels
     given: Optional[nn.Module] = None  # a model built elsewhere, trained in place instead of a fresh one
+    init_seed: Optional[int] = None    # weights: None = `seed` (distill.training.seeds gives both)
     model: Optional[nn.Module] = None
     result: Optional[engine.FitResult] = None
     row: Optional[dict] = None     # the summary row (fit_summary)
+
+
+    @classmethod
+    def seeded(cls, seeds: Seeds, **fields) -> "Job":
+        """A job with the (init, data) seeds of `distill.training.seeds.model_seeds`."""
+        return cls(seed=seeds.data, init_seed=seeds.init, **fields)
+
+    @property
+    def seeds(self) -> Seeds:
+        return Seeds(self.seed if self.init_seed is None else self.init_seed, self.seed)
 
 
 def archs_for(sections: list[dict], count: int, default: ModelConfig, key: str) -> list[ModelConfig]:
@@ -73,11 +88,11 @@ def arch_key(arch: ModelConfig) -> str:
 
 
 def build(job: Job, data) -> nn.Module:
-    """A fresh model from the job's seed, or its `given` one (the global RNG seeded alike)."""
+    """A fresh model from the job's init seed, or its `given` one (the global RNG seeded alike)."""
     if job.given is not None:
-        engine.seed_everything(job.seed)
+        engine.seed_everything(job.seeds.init)
         return job.given
-    return engine.new_model(job.arch, data, job.seed)
+    return engine.new_model(job.arch, data, job.seeds.init)
 
 
 def groups_of(jobs: list[Job]) -> list[list[Job]]:
@@ -120,8 +135,10 @@ def _fit(part: list[Job], data, train, run, device, on_epoch, show) -> None:
     def report(r: dict) -> None:
         if r["model"] == count - 1:  # one bar step per epoch, after the last model's report
             show.epoch(r)
-        if on_epoch:
-            on_epoch({**{key: v for key, v in r.items() if key != "model"}, **part[r["model"]].report})
+        if on_epoch:  # `seed` is the run seed (the engine's is the data seed)
+            job = part[r["model"]]
+            on_epoch({**{key: v for key, v in r.items() if key != "model"}, "seed": job.tags.get("seed", r["seed"]),
+                      **job.report})
 
     results = engine.fit([job.model for job in part], data, train, seeds=[job.seed for job in part],
                          objectives=[job.objective for job in part], tags=[job.tags for job in part],
@@ -129,7 +146,7 @@ def _fit(part: list[Job], data, train, run, device, on_epoch, show) -> None:
                          emit=run.emit, device=device)
     for job, result in zip(part, results):
         job.result = result
-        job.row = fit_summary(result, job.tags, count_params(job.model),
+        job.row = fit_summary(result, job.tags, count_params(job.model), **seed_columns(job.seeds),
                               **row_cost(job.model, data, train, device))  # once, after training
         show.label = job.label
         show.done(job.row)

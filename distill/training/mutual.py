@@ -5,7 +5,7 @@
     distill mutual mutual-mnist1d train.epochs=2 dataset.num_samples=400 "seeds=[0]"   # tiny
 
 The K peers of one seed are one `engine.fit`: every peer gets the seed's data order and
-augmentation (one data seed, so the same batches), each its own initialisation (`peer_seed`),
+augmentation (one data seed, so the same batches), each its own initialisation (`peer_seeds`),
 and one `Mutual` objective, `joint`, reads the K peers' logits of the batch (K, B, C) and gives
 each peer its loss. Peers of one architecture without BatchNorm or dropout train stacked
 (`replicas.Stacked`); any others side by side (`SideBySide`: each peer run as itself, all in
@@ -38,6 +38,7 @@ from distill.training.experiment import prepare
 from distill.training.jobs import Job, arch_key, archs_for, fit_jobs
 from distill.training.metrics import probs_metrics
 from distill.training.replicas import Modules, can_stack, make_replicas
+from distill.training.seeds import Seeds, model_seeds, seed_columns
 
 
 # ---------------------------------------------------------------- the loss
@@ -133,10 +134,11 @@ def first_of_arch(archs: list[ModelConfig]) -> dict[str, int]:
     return found
 
 
-def peer_seed(seed: int, k: int, archs: list[ModelConfig]) -> int:
-    """Peer k's initialisation: the run seed for the first peer of each architecture (as its
-    `alone` baseline), a seed of its own for every other."""
-    return seed if first_of_arch(archs)[arch_key(archs[k])] == k else seed * 1009 + k * 7919
+def peer_seeds(seed: int, k: int, archs: list[ModelConfig]) -> Seeds:
+    """Peer k's seeds (`distill.training.seeds`): the run seed's data order for every peer; the run
+    seed's initialisation for the first peer of each architecture (as its `alone` baseline), one of
+    its own for every other."""
+    return model_seeds(seed, "peer", 0 if first_of_arch(archs)[arch_key(archs[k])] == k else k)
 
 
 # ---------------------------------------------------------------- the run
@@ -160,7 +162,8 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     run = setup.open(KIND.name, out, run_dir)
 
     def fit_peers(seed: int) -> list[dict]:
-        models = [engine.new_model(arch, data, peer_seed(seed, k, archs)) for k, arch in enumerate(archs)]
+        own = [peer_seeds(seed, k, archs) for k in range(len(archs))]
+        models = [engine.new_model(arch, data, own[k].init) for k, arch in enumerate(archs)]
         objective = Mutual(cfg.distill)
         ok, why = can_stack(models, [objective]) if cfg.mutual.pack else (False, "mutual.pack=false")
         packing["peers"] = f"{'stacked' if ok else 'side by side'}: {why}"
@@ -176,23 +179,26 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
                 on_epoch({**{key: v for key, v in r.items() if key != "model"}, "role": "peer",
                           "member": r["model"], "epochs": cfg.train.epochs})
 
-        results = engine.fit(models, data, cfg.train, seeds=[seed] * len(archs), objectives=[objective] * len(archs),
+        results = engine.fit(models, data, cfg.train, seeds=[s.data for s in own],
+                             objectives=[objective] * len(archs),
                              tags=tags, model_dirs=[run.checkpoint_dir(f"peer{k}-s{seed}", arch)
                                                     for k, arch in enumerate(archs)],
                              on_epoch=report, emit=run.emit, device=device,
                              replicas_of=make_replicas if ok else SideBySide)
         rows = []
-        for model, result, tag in zip(models, results, tags):
-            rows.append(fit_summary(result, tag, count_params(model), **row_cost(model, data, cfg.train, device)))
+        for model, result, tag, pair in zip(models, results, tags, own):
+            rows.append(fit_summary(result, tag, count_params(model), **seed_columns(pair),
+                                    **row_cost(model, data, cfg.train, device)))
             show.label = f"peer {tag['member']} seed {seed}"
             show.done(rows[-1])
         return rows + [ensemble_row(cfg, data, [m.eval() for m in models], seed, rows)]
 
     def alone_jobs() -> list[Job]:
-        return [Job(key=f"alone{k}-s{seed}", arch=archs[k], seed=seed, label=f"{archs[k].name} alone seed {seed}",
-                    tags={"role": "alone", "name": archs[k].name, "seed": seed, "parent": None,
-                          **loss_tags(CROSS_ENTROPY_INFO)},
-                    report={"role": "alone", "seed": seed, "epochs": cfg.train.epochs})
+        return [Job.seeded(model_seeds(seed, "alone"), key=f"alone{k}-s{seed}", arch=archs[k],
+                           label=f"{archs[k].name} alone seed {seed}",
+                           tags={"role": "alone", "name": archs[k].name, "seed": seed, "parent": None,
+                                 **loss_tags(CROSS_ENTROPY_INFO)},
+                           report={"role": "alone", "seed": seed, "epochs": cfg.train.epochs})
                 for k in first_of_arch(archs).values() for seed in seeds]
 
     packing: dict[str, str] = {}

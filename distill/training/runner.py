@@ -17,6 +17,7 @@ from distill.config import Config
 from distill.training.experiment import prepare
 from distill.teachers.fidelity import fidelity
 from distill.training.jobs import Job, fit_jobs
+from distill.training.seeds import model_seeds
 from distill.kinds.train import KIND
 from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags
 from distill.teachers.sources import teacher_objective
@@ -30,7 +31,10 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
     once, stacked, when `distill.training.replicas.can_stack` allows it, else one after another; the
     choice is said on stderr and written into the summary (`packing`, by role). Summary rows
     come per seed, its teacher first. `on_epoch` receives each epoch's report with `role`,
-    `seed` and `epochs` (that model's epoch count) added.
+    `seed` and `epochs` (that model's epoch count) added. Seeds (`distill.training.seeds`): the
+    model or student starts from the run seed, a teacher section from one of its own (unless
+    distill.teacher_same_seed), so a teacher of the student's architecture never starts from the
+    student's weights or sees its batches in its order.
     """
     setup = prepare(cfg, progress)
     data, device, seeds = setup.data, setup.device, setup.seeds
@@ -43,17 +47,19 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
         objective, loss_info, section = plans[seed]
         if section is not None:  # the teacher section: trained first, from labels, in place
             name, teacher_train = section.model_cfg.name, section.train
-            teachers[seed] = Job(key=section.key, arch=section.model_cfg, seed=seed, given=section.model,
-                                 tags={"role": "teacher", "name": name, "seed": seed, "parent": None,
-                                       **loss_tags(CROSS_ENTROPY_INFO)},
-                                 label=f"teacher {name} seed {seed}",
-                                 report={"role": "teacher", "epochs": section.train.epochs})
+            teachers[seed] = Job.seeded(section.seeds, key=section.key, arch=section.model_cfg,
+                                        given=section.model,
+                                        tags={"role": "teacher", "name": name, "seed": seed, "parent": None,
+                                              **loss_tags(CROSS_ENTROPY_INFO)},
+                                        label=f"teacher {name} seed {seed}",
+                                        report={"role": "teacher", "epochs": section.train.epochs})
         role = "student" if loss_info.get("teacher") else "model"
-        models[seed] = Job(key=f"{role}-s{seed}", arch=cfg.model, seed=seed, objective=objective,
-                           tags={"role": role, "name": cfg.model.name, "seed": seed,
-                                 "parent": loss_info.get("teacher"), **loss_tags(loss_info)},
-                           label=f"{role} {cfg.model.name} seed {seed}",
-                           report={"role": role, "epochs": cfg.train.epochs})
+        models[seed] = Job.seeded(model_seeds(seed, role), key=f"{role}-s{seed}", arch=cfg.model,
+                                  objective=objective,
+                                  tags={"role": role, "name": cfg.model.name, "seed": seed,
+                                        "parent": loss_info.get("teacher"), **loss_tags(loss_info)},
+                                  label=f"{role} {cfg.model.name} seed {seed}",
+                                  report={"role": role, "epochs": cfg.train.epochs})
     loss_info = plans[seeds[-1]][1]
 
     def body() -> dict:

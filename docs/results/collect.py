@@ -2,6 +2,8 @@
 
     bash docs/results/run_mnist1d.sh repro-runs
     .venv/bin/python docs/results/collect.py repro-runs      # writes docs/results/mnist1d-*.csv/.json
+    .venv/bin/python docs/results/collect.py repro-runs ensemble   # only mnist1d-ensemble.*
+    .venv/bin/python docs/results/collect.py repro-runs kd         # only mnist1d-kd.*
     .venv/bin/python -m results.evidence                     # renders them into README.md
     .venv/bin/python docs/results/collect.py --holm-from-intervals   # mnist1d-methods: Holm columns from
                                                              # the committed intervals (no runs needed)
@@ -81,7 +83,9 @@ def run_of(out: Path, name: str) -> Path:
     return found[-1].parent
 
 
-def main(out: Path) -> None:
+def kd_table(out: Path) -> None:
+    """Models from labels and Hinton KD: the MLP and the CNN from labels, the KD run's teacher and its
+    student, the student paired by seed against the MLP from labels."""
     mlp, cnn, kd = run_of(out, "mnist1d-mlp"), run_of(out, "mnist1d-cnn"), run_of(out, "mnist1d-kd")
     both = results.load([mlp, kd])
     labels = both[(both.run == str(mlp)) & (both.role == "model")]
@@ -94,6 +98,10 @@ def main(out: Path) -> None:
                        .to_numpy())}]
     write("mnist1d-kd", table, [["model", "{model}"], *ACC, DIFF, ["paper (Greydanus 2020)", "{paper}"]],
           [mlp, cnn, kd], "the KD student's difference is paired by seed against the MLP from labels")
+
+
+def main(out: Path) -> None:
+    kd_table(out)
 
     ban = run_of(out, "ban-mnist1d")
     df = results.load([ban])
@@ -110,6 +118,32 @@ def main(out: Path) -> None:
     write("mnist1d-ban", rows, [["model", "{model}"], *ACC, DIFF], [ban],
           "differences paired by seed against generation 0")
 
+    ensemble(out)
+
+    sweep = max((out / "tune-mnist1d-kd").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime).parent  # the newest
+    df = results.load([sweep])
+    df = df[df.role == "student"]
+    rows = []
+    for (t, a), part in df.groupby(["cfg.distill.temperature", "cfg.distill.alpha"]):
+        rows.append({"T": t, "alpha": a, **{k: v for k, v in row("", part).items() if k != "model"}})
+    write("mnist1d-sweep", rows, [["T", "{T:g}"], ["alpha", "{alpha:g}"], *ACC], [sweep],
+          "one Ray Tune trial per (T, alpha, seed); the teacher trained once per seed before the trials")
+
+
+def wall_minutes(run: Path) -> str:
+    """The run's wall time from its meta.json (started to finished), in minutes."""
+    from datetime import datetime
+
+    meta = json.loads((run / "meta.json").read_text())
+    seconds = (datetime.fromisoformat(meta["finished"]) - datetime.fromisoformat(meta["started"])).total_seconds()
+    return f"{seconds / 60:.0f}"
+
+
+def ensemble(out: Path) -> None:
+    """The ensemble collapse: members, ensembles, each student paired by seed with the mean member
+    and with its baseline (its architecture from labels with the students' budget and seeds)."""
+    import yaml
+
     ens = run_of(out, "ensemble-mnist1d")
     df = results.load([ens])
     member = df.role == "member"
@@ -121,28 +155,41 @@ def main(out: Path) -> None:
         if size > 1 and (combine == "mean_probs" or size == df[df.role == "ensemble"]["size"].max()):
             mask = (df.role == "ensemble") & (df["size"] == size) & (df["combine"] == combine)
             rows.append({**row(f"ensemble k = {int(size)}, {combine}", part), **paired(df, mask, member)})
-    import yaml
+    config = yaml.safe_load((ens / "config.yaml").read_text())["ensemble"]
+    students, members = config["students"], config["models"][0]
 
-    students = yaml.safe_load((ens / "config.yaml").read_text())["ensemble"]["students"]
-    members = yaml.safe_load((ens / "config.yaml").read_text())["ensemble"]["models"][0]
-    for (j, combine), part in df[df.role == "student"].groupby(["student", "combine"]):
-        mask = ((df.role == "student") & (df["student"] == j) & (df["combine"] == combine)).to_numpy()
+    def arch_label(j) -> str:
         arch = students[int(j)]
-        label = f"student {arch['name']} {arch.get('width')}" + (" (members' architecture)" if arch == members else "")
-        gap = stat(part["gap_recovered"], scale=1.0)
-        rows.append({**row(f"{label}, {combine}", part), **paired(df, mask, member), "gap": gap["mean"]})
-    write("mnist1d-ensemble", rows, [["model", "{model}"], *ACC, ["vs mean member (test, points)",
-                                     "{diff:+.1f} (CI {low:+.1f} to {high:+.1f})"], ["gap recovered", "{gap:.2f}"]],
-          [ens], "differences paired by seed against the mean member of that seed")
+        return f"{arch['name']} {arch.get('width')}" + (" (members' architecture)" if arch == members else "")
 
-    sweep = max((out / "tune-mnist1d-kd").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime).parent  # the newest
-    df = results.load([sweep])
-    df = df[df.role == "student"]
-    rows = []
-    for (t, a), part in df.groupby(["cfg.distill.temperature", "cfg.distill.alpha"]):
-        rows.append({"T": t, "alpha": a, **{k: v for k, v in row("", part).items() if k != "model"}})
-    write("mnist1d-sweep", rows, [["T", "{T:g}"], ["alpha", "{alpha:g}"], *ACC], [sweep],
-          "one Ray Tune trial per (T, alpha, seed); the teacher trained once per seed before the trials")
+    baseline_of = {}
+    for j, part in df[df.role == "baseline"].groupby("student"):
+        mask = ((df.role == "baseline") & (df["student"] == j)).to_numpy()
+        baseline_of[students[int(j)]["name"], students[int(j)].get("width")] = mask
+        rows.append({**row(f"baseline {arch_label(j)} from labels, the students' budget", part),
+                     **paired(df, mask, member)})
+    for j, of_arch in df[(df.role == "student")].groupby("student"):
+        fair = []
+        for combine, part in of_arch.groupby("combine"):
+            mask = ((df.role == "student") & (df["student"] == j) & (df["combine"] == combine)).to_numpy()
+            gap = stat(part["gap_recovered"], scale=1.0)
+            base = baseline_of.get((students[int(j)]["name"], students[int(j)].get("width")))
+            against = {f"b{k}": v for k, v in paired(df, mask, base).items()} if base is not None else {}
+            rows.append({**row(f"student {arch_label(j)}, {combine}", part), **paired(df, mask, member),
+                         "gap": gap["mean"], **against})
+            fair += [rows[-1]] if against else []
+        for r, adjusted in zip(fair, holm([r["bp"] for r in fair])):  # Holm over this architecture's combinations
+            r["bp_holm"], r["bverdict_holm"] = round(adjusted, 4), holm_verdict(r["bdiff"], adjusted)
+    write("mnist1d-ensemble", rows, [["model", "{model}"], *ACC, ["vs mean member (test, points)",
+                                     "{diff:+.1f} (CI {low:+.1f} to {high:+.1f})"],
+                                     ["vs its baseline (test, points)", "{bdiff:+.1f} (CI {blow:+.1f} to {bhigh:+.1f})"],
+                                     ["vs its baseline, Holm p (over the combinations)", "{bp_holm:.2g}"],
+                                     ["gap recovered", "{gap:.2f}"]],
+          [ens], "differences paired by seed against the mean member of that seed, and each student against its "
+          "baseline: its own architecture trained from labels with the students' budget (epochs, schedule, "
+          "optimizer, weight decay) and seeds; the members trained 40 epochs with weight decay 0.05, the "
+          f"students and baselines 100 epochs with 0.01; Holm: the paired t-test's p against the baseline adjusted "
+          f"over one architecture's teacher combinations; the run took {wall_minutes(ens)} min")
 
 
 def methods(out: Path) -> None:
@@ -318,6 +365,15 @@ if __name__ == "__main__":
         holm_from_intervals()
     elif sys.argv[1:2] == ["--lm-study"]:
         lm_study(Path(sys.argv[2] if len(sys.argv) > 2 else "repro-runs/lm-study"))
+    elif sys.argv[2:] == ["kd"]:  # only the kd table: collect.py OUT kd
+        COMMAND = " && ".join(f".venv/bin/python -m distill.cli train {p} --out repro-runs --quiet" for p in
+                            ["mnist1d-mlp", "mnist1d-cnn \"seeds=[0,1,2,3,4]\"", "mnist1d-kd"])
+        COMMAND += " && .venv/bin/python docs/results/collect.py repro-runs kd"
+        kd_table(Path(sys.argv[1]))
+    elif sys.argv[2:] == ["ensemble"]:  # only the ensemble table: collect.py OUT ensemble
+        COMMAND = (".venv/bin/python -m distill.cli ensemble ensemble-mnist1d \"seeds=[0,1,2,3,4]\" --out repro-runs"
+                   " && .venv/bin/python docs/results/collect.py repro-runs ensemble")
+        ensemble(Path(sys.argv[1]))
     else:
         main(Path(sys.argv[1] if len(sys.argv) > 1 else "repro-runs"))
         methods(Path(sys.argv[1] if len(sys.argv) > 1 else "repro-runs"))
