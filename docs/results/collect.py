@@ -342,12 +342,12 @@ def lm_study(out: Path) -> None:
     pd.DataFrame(rows).astype({"params": "Int64", "n": "Int64", "pairs": "Int64"}).to_csv(
         HERE / "lm-pydoc-study.csv", index=False)
     meta = json.loads((runs["kd-strong-w32"] / "meta.json").read_text())
-    load = df["load_avg"].dropna()
+    load = pd.to_numeric(df.get("load_avg", pd.Series(dtype=float)), errors="coerce").dropna()
+    load = f"load average during the runs {load.min():.1f}-{load.max():.1f}" if len(load) else "load not recorded"
     m = sum("p" in r and r["cell"] != "contrast" for r in rows), sum(r["cell"] == "contrast" for r in rows)
     (HERE / "lm-pydoc-study.json").write_text(json.dumps({
         "command": LM_STUDY, "date": (meta.get("finished") or meta.get("started") or "")[:10],
-        "machine": f"{machine()}; load average during the runs {load.min():.1f}-{load.max():.1f} (shared), "
-                   "2 runs at once, 1 torch thread each",
+        "machine": f"{machine()}; {load} (shared), 2 runs at once, 1 torch thread each",
         "versions": {**meta.get("versions", {}), "git": (meta.get("git_commit") or "")[:10]},
         "runs": [str(r) for r in runs.values()],
         "note": LM_NOTE + (f"; not finished when collected: {', '.join(missing)}" if missing else ""),
