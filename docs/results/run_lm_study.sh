@@ -8,7 +8,9 @@
 #   labels-w32, labels-w64         the 2-block students of width 32 / 64 from labels
 #   kd-{weak,strong}-w{32,64}      the same students with kd from that teacher (distill.teacher=run)
 #   teacher-data, kd-data-w{32,64}  a teacher trained 6 epochs on all 2,053 training blocks of the 30
-#                                  documents (dataset.train_subset=null), and kd students from it
+#                                  documents (dataset.train_subset=null), and kd students from it (the same
+#                                  documents, so distill.teacher_other_split=true: the teacher saw more training
+#                                  blocks than the student, never a validation or test document)
 #   gkd-strong-w32, gkd0-strong-w32  gkd at lambda = 0.5 (on-policy) and at lambda = 0 (the same
 #                                  generalised JSD on the data only), from the strong teacher
 set -euo pipefail
@@ -37,8 +39,8 @@ chain_strong() {
   run gkd0-strong-w32 "${GKD[@]}" distill.teacher="$strong" distill.gkd_lambda=0
   run teacher-data teacher.model=null "$TEACHER" train.epochs=6 dataset.train_subset=null
   local data; data=$(dir teacher-data)
-  run kd-data-w32 teacher.model=null distill.teacher="$data" model.width=32
-  run kd-data-w64 teacher.model=null distill.teacher="$data" model.width=64
+  run kd-data-w32 teacher.model=null distill.teacher="$data" distill.teacher_other_split=true model.width=32
+  run kd-data-w64 teacher.model=null distill.teacher="$data" distill.teacher_other_split=true model.width=64
 }
 chain_weak() {
   run teacher-weak teacher.model=null "$TEACHER" train.epochs=4
