@@ -102,17 +102,17 @@ def sweep(reproduced):
 @pytest.mark.slow  # the sweep: Ray and 2 trials, about 25 s
 def test_a_sweeps_shared_teacher_is_its_teacher_not_a_trial(sweep, tmp_path, monkeypatch):
     folder = run_of(sweep)
-    assert (folder / "teacher" / "summary.json").exists()
+    assert (folder / "teacher-s0" / "summary.json").exists()  # the shared teacher, named by the seeds it serves
     (exp,) = ex.split(results.load(folder))
     assert exp.kind == "sweep" and len(exp.runs) == 3
-    assert exp.teachers == [str(folder / "teacher")] and len(exp.trials) == 2
+    assert exp.teachers == [str(folder / "teacher-s0")] and len(exp.trials) == 2
     page = (sweep / "report.md").read_text()
     assert "2 trials (fifo scheduler)" in page and "3 trials" not in page
     slug = exp.slug
     teacher = csv(sweep, f"{slug}-teacher.csv")
     assert list(teacher["model"]) == ["teacher cnn1d"] and teacher["paper"].tolist() == [94.0]
     models = csv(sweep, "models.csv")
-    assert set(models.loc[models["run"] == str(folder / "teacher"), "role"]) == {"teacher"}
+    assert set(models.loc[models["run"] == str(folder / "teacher-s0"), "role"]) == {"teacher"}
     assert "T=4.0, alpha=0.9" not in " ".join(teacher["model"])
     loss = csv(sweep, f"{slug}-loss.csv")
     assert set(loss["model"]) == {"teacher cnn1d", "student mlp"}

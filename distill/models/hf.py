@@ -63,6 +63,10 @@ def load_tokenizer(path: str) -> HFTokenizer:
 class HFCausalLM(nn.Module):
     """An AutoModelForCausalLM as a plain module: tokens (B, L) -> logits (B, L, vocab)."""
 
+    #: read by replicas.can_stack: transformers' modules build masks and caches with device and shape
+    #: checks that torch.func.vmap's batched tensors fail (the backward meets a meta-device gradient)
+    stack_refused = "a Hugging Face model (transformers' code does not run under torch.func.vmap)"
+
     def __init__(self, path: str, vocab: int):
         super().__init__()
         transformers = _transformers()

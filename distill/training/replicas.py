@@ -44,6 +44,8 @@ def can_stack(models: list[nn.Module], objectives: Optional[list] = None) -> tup
     shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in models}
     if len({type(m) for m in models}) > 1 or len(shapes) > 1:
         return False, "the models differ in architecture"
+    if getattr(models[0], "stack_refused", None):  # a model class that cannot run under vmap says why
+        return False, models[0].stack_refused
     if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.momentum is None
            for m in models for mod in m.modules()):  # its factor 1 / num_batches_tracked is read on the host
         return False, "the model has BatchNorm with momentum=None (a cumulative average)"
