@@ -64,6 +64,9 @@ def problem(cfg) -> str:
     for key in ("teacher_same_seed", "teacher_other_split"):  # teacher keys nothing here reads
         if getattr(cfg.distill, key):
             return f"distill.{key}: distill mutual has no teacher, so nothing reads it; set distill.{key}=false"
+    if cfg.distill.lm_chunk:  # the peer term is the whole KL (distill.training.mutual), never chunked
+        return "distill.lm_chunk: distill mutual computes its peer term all at once, so nothing reads it; " \
+               "set distill.lm_chunk=0"
     return ""
 
 
