@@ -16,11 +16,8 @@ from distill.errors import UserError
 from distill.methods.objectives import Batch, Distill, make_objective, mix
 from distill.models import create_model
 from distill.training.lm_objectives import TokenLevel, chunked_terms
+from tests.conftest import TINY_LM as TINY
 
-TINY = ["dataset.name=pydoc", "dataset.text.documents=10", "dataset.text.block=16", "dataset.val_fraction=0.2",
-        "dataset.text.test_fraction=0.2", "model.name=gpt", "model.width=16", "model.depth=1",
-        "model.kwargs={heads: 2}", "train.epochs=2", "train.batch_size=32", "train.lr=0.003", "train.device=cpu",
-        "train.threads=1", "seeds=[0]", "train.checkpoint_seconds=0"]
 METHODS = [("kd", ["distill.alpha=0.7"]), ("jsd", ["distill.alpha=0.4", "distill.jsd_beta=0.3"]),
            ("reverse_kl", ["distill.top_k_rest=spread"]), ("tvd", []), ("skew_kl", ["distill.alpha=1.0"]),
            ("dkd", ["distill.dkd_warmup_epochs=0"]), ("gkd", ["distill.gkd_lambda=0"]),
