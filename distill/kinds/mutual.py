@@ -39,8 +39,9 @@ class MutualConfig(Section):
                               "peer, e.g. [{name: cnn1d, width: 32}, {name: mlp}]; empty = the model section")
     alone: bool = spec(True, "also train each peer architecture alone from labels (cross-entropy, the same train "
                        "section, seed and initialisation as its first peer): the baseline, role alone")
-    pack: bool = spec(True, "train same-architecture peers stacked with torch.func when the model allows (no "
-                      "BatchNorm, no dropout); otherwise side by side, each as itself, in the same steps")
+    pack: bool = spec(True, "train same-architecture peers stacked with torch.func when the model allows "
+                      "(replicas.can_stack; BatchNorm and dropout per peer); otherwise side by side, each as "
+                      "itself, in the same steps")
 
     def __post_init__(self):
         from distill.config import ModelConfig  # noqa: the config module imports this one
