@@ -1,6 +1,6 @@
 """GPU check: the GPU paths against their CPU results, and the GPU's training figures.
 
-    .venv/bin/python benchmarks/gpu_check.py                      # on a GPU: at most ~5 minutes
+    .venv/bin/python benchmarks/gpu_check.py                      # on a GPU: at most ~7 minutes
     .venv/bin/python benchmarks/gpu_check.py --dry --out /tmp/gpu_check.json   # CPU only, tiny, no figures
 
 Checks, each on CIFAR-shaped `dataset.name=fake` data and each compared with the same thing
@@ -14,6 +14,13 @@ on the CPU:
   on the CPU (one step's logits and gradients, and the fits);
 - tune: a Tune sweep of 4 trials at `tune.gpus_per_trial=0.25` (`tuning.run`); every trial
   ran on the GPU and each trial's validation figures match its config re-run on the CPU;
+- pack: the 8-configuration (T, alpha) KD sweep of benchmarks/sweep.py's CIFAR-shaped part
+  (`sweep.cifar_compare`; ResNet-20 with BatchNorm on fake 32x32 data) as 8 trials sharing the
+  GPU at `tune.gpus_per_trial=0.125` (tune.pack=0) against one trial packing all 8 into one
+  stacked fit (tune.pack=8, tune.gpus_per_trial=1): every model ran on the GPU, every
+  configuration's best validation accuracy and NLL agree within ACC_TOL and FIT_TOL (on the
+  GPU, where TF32 and batched BatchNorm kernels differ from one model's; in --dry, on the CPU,
+  within sweep.CIFAR_ACC_TOL and CIFAR_NLL_TOL), and the figures `pack_speedup` (8 trials' wall / the packed one's) and both walls;
 - bornagain (`bornagain.run`, generations=1) and ensemble (`ensembles.run`, 2 members):
   every summary row (generations, members, ensembles, students) against the CPU run's.
 
@@ -73,7 +80,11 @@ from distill.training.replicas import make_replicas
 STEP_TOL = {"fp32": 0.05, "bf16": 0.25}  # one step: relative difference of the loss and of the gradient vector
 FIT_TOL = {"fp32": 0.05, "bf16": 0.15}   # a fit: |loss - CPU's| / max(CPU's, 0.1), every epoch; val NLL relative
 ACC_TOL = 0.10                           # a fit: accuracy (fraction), absolute
-CHECKS = ("device", "bf16", "channels_last", "compile", "stacked", "tune", "bornagain", "ensemble")
+CHECKS = ("device", "bf16", "channels_last", "compile", "stacked", "tune", "pack", "bornagain", "ensemble")
+PACK_LAYOUTS = {  # the pack check's two layouts: on the GPU sweep.CIFAR_LAYOUTS["gpu"]; --dry on the CPU, one CPU each
+    "dry": {"separate": ["tune.pack=0", "tune.cpus_per_trial=1"],
+            "packed": ["tune.pack=8", "tune.cpus_per_trial=1", "tune.max_concurrent_trials=1"]},
+}
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s, matched in
 # this order as substrings of torch.cuda.get_device_name() (so GH200 before H200, A100 before A10).
@@ -112,6 +123,7 @@ class Context:
         self.data_dev = self.data.to(self.device)
         self.x, self.y = self.data.x["train"], self.data.y["train"]  # the one batch of every epoch
         self._reference = None
+        self.figures = {}  # figures a check measures besides its comparisons (pack_speedup)
 
     def config(self, *extra: str, model: str = "model", device: str | None = None):
         s = self.size
@@ -270,10 +282,31 @@ def check_tune(ctx: Context) -> list[tuple[str, float, float]]:
             *[(name, max(d[i][1] for d in diffs), tol) for i, (name, _, tol) in enumerate(diffs[0])]]
 
 
+def check_pack(ctx: Context) -> list[tuple[str, float, float]]:
+    """8 (T, alpha) configurations of a BatchNorm ResNet: 8 trials sharing the device against one packed trial."""
+    import sweep
+
+    size = sweep.CIFAR["dry" if ctx.dry else "gpu"]
+    layouts = PACK_LAYOUTS["dry"] if ctx.dry else sweep.CIFAR_LAYOUTS["gpu"]
+    tolerances = (sweep.CIFAR_ACC_TOL, sweep.CIFAR_NLL_TOL) if ctx.dry else (ACC_TOL, FIT_TOL["fp32"])
+    found = sweep.cifar_compare(size, layouts, ctx.device.type, ctx.folder / "pack", tolerances)
+    if not ctx.dry:  # timed figures only on the GPU
+        ctx.figures.update({f"pack_{key[len('cifar_'):]}": value for key, value in found.items()
+                            if key.endswith(("wall_seconds", "speedup", "_trials", "_how"))})
+    configs = found["cifar_configs"]
+    return [("configs_missing", float(found["cifar_configs_missing"]), 0.0),
+            ("models_not_done", float(2 * configs - found["cifar_models_done_separate"]
+                                      - found["cifar_models_done_packed"]), 0.0),
+            ("models_off_device", float(found["cifar_models_off_device"]), 0.0),
+            ("not_one_packed_trial", float(found["cifar_packed_trials"] != 1), 0.0),
+            ("val_acc_diff", found["cifar_max_val_acc_diff"], found["cifar_val_acc_tol"]),
+            ("val_nll_diff", found["cifar_max_val_nll_diff"], found["cifar_val_nll_tol"])]
+
+
 def run_checks(ctx: Context) -> dict:
     figures, runners = {}, {name: functools.partial(check_feature, ctx, name) for name in FEATURES}
     runners.update(compile=functools.partial(check_compile, ctx), stacked=functools.partial(check_stacked, ctx),
-                   tune=functools.partial(check_tune, ctx),
+                   tune=functools.partial(check_tune, ctx), pack=functools.partial(check_pack, ctx),
                    bornagain=functools.partial(check_experiment, ctx, "bornagain"),
                    ensemble=functools.partial(check_experiment, ctx, "ensemble"))
     for name in CHECKS:
@@ -290,7 +323,7 @@ def run_checks(ctx: Context) -> dict:
         print(f"{name:14s} {'ok' if figures[f'{name}_ok'] else 'FAILED'}  ({figures[f'{name}_seconds']} s)",
               file=sys.stderr)
     figures["all_ok"] = all(figures[f"{name}_ok"] for name in CHECKS)
-    return figures
+    return {**figures, **ctx.figures}
 
 
 # ---------------------------------------------------------------- figures

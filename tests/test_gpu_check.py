@@ -10,7 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
-CHECKS = ("device", "bf16", "channels_last", "compile", "stacked", "tune", "bornagain", "ensemble")
+CHECKS = ("device", "bf16", "channels_last", "compile", "stacked", "tune", "pack", "bornagain", "ensemble")
 GPU_PRESETS = {"ban-cifar10-wrn", "ban-cifar100-wrn", "ban-cifar100-densenet", "ensemble-cifar10",
                "ensemble-cifar100", "tfkd-cifar100"}
 
@@ -43,9 +43,11 @@ def test_dry_run_every_check_ok(tmp_path):
         for key in compared:
             assert result[key] <= result[f"{key}_tol"], key
     assert {"tune_trials_not_done", "stacked_step_grad_diff", "bf16_fit_train_loss_diff",
-            "bornagain_rows_missing", "ensemble_val_acc_diff"} <= set(result)
+            "bornagain_rows_missing", "ensemble_val_acc_diff", "pack_val_acc_diff", "pack_val_nll_diff",
+            "pack_models_off_device", "pack_not_one_packed_trial"} <= set(result)
+    assert result["pack_not_one_packed_trial"] == 0 and result["pack_configs_missing"] == 0
     assert GPU_PRESETS <= set(result["gpu_presets"])
-    assert not [key for key in result if key.startswith(("images_per_s", "mfu", "epoch_s", "gpu_hours"))]
+    assert not [key for key in result if key.startswith(("images_per_s", "mfu", "epoch_s", "gpu_hours", "pack_speedup"))]
     assert "all checks ok" in done.stdout
 
 

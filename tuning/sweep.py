@@ -174,7 +174,9 @@ def shared_teachers(cfg: Config, dims, path: Path, progress: bool) -> dict | Non
     missing = [s for s in cfg.seed_list() if s not in found]
     if missing:
         data = space.base_dict(cfg)
-        data.update(seeds=missing, run_id="teacher-s" + "-".join(str(s) for s in missing))
+        # the teacher learns from labels: the base's distill section (every searched method's options,
+        # which only each configuration's own method may read) is not its to check
+        data.update(seeds=missing, run_id="teacher-s" + "-".join(str(s) for s in missing), distill={})
         from distill.config import build_config
 
         run_dir = Path(shared_teacher(build_config(data), dims, path, progress, run_id=data["run_id"]))

@@ -7,9 +7,11 @@
     .venv/bin/python -m results.evidence                     # renders them into README.md
     .venv/bin/python docs/results/collect.py --holm-from-intervals   # mnist1d-methods: Holm columns from
                                                              # the committed intervals (no runs needed)
+    bash docs/results/run_lm_study.sh repro-runs/lm-study       # the LM study of docs/lm.md, then:
+    .venv/bin/python docs/results/collect.py --lm-study repro-runs/lm-study   # docs/results/lm-pydoc-study.*
 
-Every figure is test (or validation) accuracy in %, at the validation-selected epoch, as mean
-and 95% t-interval half-width over seeds with n; differences are paired by seed. Reads run
+Every figure is test (or validation) accuracy in % (the LM study: NLL per token), at the validation-
+selected epoch, as mean and 95% t-interval half-width over seeds with n; differences are paired by seed. Reads run
 directories only (through `results`), never the engine.
 """
 
@@ -255,9 +257,114 @@ def holm_from_intervals(folder: Path = HERE) -> None:
     print(f"wrote {folder / 'mnist1d-methods'}.csv with Holm columns")
 
 
+LM_STUDY = ("bash docs/results/run_lm_study.sh repro-runs/lm-study && "
+            ".venv/bin/python docs/results/collect.py --lm-study repro-runs/lm-study")
+LM_CELLS = [  # (run folder under OUT, label, the cell it is compared with: labels of the same width)
+    ("teacher-weak", "teacher (4 blocks, width 128), 4 epochs", None),
+    ("teacher-strong", "teacher (4 blocks, width 128), 15 epochs", None),
+    ("teacher-data", "teacher (4 blocks, width 128), 6 epochs on all 2,053 training blocks", None),
+    ("labels-w32", "student width 32 from labels", None),
+    ("kd-weak-w32", "student width 32, kd from the 4-epoch teacher", "labels-w32"),
+    ("kd-strong-w32", "student width 32, kd from the 15-epoch teacher", "labels-w32"),
+    ("gkd0-strong-w32", "student width 32, gkd lambda = 0 (supervised JSD) from the 15-epoch teacher", "labels-w32"),
+    ("gkd-strong-w32", "student width 32, gkd lambda = 0.5 (on-policy) from the 15-epoch teacher", "labels-w32"),
+    ("kd-data-w32", "student width 32, kd from the all-data teacher", "labels-w32"),
+    ("labels-w64", "student width 64 from labels", None),
+    ("kd-weak-w64", "student width 64, kd from the 4-epoch teacher", "labels-w64"),
+    ("kd-strong-w64", "student width 64, kd from the 15-epoch teacher", "labels-w64"),
+    ("kd-data-w64", "student width 64, kd from the all-data teacher", "labels-w64"),
+]
+LM_CONTRASTS = [  # (label, (a, b), (c, d)): the per-seed difference (a - b) - (c - d), None = 0
+    ("teacher strength at width 32: NLL change (vs labels) with the 15-epoch teacher minus with the 4-epoch one",
+     ("kd-strong-w32", None), ("kd-weak-w32", None)),
+    ("teacher strength at width 64: NLL change (vs labels) with the 15-epoch teacher minus with the 4-epoch one",
+     ("kd-strong-w64", None), ("kd-weak-w64", None)),
+    ("student size, 15-epoch teacher: NLL change at width 32 minus at width 64",
+     ("kd-strong-w32", "labels-w32"), ("kd-strong-w64", "labels-w64")),
+    ("teacher data at width 32: NLL change with the all-data teacher minus with the 15-epoch one",
+     ("kd-data-w32", None), ("kd-strong-w32", None)),
+    ("teacher data at width 64: NLL change with the all-data teacher minus with the 15-epoch one",
+     ("kd-data-w64", None), ("kd-strong-w64", None)),
+    ("student size, all-data teacher: NLL change at width 32 minus at width 64",
+     ("kd-data-w32", "labels-w32"), ("kd-data-w64", "labels-w64")),
+    ("on-policy: gkd lambda = 0.5 minus gkd lambda = 0 (width 32, 15-epoch teacher)",
+     ("gkd-strong-w32", None), ("gkd0-strong-w32", None)),
+    ("gkd lambda = 0.5 minus kd (width 32, 15-epoch teacher)", ("gkd-strong-w32", None), ("kd-strong-w32", None)),
+]
+LM_NOTE = ("test NLL per token (nats) and perplexity (exp of the mean NLL) at the epoch of the lowest validation "
+           "NLL; mean and 95% t-interval half-width over seeds; diff: the student minus the same-width student "
+           "from labels, or a contrast of two such differences, per seed (negative = KD lowered the NLL), 95% "
+           "t-interval; p: paired t-test; p_holm: Holm within its family (the students against labels; the "
+           "contrasts); verdict (alone, from the "
+           "interval) and verdict_holm (adjusted p < 0.05) say lower/higher/not separable")
+
+
+def lm_study(out: Path) -> None:
+    """docs/results/lm-pydoc-study.{csv,json} from the runs of run_lm_study.sh (one folder per cell)."""
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    missing = [cell for cell, _, _ in LM_CELLS if not list((out / cell).glob("lm-pydoc-study/*/summary.json"))]
+    if missing:  # the table leaves them out, says so, and keeps the rest
+        print(f"collect: no finished run of {', '.join(missing)} under {out}; left out of the table", file=sys.stderr)
+    cells = [c for c in LM_CELLS if c[0] not in missing]
+    contrasts = [c for c in LM_CONTRASTS if not {c[1][0], c[2][0]} & set(missing)]
+    runs = {cell: run_of(out / cell, "lm-pydoc-study") for cell, _, _ in cells}
+    df = results.load(list(runs.values()))
+    nll = {cell: df[df.run == str(run)].groupby("seed")["test_nll"].mean() for cell, run in runs.items()}
+
+    def per_seed(a, b):
+        return nll[a] - (nll[b] if b else 0.0)
+
+    def interval(diffs) -> dict:
+        diffs = diffs.dropna()
+        mean, low, high, n = mean_ci(diffs.to_numpy(float))
+        p = float(scipy_stats.ttest_1samp(diffs.to_numpy(float), 0.0).pvalue) if n > 1 else math.nan
+        return {"diff": round(mean, 4), "low": round(low, 4), "high": round(high, 4), "pairs": n, "p": round(p, 6)}
+
+    rows = []
+    for cell, label, baseline in cells:
+        part = df[df.run == str(runs[cell])]
+        test, val = mean_ci(part["test_nll"]), mean_ci(part["val_nll"])
+        rows.append({"model": label, "cell": cell, "params": int(part["params"].iloc[0]),
+                     "test_nll": round(test[0], 4), "test_nll_ci": round((test[2] - test[1]) / 2, 4),
+                     "test_ppl": round(float(np.exp(test[0])), 2), "val_nll": round(val[0], 4), "n": test[3],
+                     "agreement": round(float(part["test_agreement"].mean()), 3) if baseline else "",
+                     **(interval(per_seed(cell, baseline)) if baseline else {})})
+    for label, (a, b), (c, d) in contrasts:
+        rows.append({"model": label, "cell": "contrast", **interval(per_seed(a, b) - per_seed(c, d))})
+    holm_columns([r for r in rows if r["cell"] != "contrast"])  # family 1: each student against labels
+    holm_columns([r for r in rows if r["cell"] == "contrast"])  # family 2: the contrasts
+    for r in rows:
+        if "diff" in r:
+            r["verdict"] = r["verdict"].replace("higher", "higher NLL").replace("lower", "lower NLL")
+            r["verdict_holm"] = r["verdict_holm"].replace("higher", "higher NLL").replace("lower", "lower NLL")
+    pd.DataFrame(rows).astype({"params": "Int64", "n": "Int64", "pairs": "Int64"}).to_csv(
+        HERE / "lm-pydoc-study.csv", index=False)
+    meta = json.loads((runs["kd-strong-w32"] / "meta.json").read_text())
+    load = pd.to_numeric(df.get("load_avg", pd.Series(dtype=float)), errors="coerce").dropna()
+    load = f"load average during the runs {load.min():.1f}-{load.max():.1f}" if len(load) else "load not recorded"
+    m = sum("p" in r and r["cell"] != "contrast" for r in rows), sum(r["cell"] == "contrast" for r in rows)
+    (HERE / "lm-pydoc-study.json").write_text(json.dumps({
+        "command": LM_STUDY, "date": (meta.get("finished") or meta.get("started") or "")[:10],
+        "machine": f"{machine()}; {load} (shared), 2 runs at once, 1 torch thread each",
+        "versions": {**meta.get("versions", {}), "git": (meta.get("git_commit") or "")[:10]},
+        "runs": [str(r) for r in runs.values()],
+        "note": LM_NOTE + (f"; not finished when collected: {', '.join(missing)}" if missing else ""),
+        "columns": [["model", "{model}"], ["test NLL", "{test_nll:.3f} ± {test_nll_ci:.3f}"],
+                    ["test perplexity", "{test_ppl:.2f}"], ["n", "{n}"],
+                    ["diff (NLL)", "{diff:+.3f} (CI {low:+.3f} to {high:+.3f})"], ["p", "{p:.2g}"],
+                    [f"Holm p (over {m[0]} vs labels or {m[1]} contrasts)", "{p_holm:.2g}"],
+                    ["verdict alone", "{verdict}"], ["verdict, Holm", "{verdict_holm}"]]},
+        indent=2) + "\n")
+    print(f"wrote {HERE / 'lm-pydoc-study'}.csv")
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--holm-from-intervals"]:
         holm_from_intervals()
+    elif sys.argv[1:2] == ["--lm-study"]:
+        lm_study(Path(sys.argv[2] if len(sys.argv) > 2 else "repro-runs/lm-study"))
     elif sys.argv[2:] == ["kd"]:  # only the kd table: collect.py OUT kd
         COMMAND = " && ".join(f".venv/bin/python -m distill.cli train {p} --out repro-runs --quiet" for p in
                             ["mnist1d-mlp", "mnist1d-cnn \"seeds=[0,1,2,3,4]\"", "mnist1d-kd"])
