@@ -12,8 +12,8 @@ methods`). Generation g of seed s is initialised and shuffled with its own seeds
 `distill.training.seeds`), recorded in its row as `init_seed` and `data_seed`.
 
 The seeds of one generation are trained by `distill.training.jobs.fit_jobs` (as ensemble members
-are): at once, stacked, when `distill.training.replicas.can_stack` allows it (no BatchNorm, no
-dropout, a logit-only loss) and `bornagain.pack` is true; otherwise one after another. The choice
+are): at once, stacked, when `distill.training.replicas.can_stack` allows it (a logit-only loss;
+BatchNorm and dropout stack, per model) and `bornagain.pack` is true; otherwise one after another. The choice
 is logged and written into the summary.
 
 Evaluated: every generation on validation and test, and the born-again ensembles Ens x k

@@ -84,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=_number(int, 1), default=50, help="tokens to write (default: 50)")
     p.add_argument("--temperature", type=_number(float, 0), default=0.0,
                    help="0 = greedy (default), else sample from softmax(logits / T)")
-    p.add_argument("--top-k", type=_number(int, 0), default=0, help="sample from the k likeliest tokens (0 = all)")
-    p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the sampling (default: 0)")
+    p.add_argument("--top-k", type=_number(int, 0), default=None,
+                   help="sample from the k likeliest tokens (0 = all, the default; needs --temperature > 0)")
+    p.add_argument("--seed", type=_number(int, 0), default=None,
+                   help="seed of the sampling (default: 0; needs --temperature > 0)")
     return parser
 
 
@@ -202,9 +204,13 @@ def dispatch(args) -> None:
     if args.command == "generate":
         if not args.prompt:
             raise UserError("generate: --prompt is empty; give the text to continue")
+        unread = [flag for flag, value in (("--top-k", args.top_k), ("--seed", args.seed)) if value is not None]
+        if args.temperature == 0 and unread:
+            raise UserError(f"generate: {unread[0]} shapes sampling, but --temperature 0 decodes greedily and "
+                            f"nothing reads it; give --temperature > 0, or leave {unread[0]} out")
         from distill.export.lm import generate_text
-        print(generate_text(args.run, args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                            args.seed))
+        print(generate_text(args.run, args.model, args.prompt, args.max_new_tokens, args.temperature,
+                            args.top_k or 0, args.seed or 0))
         return
     if args.command in kinds.names():
         cfg = _load(args)  # the config is checked before the kind's run imports torch

@@ -11,6 +11,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+#: a language-model config small enough for a test: a 1-layer GPT on 10 generated Python docstrings
+TINY_LM = ["dataset.name=pydoc", "dataset.text.documents=10", "dataset.text.block=16", "dataset.val_fraction=0.2",
+           "dataset.text.test_fraction=0.2", "model.name=gpt", "model.width=16", "model.depth=1",
+           "model.kwargs={heads: 2}", "train.epochs=2", "train.batch_size=32", "train.lr=0.003",
+           "train.device=cpu", "train.threads=1", "seeds=[0]", "train.checkpoint_seconds=0"]
+
+
 class Killed(Exception):
     """Raised from an `on_epoch` callback: the run dies there, as a crash would."""
 

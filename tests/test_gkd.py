@@ -20,11 +20,7 @@ from distill.methods.parts import generalized_jsd
 from distill.models import create_model
 from distill.training.lm import generate
 from distill.training.lm_objectives import TokenLevel
-
-TINY = ["dataset.name=pydoc", "dataset.text.documents=10", "dataset.text.block=16", "dataset.val_fraction=0.2",
-        "dataset.text.test_fraction=0.2", "model.name=gpt", "model.width=16", "model.depth=1",
-        "model.kwargs={heads: 2}", "train.epochs=2", "train.batch_size=32", "train.lr=0.003", "train.device=cpu",
-        "train.threads=1", "seeds=[0]", "train.checkpoint_seconds=0"]
+from tests.conftest import TINY_LM as TINY
 
 
 @pytest.fixture(scope="module")

@@ -303,6 +303,17 @@ assert "torch" not in sys.modules
     assert "'0' is not a whole number >= 1" in lines[0] and "--prompt is empty" in lines[6]
 
 
+def test_generate_refuses_sampling_flags_when_it_decodes_greedily(tmp_path, capsys):
+    for flags, named in ((["--top-k", "5"], "--top-k"), (["--seed", "3"], "--seed"),
+                         (["--temperature", "0", "--seed", "0"], "--seed")):
+        assert main(["generate", str(tmp_path), "--model", "student", "--prompt", "a", *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "--temperature > 0" in err[0], err
+    assert main(["generate", str(tmp_path), "--model", "student", "--prompt", "a", "--temperature", "0.5",
+                 "--top-k", "5", "--seed", "3"]) == 2  # read: it goes on to the run (none here)
+    assert "not a run directory" in capsys.readouterr().err
+
+
 def test_generate_refuses_what_it_cannot_continue(runs, request, tmp_path, capfd):
     from distill.config import dump_yaml
 

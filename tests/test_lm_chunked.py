@@ -16,11 +16,8 @@ from distill.errors import UserError
 from distill.methods.objectives import Batch, Distill, make_objective, mix
 from distill.models import create_model
 from distill.training.lm_objectives import TokenLevel, chunked_terms
+from tests.conftest import TINY_LM as TINY
 
-TINY = ["dataset.name=pydoc", "dataset.text.documents=10", "dataset.text.block=16", "dataset.val_fraction=0.2",
-        "dataset.text.test_fraction=0.2", "model.name=gpt", "model.width=16", "model.depth=1",
-        "model.kwargs={heads: 2}", "train.epochs=2", "train.batch_size=32", "train.lr=0.003", "train.device=cpu",
-        "train.threads=1", "seeds=[0]", "train.checkpoint_seconds=0"]
 METHODS = [("kd", ["distill.alpha=0.7"]), ("jsd", ["distill.alpha=0.4", "distill.jsd_beta=0.3"]),
            ("reverse_kl", ["distill.top_k_rest=spread"]), ("tvd", []), ("skew_kl", ["distill.alpha=1.0"]),
            ("dkd", ["distill.dkd_warmup_epochs=0"]), ("gkd", ["distill.gkd_lambda=0"]),
@@ -155,3 +152,22 @@ def test_a_run_in_chunks_matches_the_plain_run(tmp_path):
     assert rows[0]["role"] == rows[1]["role"] == "student"
     assert rows[0]["val_nll"] == pytest.approx(rows[1]["val_nll"], abs=1e-4)
     assert rows[0]["test_acc"] == pytest.approx(rows[1]["test_acc"], abs=2e-3)
+
+
+def test_lm_chunk_without_a_teacher_is_refused_not_ignored(data):
+    """From labels (no teacher, no teacher section) nothing reads distill.lm_chunk: one line naming it;
+    tfkd_self (its teacher is a copy of the model) and a teacher section still reach the objective that
+    reads it. (Born-again generation 0 never comes here: bornagain.chain builds its objectives itself.)"""
+    from distill.errors import ConfigError
+    from distill.teachers.sources import teacher_objective
+
+    with pytest.raises(ConfigError, match="distill.lm_chunk=0"):
+        teacher_objective(load_config(None, TINY + ["distill.lm_chunk=8"]), data, 0, torch.device("cpu"))
+    with pytest.raises(UserError, match="not means over positions"):  # tfkd_self's own refusal, not "no teacher"
+        teacher_objective(load_config(None, TINY + ["distill.lm_chunk=8", "distill.method=tfkd_self"]), data, 0,
+                          torch.device("cpu"))
+    section_cfg = TINY + ["distill.lm_chunk=8", "teacher.model={name: gpt, width: 16, depth: 1, kwargs: {heads: 2}}"]
+    objective, info, section = teacher_objective(load_config(None, section_cfg), data, 0, torch.device("cpu"))
+    assert section is not None and info["lm_chunk"] == 8
+    objective, info, section = teacher_objective(load_config(None, TINY), data, 0, torch.device("cpu"))
+    assert objective is None and section is None

@@ -166,6 +166,7 @@ def test_killed_run_resumes_with_the_numbers_of_one_that_never_stopped(tmp_path)
     ("mutual.models=[{name: mlp, widht: 3}]", ["mutual.models[0].widht", "unknown key"]),
     ("distill.method=reverse_kl", ["distill.method", "set distill.method=kd"]),
     ("mutual.peers=1", ["mutual.peers", ">= 2"]),
+    ("distill.lm_chunk=8", ["distill.lm_chunk", "set distill.lm_chunk=0"]),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, override, words):
     assert main(_args(tmp_path) + [override]) == 2

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import json
 import math
 import pickle
 import shutil
@@ -30,7 +29,7 @@ from distill.config import Config
 
 from . import target as targets
 from .choose import best_config
-from .trainable import mark_ended
+from .trainable import _read_json as _read, mark_ended
 
 
 def mode_of(metric: str) -> str:
@@ -39,15 +38,6 @@ def mode_of(metric: str) -> str:
 
 def _clean(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _read(path: Path) -> dict:
-    """A JSON mapping, or {} when the file is missing, damaged or not a mapping."""
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
 
 
 def _status(result, meta: dict, tune_status: Optional[str], scheduler: str, interrupted: Optional[str],

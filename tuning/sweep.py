@@ -45,7 +45,7 @@ from .choose import print_table
 from .lines import TrialLines
 from .signals import SweepInterrupted, _Signals
 from .summary import SweepStopped, mode_of, stopped, write_interrupted, write_sweep
-from .trainable import kind_runner, run_trial
+from .trainable import _read_json, kind_runner, run_trial
 
 __all__ = ["SweepInterrupted", "SweepStopped", "TrialsFailed", "experiment_dir", "mode_of", "run", "write_sweep"]
 
@@ -184,16 +184,6 @@ def shared_teachers(cfg: Config, dims, path: Path, progress: bool) -> dict | Non
     return {s: found[s] for s in cfg.seed_list()}
 
 
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, resume: bool = False,
         progress: bool = True) -> Path:
     """Run the sweep of `cfg.search` x seeds as Tune trials; returns the experiment folder.
@@ -284,13 +274,7 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
 
 
 def _read_status(path: Path):
-    import json
-
-    try:
-        found = json.loads((path / "sweep.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return found.get("status") if isinstance(found, dict) else None
+    return _read_json(path / "sweep.json").get("status")
 
 
 def _unfinished(grid, lines: TrialLines) -> bool:

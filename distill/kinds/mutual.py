@@ -39,8 +39,9 @@ class MutualConfig(Section):
                               "peer, e.g. [{name: cnn1d, width: 32}, {name: mlp}]; empty = the model section")
     alone: bool = spec(True, "also train each peer architecture alone from labels (cross-entropy, the same train "
                        "section, seed and initialisation as its first peer): the baseline, role alone")
-    pack: bool = spec(True, "train same-architecture peers stacked with torch.func when the model allows (no "
-                      "BatchNorm, no dropout); otherwise side by side, each as itself, in the same steps")
+    pack: bool = spec(True, "train same-architecture peers stacked with torch.func when the model allows "
+                      "(replicas.can_stack; BatchNorm and dropout per peer); otherwise side by side, each as "
+                      "itself, in the same steps")
 
     def __post_init__(self):
         from distill.config import ModelConfig  # noqa: the config module imports this one
@@ -64,6 +65,9 @@ def problem(cfg) -> str:
     for key in ("teacher_same_seed", "teacher_other_split"):  # teacher keys nothing here reads
         if getattr(cfg.distill, key):
             return f"distill.{key}: distill mutual has no teacher, so nothing reads it; set distill.{key}=false"
+    if cfg.distill.lm_chunk:  # the peer term is the whole KL (distill.training.mutual), never chunked
+        return "distill.lm_chunk: distill mutual computes its peer term all at once, so nothing reads it; " \
+               "set distill.lm_chunk=0"
     return ""
 
 

@@ -294,6 +294,9 @@ def teacher_objective(cfg: Config, data, seed: int, device):
         if teacher_cfg is None:
             if signal_kind == "none":
                 return (*make_objective(d, [], data, device, seed=seed, epochs=cfg.train.epochs), None)
+            if d.lm_chunk:
+                raise ConfigError("distill.lm_chunk: no teacher is given (distill.teacher, teacher.model), so the "
+                                  "models train from labels and nothing reads it; set distill.lm_chunk=0")
             return None, dict(CROSS_ENTROPY_INFO), None
         seeds = model_seeds(seed, "teacher", same_as_run=d.teacher_same_seed)
         section = TeacherSection(f"teacher-s{seed}", new_model(teacher_cfg, data, seeds.init), teacher_cfg,

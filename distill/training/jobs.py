@@ -12,8 +12,10 @@ its training ends.
 
 Jobs of one architecture (equal model sections) form a group; a group of two or more is
 trained in one `engine.fit` with stacked parameters when `pack` is on and
-`replicas.can_stack` agrees (no BatchNorm, no active dropout, objectives that need only
-logits), else its models are trained one after another, each in its own `engine.fit`.
+`replicas.can_stack` agrees (BatchNorm and dropout stack, per model; not BatchNorm with
+momentum=None, nor objectives with parameters of their own, that read intermediate features
+or that run the student themselves), else its models are trained one after another, each in
+its own `engine.fit`.
 Either way each model's checkpoints are `run.checkpoint_dir(job.key)/{last,best}.pt` (a
 stacked group keeps its training state in `<first key>-pack<K>/last.pt`), so a killed run
 resumes where it stopped: finished models return at once, an interrupted one continues

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from distill.runs.checkpoints import load_checkpoint, save_atomic
+from distill.training.generate import generate as one_token_at_a_time
 from distill.errors import UserError
 
 DROPPED = -1e4  # logit of a token outside the teacher's top k with top_k_rest=drop
@@ -91,19 +92,8 @@ def generate(model: nn.Module, prompts: torch.Tensor, length: int, decode: str =
     if decode == "beam":
         return _beam(model, prompts, length, beams, context)
     generator = torch.Generator(device=prompts.device).manual_seed(seed)
-    seqs = prompts
-    for _ in range(length):
-        logits = model(seqs[:, -context:])[:, -1].float()
-        if decode == "greedy":
-            token = logits.argmax(-1, keepdim=True)
-        else:
-            logits = logits / temperature
-            if 0 < top_k < logits.shape[-1]:
-                kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
-        seqs = torch.cat([seqs, token], dim=1)
-    return seqs
+    return one_token_at_a_time(model, prompts, length, 0.0 if decode == "greedy" else temperature, top_k,
+                               generator, context)
 
 
 def _beam(model: nn.Module, prompts: torch.Tensor, length: int, width: int, context: int) -> torch.Tensor:

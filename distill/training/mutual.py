@@ -7,8 +7,8 @@
 The K peers of one seed are one `engine.fit`: every peer gets the seed's data order and
 augmentation (one data seed, so the same batches), each its own initialisation (`peer_seeds`),
 and one `Mutual` objective, `joint`, reads the K peers' logits of the batch (K, B, C) and gives
-each peer its loss. Peers of one architecture without BatchNorm or dropout train stacked
-(`replicas.Stacked`); any others side by side (`SideBySide`: each peer run as itself, all in
+each peer its loss. Peers of one architecture train stacked when `replicas.can_stack` allows
+(`replicas.Stacked`, BatchNorm statistics and dropout masks per peer); any others side by side (`SideBySide`: each peer run as itself, all in
 the same steps). The `alone` baseline is trained by `fit_jobs` (its seeds stacked when the model
 allows). A run killed anywhere resumes from its checkpoints with the numbers of one that never
 stopped.
@@ -87,7 +87,7 @@ def loss_info(cfg: DistillConfig, count: int) -> dict:
 
 
 class SideBySide:
-    """K models that cannot stack (BatchNorm, dropout, different architectures), each run as
+    """K models that cannot stack (different architectures, `replicas.can_stack`), each run as
     itself, all in the same step: the replicas interface of `distill.training.replicas`."""
 
     def __init__(self, models: list, compile: bool = False, channels_last: bool = False):
