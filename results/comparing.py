@@ -27,34 +27,26 @@ def _rows(e: ex.Experiment) -> pd.DataFrame:
     return headline(e) if e.kind == "sweep" else e.rows
 
 
-def welch_p(a: pd.Series, b: pd.Series) -> float:
-    """Two-sided p of Welch's t-test between the finite values of a and b (NaN with fewer than 2 a side)."""
-    a, b = (pd.to_numeric(v, errors="coerce").dropna().to_numpy(float) for v in (a, b))
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    from scipy import stats as scipy_stats
-
-    return float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
-
-
-def unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int, int]:
-    """(mean b − mean a, low, high, n_a, n_b) in points, with a Welch 95% interval."""
+def unpaired(a: pd.Series, b: pd.Series) -> tuple[float, float, float, int, int, float]:
+    """(mean b − mean a, low, high, n_a, n_b, p) in points, with a Welch 95% interval and the two-sided p
+    of Welch's t-test (NaN with fewer than 2 values a side)."""
     a = pd.to_numeric(a, errors="coerce").dropna().to_numpy(float) * 100
     b = pd.to_numeric(b, errors="coerce").dropna().to_numpy(float) * 100
     if len(a) == 0 or len(b) == 0:
-        return math.nan, math.nan, math.nan, len(a), len(b)
+        return math.nan, math.nan, math.nan, len(a), len(b), math.nan
     diff = float(b.mean() - a.mean())
     if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan, len(a), len(b)
+        return diff, math.nan, math.nan, len(a), len(b), math.nan
+    from scipy import stats as scipy_stats
+
+    p = float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
-        return diff, diff, diff, len(a), len(b)
-    from scipy import stats as scipy_stats
-
+        return diff, diff, diff, len(a), len(b), p
     dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     half = float(scipy_stats.t.ppf(0.975, dof) * se)
-    return diff, diff - half, diff + half, len(a), len(b)
+    return diff, diff - half, diff + half, len(a), len(b), p
 
 
 def _p(p: float) -> str:
@@ -74,10 +66,10 @@ def difference(a: pd.DataFrame, b: pd.DataFrame) -> dict:
         c = paired(b, a)
         return {"diff": c.diff, "low": c.low, "high": c.high, "n": c.n, "pairing": f"paired by seed (n={c.n})",
                 "p_value": c.p_value, "verdict": in_words(c), "text": str(c)}
-    diff, low, high, na, nb = unpaired(a["test_acc"], b["test_acc"])
+    diff, low, high, na, nb, p = unpaired(a["test_acc"], b["test_acc"])
     ci = f"95% CI {low:+.1f} to {high:+.1f}" if math.isfinite(low) else "no CI"
     return {"diff": diff, "low": low, "high": high, "n": min(na, nb),
-            "pairing": f"unpaired: no shared seeds (n={na} and {nb})", "p_value": welch_p(a["test_acc"], b["test_acc"]),
+            "pairing": f"unpaired: no shared seeds (n={na} and {nb})", "p_value": p,
             "verdict": _verdict(low, high),
             "text": f"{diff:+.1f} pts ({ci}, Welch)"}
 

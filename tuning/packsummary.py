@@ -18,7 +18,7 @@ from distill.config import Config
 from . import target as targets
 from .packed import pack_params
 from .plan import Plan, member_name
-from .summary import _clean, _read, _status
+from .summary import _clean, _read, _status, mode_of
 from .trainable import mark_ended
 
 
@@ -37,7 +37,7 @@ def _best(reports: list[dict], name: str):
     values = [r[name] for r in reports if r.get(name) is not None and math.isfinite(r[name])]
     if not values:
         return None
-    return max(values) if name.endswith("acc") else min(values)
+    return max(values) if mode_of(name) == "max" else min(values)
 
 
 def entries(result, cfg: Config, plan: Plan, sweep: Path, tune_status: Optional[str],
@@ -46,6 +46,7 @@ def entries(result, cfg: Config, plan: Plan, sweep: Path, tune_status: Optional[
     info = _read(Path(result.path) / "trial.json")
     last = result.metrics or {}
     configs = pack_params(result.config or {}, plan.configs, plan.packs)
+    label = targets.resolve(cfg).label()
     members = []
     for params in configs:
         for seed in plan.seeds:
@@ -55,7 +56,6 @@ def entries(result, cfg: Config, plan: Plan, sweep: Path, tune_status: Optional[
             status, reason = _status(result, meta, tune_status, cfg.tune.scheduler, interrupted, len(reports))
             if status in ("stopped", "interrupted") and meta:
                 mark_ended(run_dir, status, reason)
-            label = targets.resolve(cfg).label()
             final = reports[-1] if reports else {}
             members.append({
                 "trial": run_dir.name, "trial_id": last.get("trial_id") or info.get("trial_id"),

@@ -127,6 +127,13 @@ def _affects_teacher(cfg: Config, key: str) -> bool:
     return key.startswith("train.") and key.split(".", 1)[1] not in cfg.teacher.train
 
 
+def _shares_teacher(cfg: Config, dims) -> bool:
+    """The trials may share a teacher trained once: the kind reads a teacher section, there is one, and
+    no searched key changes it."""
+    return (kinds.get(cfg.tune.kind).shares_teacher and cfg.teacher.model is not None
+            and cfg.distill.teacher is None and not any(_affects_teacher(cfg, dim.key) for dim in dims))
+
+
 def shared_teacher(cfg: Config, dims, path: Path, progress: bool, run_id: str = "teacher") -> str | None:
     """Train the `teacher` section's model once per seed, before the trials, and return its run dir.
 
@@ -134,9 +141,7 @@ def shared_teacher(cfg: Config, dims, path: Path, progress: bool, run_id: str = 
     settings). Only when no searched key changes the teacher; the trials then read it as
     `distill.teacher`. It trains in this process, from labels, and resumes like any run.
     """
-    if not kinds.get(cfg.tune.kind).shares_teacher or cfg.teacher.model is None or cfg.distill.teacher is not None:
-        return None
-    if any(_affects_teacher(cfg, dim.key) for dim in dims):
+    if not _shares_teacher(cfg, dims):
         return None
     from distill.config import build_config
     from distill.schema import to_dict
@@ -158,9 +163,7 @@ def shared_teachers(cfg: Config, dims, path: Path, progress: bool) -> dict | Non
     runs in the sweep folder are reused; the seeds without one train in a new `teacher-s<seeds>` run."""
     import yaml
 
-    if not kinds.get(cfg.tune.kind).shares_teacher or cfg.teacher.model is None or cfg.distill.teacher is not None:
-        return None
-    if any(_affects_teacher(cfg, dim.key) for dim in dims):
+    if not _shares_teacher(cfg, dims):
         return None
     found = {}
     for folder in sorted(path.glob("teacher*")):
