@@ -57,12 +57,13 @@ def test_cost_timings_carry_their_spread_and_load():
 
 
 def test_timings_under_load_are_marked_untrusted(monkeypatch):
-    """Other processes keeping every core busy (a fake /proc/stat reading: a core-second per wall second
-    per core, none of it this process's) make the figures untrusted, with the reason."""
+    """Other processes keeping every core busy (a fake /proc/stat reading: this process's own CPU time
+    plus a core-second per wall second per core, whatever the machine's thread count) make the figures
+    untrusted, with the reason."""
     import time
 
     monkeypatch.setattr(cost_module, "cpu_count", lambda: 2)
-    monkeypatch.setattr(cost_module, "_busy_seconds", lambda: 4.0 * time.perf_counter())
+    monkeypatch.setattr(cost_module, "_busy_seconds", lambda: time.process_time() + 2.0 * time.perf_counter())
     cost = model_cost(nn.Linear(8, 2), (8,), budget_s=0.01)
     assert cost["load_cores"] >= 1.0 and cost["trusted"] is False
     assert "other processes kept" in cost["untrusted_because"]
