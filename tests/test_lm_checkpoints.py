@@ -171,6 +171,72 @@ def test_an_hf_folder_with_weights_is_loaded_with_them(tmp_path, hf):
     assert model.context == 32
 
 
+@pytest.fixture(scope="module")
+def pretrained(hf, tmp_path_factory):
+    """A GPT-2 of the fixture's BPE vocabulary with (random, seeded) weights and its tokenizer, saved with
+    save_pretrained as a downloaded model would be: (folder, the transformers model)."""
+    import transformers
+
+    folder = tmp_path_factory.mktemp("pretrained") / "gpt2"
+    torch.manual_seed(3)
+    lm = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(hf / "gpt2")).eval()
+    lm.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(str(hf / "tok")).save_pretrained(str(folder))
+    return folder, lm
+
+
+def folder_bytes(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_a_pretrained_hf_folder_teaches_as_it_is(pretrained, hf, tmp_path):
+    """distill.teacher = a Hugging Face folder: the objective's teacher is that model, weights unchanged (its
+    logits equal transformers' own), the run trains the student only, records where the teacher came from,
+    and leaves the folder as it was."""
+    from distill.data import load_data
+    from distill.teachers.sources import teacher_objective
+    from distill.training.runner import train
+
+    folder, lm = pretrained
+    before = folder_bytes(folder)
+    cfg = load_config(None, TINY + [f"dataset.text.tokenizer={hf / 'tok'}", f"distill.teacher={folder}",
+                                    "distill.top_k=8"])
+    data = load_data(cfg.dataset)
+    objective, info, section = teacher_objective(cfg, data, 0, torch.device("cpu"))
+    assert section is None and "used as it is" in info["teacher"]
+    (teacher,), _ = objective.teachers()
+    x = data.x["test"][:4]
+    with torch.no_grad():
+        assert torch.equal(teacher(x), lm(x).logits[..., :data.num_classes])
+    run = train(cfg, tmp_path, progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "done" and [m["role"] for m in summary["models"]] == ["student"]
+    assert summary["models"][0]["parent"].startswith(str(folder)) and "used as it is" in summary["loss"]["teacher"]
+    assert folder_bytes(folder) == before
+
+
+def test_a_pretrained_hf_teacher_that_cannot_teach_is_refused(pretrained, hf, tmp_path, capsys):
+    """No weights, data tokenised by bytes, another vocabulary: one line each, exit 2, no run folder."""
+    import transformers
+
+    folder, _ = pretrained
+    other = tmp_path / "other-tok"
+    bpe = transformers.AutoTokenizer.from_pretrained(str(hf / "tok"))
+    bpe.add_tokens(["<extra>"])
+    bpe.save_pretrained(str(other))
+    cases = {  # overrides -> what the line says
+        (f"distill.teacher={hf / 'gpt2'}", f"dataset.text.tokenizer={hf / 'tok'}"): "no weights",
+        (f"distill.teacher={folder}",): "tokenised by",
+        (f"distill.teacher={folder}", f"dataset.text.tokenizer={other}"): "token ids differing",
+    }
+    for overrides, says in cases.items():
+        out = tmp_path / "runs"
+        assert main(["train", "lm-pydoc-kd", "teacher.model=null", *TINY, *overrides, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("distill: error: distill.teacher:") and says in err, err
+        assert not out.exists()
+
+
 @pytest.mark.slow
 def test_hf_models_through_bornagain_and_ensemble(hf, tmp_path):
     from distill.export.lm import generate_text

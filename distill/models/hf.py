@@ -15,6 +15,7 @@ generate` reads at most the last context tokens. A tokenizer remembers its folde
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -38,6 +39,43 @@ def _folder(path: str, what: str) -> Path:
         raise UserError(f"{what}: {folder} is no Hugging Face folder (no config.json or tokenizer.json); give a "
                         f"local folder saved with save_pretrained")
     return folder
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+
+
+def pretrained_teacher_problems(folder: Path, data_tokenizer) -> tuple[Optional[str], Optional[str]]:
+    """(why `folder` cannot teach this data as it is, or None; a note for the record, or None).
+
+    A teacher used as it is needs its weights (else it would teach from random ones) and must read
+    the data's token ids as the tokens it was trained on: the data's tokenizer must be a Hugging Face
+    tokenizer with the same vocabulary (token -> id) as the folder's own. A folder without a tokenizer
+    cannot be compared: it is used, and the note says the vocabulary was not checked."""
+    if not has_weights(folder):
+        return (f"{folder} holds a Hugging Face config but no weights (*.safetensors or *.bin), so it would teach "
+                f"from random weights; save the trained model there with save_pretrained, or train it first as a "
+                f"teacher section (teacher.model={{name: hf_causal_lm, kwargs: {{path: {folder}}}}})"), None
+    own = getattr(data_tokenizer, "tokenizer", None)
+    if not isinstance(data_tokenizer, HFTokenizer) or own is None:
+        name = getattr(data_tokenizer, "name", type(data_tokenizer).__name__)
+        return (f"{folder} is a Hugging Face model but the data is tokenised by {name}, so the token ids would mean "
+                f"other tokens to the teacher; set dataset.text.tokenizer={folder} (its own tokenizer)"), None
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None, (f"{folder} has no tokenizer files, so its vocabulary could not be checked against "
+                      f"{data_tokenizer.folder}")
+    theirs = _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True).get_vocab()
+    mine = own.get_vocab()
+    if theirs != mine:
+        differ = sorted(set(theirs.items()) ^ set(mine.items()), key=lambda item: item[1])
+        example = f"e.g. {differ[0][0]!r}" if differ else ""
+        return (f"{folder}'s tokenizer differs from the data's ({data_tokenizer.folder}): {len(theirs)} against "
+                f"{len(mine)} tokens, {len(differ)} token ids differing ({example}); set "
+                f"dataset.text.tokenizer={folder} so teacher and student read the same tokens"), None
+    return None, None
 
 
 class HFTokenizer:
@@ -71,8 +109,7 @@ class HFCausalLM(nn.Module):
         super().__init__()
         transformers = _transformers()
         folder = _folder(path, "model.kwargs.path")
-        has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-        if has_weights:
+        if has_weights(folder):
             self.lm = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
         else:
             config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)

@@ -4,6 +4,7 @@
     distill train mnist1d-mlp distill.teacher=runs/cnn/abc              # a finished run directory
     distill train mnist1d-mlp distill.teacher='[runs/a/x, runs/b/y]' distill.combine=mean_logits
     distill train mnist1d-mlp distill.teacher=preds.npy                 # black-box: logits or probabilities
+    distill train lm-pydoc distill.teacher=models/gpt2 dataset.text.tokenizer=models/gpt2   # pretrained, as it is
 
 `teacher_objective(cfg, data, seed, device)` is what `distill train` calls for each seed: it
 loads and checks every teacher (a path that does not exist, a checkpoint that does not fit
@@ -169,8 +170,10 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
     summary records as the student's parent, says so."""
     path = Path(path_text).expanduser()
     if not path.exists():
-        raise UserError(f"distill.teacher: {path} does not exist; give a run directory, a checkpoint (.pt) "
-                        f"or a predictions file (.npy/.csv)")
+        raise UserError(f"distill.teacher: {path} does not exist; give a run directory, a checkpoint (.pt), "
+                        f"a predictions file (.npy/.csv) or a Hugging Face model folder")
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "checkpoints").is_dir():
+        return pretrained_teacher(path, data, seed)
     if path.is_dir():
         checkpoint, run_dir = _pick_checkpoint(path, seed), path
     else:
@@ -218,6 +221,27 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
               file=sys.stderr, flush=True)
         notes.append(f"{OTHER_SPLIT}: {split}")
     return model, f"{checkpoint} ({'; '.join(notes)})" if notes else str(checkpoint)
+
+
+def pretrained_teacher(folder: Path, data, seed: int) -> tuple[nn.Module, str]:
+    """A Hugging Face causal LM saved with save_pretrained, used as it is (nothing trains it): (model,
+    description). Its weights must be there and its vocabulary the data's (models/hf.py checks both);
+    its training data is not this run's to know, which the description says."""
+    from distill.models.hf import pretrained_teacher_problems
+
+    tokenizer = getattr(data.text, "tokenizer", None) if getattr(data, "text", None) is not None else None
+    if tokenizer is None:
+        raise UserError(f"distill.teacher: {folder} is a Hugging Face language model, but {data.name} is no text "
+                        f"dataset; give it to a language-model run (dataset.name=pydoc or text)")
+    problem, note = pretrained_teacher_problems(folder, tokenizer)
+    if problem is not None:
+        raise UserError(f"distill.teacher: {problem}")
+    model = new_model(ModelConfig(name="hf_causal_lm", kwargs={"path": str(folder)}), data, seed).eval()
+    notes = ["a Hugging Face model used as it is; what it was trained on is not known to this run"]
+    if note is not None:
+        print(f"distill: warning: teacher {note}", file=sys.stderr, flush=True)
+        notes.append(note)
+    return model, f"{folder} ({'; '.join(notes)})"
 
 
 def read_predictions(path: Path, cfg: Config, data) -> tuple[torch.Tensor, str]:
