@@ -207,7 +207,8 @@ class DistillConfig(Section):
                                choices=["constant", "linear", "cosine"])
     teacher: Optional[str] = spec(None, "teacher: a run directory, a checkpoint, a .npy/.csv predictions file, "
                                   "a Hugging Face LM folder (used as it is), or several run dirs/checkpoints (an "
-                                  "ensemble) as a list or separated by commas; null = train from labels (or the teacher section)", join=",")
+                                  "ensemble) as a list or separated by commas; null = train from labels (or the teacher "
+                                  "section)", join=",")
     combine: str = spec("mean_probs", "ensemble teacher: average probabilities at T, average logits, or sum "
                         "one KL per teacher", choices=["mean_probs", "mean_logits", "per_teacher_kl"])
     standardize: bool = spec(False, "logit standardisation (Sun et al. 2024): z -> (z - mean) / std per example, "
