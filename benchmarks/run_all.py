@@ -26,7 +26,8 @@ RESULTS = HERE / "results"
 RUNS = {"engine_overhead": ["engine_overhead"], "kd_overhead": ["kd_overhead"], "pack_seeds": ["pack_seeds"],
         "pack_members": ["pack_members"], "tune_efficiency": ["tune_efficiency"], "threads": ["threads"],
         "sweep": ["sweep", "--quick"], "lm_memory-quick": ["lm_memory", "--quick"],
-        "sweep-full": ["sweep"], "lm_memory": ["lm_memory"]}
+        "pack_seeds-2threads": ["pack_seeds", "--threads", "2"], "pack_members-2threads": ["pack_members", "--threads", "2"],
+        "float_order": ["float_order"], "sweep-full": ["sweep"], "lm_memory": ["lm_memory"]}
 FULL = ("sweep-full", "lm_memory")
 NONE = ("reported", lambda v: None)  # a figure shown without a target
 
@@ -42,6 +43,10 @@ TARGETS = {
                     ("online_over_plain", "<= 1.40", lambda v: v <= 1.40)],
     "pack_seeds": [("speedup", ">= 4", lambda v: v >= 4.0)],
     "pack_members": [("speedup", ">= 3.5", lambda v: v >= 3.5)],
+    "pack_seeds-2threads": [("speedup", *NONE), ("matmul_ceiling", *NONE)],
+    "pack_members-2threads": [("speedup", *NONE)],
+    "float_order": [("alone_2_threads_mean_val_acc_change", *NONE), ("stacked_1_thread_mean_val_acc_change", *NONE),
+                    ("stacked_1_thread_max_seed_val_acc_change", *NONE)],
     "tune_efficiency": [("efficiency", ">= 0.80", lambda v: v >= 0.80),
                         ("asha_epoch_fraction", "<= 0.30", lambda v: v <= 0.30),
                         ("asha_best_gap", "<= 0.5 points", lambda v: v <= 0.5)],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import signal
 import sys
 import threading
@@ -342,6 +343,7 @@ def main(argv=None) -> int:
         if args.command in signal_commands() and threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
         dispatch(args)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
     except UserError as err:
         print(f"distill: error: {err}", file=sys.stderr)
         return 2
@@ -351,6 +353,9 @@ def main(argv=None) -> int:
         how = getattr(err, "how_to_resume", "run the same command again to resume from the last checkpoint")
         print(f"distill: {what}; {how}", file=sys.stderr)
         return 143 if name == "SIGTERM" else 130
+    except BrokenPipeError:  # the reader of our output went away (`distill tune X --dry-run | head`): quietly,
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no second error at exit's flush
+        return 141  # as a process killed by SIGPIPE
     except OSError as err:  # a full disk, a vanished folder: the run's error.txt has the traceback if writable
         fix = "free some space" if err.errno == errno.ENOSPC else "fix that"
         print(f"distill: run failed: {_first_line(err)}; {fix}, then run the same command again to resume",

@@ -105,6 +105,18 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert out.strip().endswith("NO RAY") and not (tmp_path / "out").exists()
 
 
+def test_dry_run_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`distill tune X --dry-run | head -1`: the reader goes away before the plan is written; no traceback,
+    no 'Exception ignored' at exit, the status of a process killed by SIGPIPE."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config(tune={"cpus_per_trial": 1})))
+    child = subprocess.Popen([sys.executable, "-m", "distill.cli", "tune", str(path), "--out", str(tmp_path / "out"),
+                              "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child writes anything
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141 and stderr == "", stderr
+
+
 # ---------------------------------------------------------------- end to end, Ray
 
 
