@@ -12,6 +12,7 @@ from distill.data import load_data
 from distill.teachers.fidelity import split_fidelity
 from distill.models import create_model
 from distill.training.runner import train
+from distill.training import replicas
 from tests.conftest import tiny_overrides
 
 TEACHER = {"teacher.model": "{name: cnn1d, width: 8, depth: 2}", "teacher.train": "{epochs: 2}",
@@ -109,7 +110,22 @@ def test_stopped_stacked_run_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_
     assert [r["role"] for r in b["models"]] == (["teacher", "student"] * 3 if role == "student" else ["model"] * 3)
 
 
-def test_teacher_sections_train_stacked_in_place_then_their_students(tmp_path):
+def test_convolutional_models_train_one_after_another_on_the_cpu(tmp_path, capsys):
+    """Stacked convolutions are grouped convolutions, slower on the CPU: there a CNN's seeds train in
+    turn and the run says why; the same models would stack on a GPU."""
+    cfg = _cfg(seeds="[0,1]", **{"model.name": "cnn1d", "model.width": 4, "model.depth": 2, "train.epochs": 1})
+    why = "convolutions run slower stacked than one after another on the CPU (they stack on a GPU)"
+    path = train(cfg, tmp_path, progress=True)
+    assert f"model-s0, model-s1: one after another ({why})" in capsys.readouterr().err
+    assert _summary(path)["packing"] == {"model": f"one after another: {why}"}
+    data = load_data(cfg.dataset)
+    models = [create_model(cfg.model, data.input_shape, data.num_classes) for _ in range(2)]
+    assert replicas.can_stack(models, device="cpu") == (False, why)
+    assert replicas.can_stack(models, device="cuda")[0] and replicas.can_stack(models)[0]
+
+
+def test_teacher_sections_train_stacked_in_place_then_their_students(tmp_path, monkeypatch):
+    monkeypatch.setattr(replicas, "STACK_CONVOLUTIONS_ON_CPU", True)  # the CNN teachers stacked, as on a GPU
     cfg = _cfg(seeds="[0,1]", **TEACHER)
     reports = []
     path = train(cfg, tmp_path / "packed", on_epoch=reports.append, progress=False)

@@ -12,7 +12,8 @@ its training ends.
 
 Jobs of one architecture (equal model sections) form a group; a group of two or more is
 trained in one `engine.fit` with stacked parameters when `pack` is on and
-`replicas.can_stack` agrees (BatchNorm and dropout stack, per model; not BatchNorm with
+`replicas.can_stack` agrees (BatchNorm and dropout stack, per model; convolutions not on the CPU, where
+they run slower stacked; not BatchNorm with
 momentum=None, nor objectives with parameters of their own, that read intermediate features
 or that run the student themselves), else its models are trained one after another, each in
 its own `engine.fit`.
@@ -115,7 +116,7 @@ def fit_jobs(jobs: list[Job], data, train: TrainConfig, run: Run, *, pack: bool,
         if pack and len(group) > 1:  # the models a stacked fit trains (a group that cannot stack is built anew)
             for job in group:
                 job.model = build(job, data)
-            ok, why = can_stack([j.model for j in group], [j.objective for j in group])
+            ok, why = can_stack([j.model for j in group], [j.objective for j in group], device=device)
         else:
             ok, why = False, "packing is off" if not pack else "only one model"
         log.append({"models": [job.key for job in group], "architecture": group[0].arch.name, "packed": ok,

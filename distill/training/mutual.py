@@ -165,7 +165,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
         own = [peer_seeds(seed, k, archs) for k in range(len(archs))]
         models = [engine.new_model(arch, data, own[k].init) for k, arch in enumerate(archs)]
         objective = Mutual(cfg.distill)
-        ok, why = can_stack(models, [objective]) if cfg.mutual.pack else (False, "mutual.pack=false")
+        ok, why = can_stack(models, [objective], device=device) if cfg.mutual.pack else (False, "mutual.pack=false")
         packing["peers"] = f"{'stacked' if ok else 'side by side'}: {why}"
         setup.say(f"peers of seed {seed}: {packing['peers']}")
         tags = [{"role": "peer", "name": arch.name, "seed": seed, "member": k, "parent": _others(k, len(archs)),

@@ -37,8 +37,21 @@ from distill.teachers.features import capture
 from distill.models.parts import has_batchnorm
 
 
-def can_stack(models: list[nn.Module], objectives: Optional[list] = None) -> tuple[bool, str]:
-    """(True, why) when these models can train stacked in one fit, else (False, why not)."""
+#: On the CPU, vmap runs a stacked convolution as one grouped convolution, which the CPU kernels run
+#: slower than the K convolutions one after another (measured on 2 cores: 0.85-0.94x for 5 MNIST-1D
+#: CNNs, 0.34x for 8 CIFAR ResNet-20s, benchmarks/sweep.py); so `can_stack(..., device=cpu)` trains
+#: convolutional models one after another there, and stacks them on a GPU. Tests that hold the stacked
+#: convolution path against one model at a time on the CPU set this to True.
+STACK_CONVOLUTIONS_ON_CPU = False
+
+
+def has_convolution(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def can_stack(models: list[nn.Module], objectives: Optional[list] = None, device=None) -> tuple[bool, str]:
+    """(True, why) when these models can train stacked in one fit, else (False, why not). With `device`,
+    also whether stacking pays there (not for convolutions on the CPU, STACK_CONVOLUTIONS_ON_CPU)."""
     if len(models) < 2:
         return False, "only one model"
     shapes = {tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()) for m in models}
@@ -56,6 +69,9 @@ def can_stack(models: list[nn.Module], objectives: Optional[list] = None) -> tup
             return False, "the distillation objective runs the student itself (on-policy generation, a fused head)"
         if objective is not None and objective.student_layers:
             return False, "the distillation objective reads intermediate features"
+    if (device is not None and torch.device(device).type == "cpu" and has_convolution(models[0])
+            and not STACK_CONVOLUTIONS_ON_CPU):
+        return False, "convolutions run slower stacked than one after another on the CPU (they stack on a GPU)"
     kinds = [what for what, has in (("BatchNorm statistics", has_batchnorm(models[0])),
                                     ("dropout masks", has_dropout(models[0]))) if has]
     if not kinds:
