@@ -21,6 +21,7 @@ KIND = Kind(
     name="train",
     help="train one model per seed, from labels or from a teacher",
     run="distill.training.runner:train",
+    preflight="distill.training.runner:check",
     targets=(TuneTarget("student", "the student (the model, when it learns from labels), each epoch", "student",
                         fields=lambda cfg: {"role": ("student", "model")}),),
     label=label,
