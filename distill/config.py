@@ -297,8 +297,9 @@ def build_config(data: dict, overrides: list[str] = (), names: bool = True) -> C
     if names:
         check_names(cfg)
         from distill.methods.losses import check_options  # the methods' records, a registry too
-        from distill.methods import options_given
+        from distill.methods import check_searched_reads, options_given
         check_options(cfg.distill.method, options_given(data, cfg.distill))
+        check_searched_reads(data, cfg.distill)
     return cfg
 
 
