@@ -10,14 +10,17 @@ of the accuracy at Y% of the cost" can be read off. Rows without cost columns: n
 
 Timings depend on the machine's load: each row says how noisy they were (the largest spread of
 its timed calls, (p75 - p25) / median, the threads, the cores other processes kept busy and the
-load average, over its models), and the section warns, naming the rows and the reasons, where
-the measurement marked them untrusted (`distill.export.cost.trust`: load above the cores, or a
-spread above 50%). Rows written before these figures existed show them blank.
+load average, over its models), and the section warns where the measurement marked rows untrusted
+(`distill.export.cost.trust`: load above the cores, or a spread above 50%), naming those rows once
+and each distinct reason once with the rows it concerns (`untrusted_reasons`: reasons that differ
+only in a figure are one, the figure as its range). Rows written before these figures existed show
+them blank.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -51,6 +54,7 @@ def _noise(group: pd.DataFrame) -> dict:
     spread = max(most("latency_spread"), most("throughput_spread"), key=lambda v: -1 if math.isnan(v) else v)
     marks = group["trusted"].dropna().tolist() if "trusted" in group else []
     reasons = group["untrusted_because"].dropna().astype(str).tolist() if "untrusted_because" in group else []
+    reasons = [part for text in reasons for part in text.split("; ")]  # a row's reasons are joined by "; "
     return {"timing_spread": spread, "threads": most("threads"), "load_cores": most("load_cores"),
             "load_avg": most("load_avg"), "cores": most("cores"),
             "timings_trusted": all(bool(m) for m in marks) if marks else None,
@@ -69,6 +73,39 @@ def _noise_words(number: dict) -> dict:
                 for k, f in (("load_cores", "{:.1f}"), ("load_avg", "{:.1f}"), ("cores", "{:.0f}")))
             if any(show(number[k], "{}") for k in ("load_cores", "load_avg", "cores")) else "",
             "timings": "" if trusted is None else "ok" if trusted else "**untrusted**"}
+
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def untrusted_reasons(numbers: list[dict]) -> list[tuple[str, list[str]]]:
+    """(reason, the rows it concerns) for each kind of reason the untrusted rows give, once: reasons that
+    differ only in their figures ("the load average was 4.2 on 2 cores", "... 5.1 on 2 cores") are one,
+    each figure that differs shown as its range ("the load average was 4.2 to 5.1 on 2 cores")."""
+    kinds: dict[str, tuple[list, list]] = {}
+    for number in numbers:
+        for reason in (number["untrusted_because"] or "").split("; "):
+            if reason:
+                figures, rows = kinds.setdefault(NUMBER.sub("#", reason), ([], []))
+                figures.append(NUMBER.findall(reason))
+                rows += [number["model"]] if number["model"] not in rows else []
+    out = []
+    for template, (figures, rows) in kinds.items():
+        spans = iter(low if low == high else f"{low} to {high}"
+                     for low, high in ((min(f, key=float), max(f, key=float)) for f in zip(*figures)))
+        out.append((re.sub("#", lambda _: next(spans), template), rows))
+    return out
+
+
+def _warning(numbers: list[dict]) -> Para:
+    """The warning under the cost table: the untrusted rows once, then each distinct reason once with its rows."""
+    untrusted = [n["model"] for n in numbers]
+    every = "all of them" if len(untrusted) > 1 else untrusted[0]
+    reasons = "; ".join(f"{reason} ({every if len(rows) == len(untrusted) else ', '.join(rows)})"
+                        for reason, rows in untrusted_reasons(numbers))
+    return Para(f"**Warning:** the latency and throughput of {', '.join(untrusted)} were timed on a busy or noisy "
+                f"machine and are not to be trusted{': ' + reasons if reasons else ''}. Time them again on an idle "
+                f"one (`distill export`); the table gives each row's worst figures.")
 
 
 def cost_view(exp: ex.Experiment, context: Context) -> list:
@@ -100,9 +137,7 @@ def cost_view(exp: ex.Experiment, context: Context) -> list:
     blocks = [Heading("Cost", 3), Table(pd.DataFrame(shown), table, f"{exp.slug}-cost.csv")]
     untrusted = [n for n in numbers if n["timings_trusted"] is False]
     if untrusted:
-        blocks.append(Para("**Warning:** the latency and throughput of " + "; ".join(
-            f"{n['model']} ({n['untrusted_because']})" for n in untrusted) + " were timed on a busy or noisy "
-            "machine and are not to be trusted: time them again on an idle one (`distill export`)."))
+        blocks.append(_warning(untrusted))
     if context.plots is not None and "flops" in exp.rows.columns and exp.rows["flops"].notna().any():
         path = context.plots.accuracy_vs_flops(table, context.figure(exp, "flops"))
         blocks.append(Figure(path, "Test accuracy against FLOPs per example (log scale); the Pareto front "
