@@ -4,7 +4,10 @@
                               sweep, per setting: its trials' models, and the shared teacher apart),
                               and test accuracy against FLOPs as a figure
 
-Each row's accuracy is mean ± 95% t half-width over seeds with n, and both accuracy and FLOPs
+Each row's accuracy is mean ± 95% t half-width over seeds with n = its seeds: where one seed has
+several models of the kind (an ensemble's members: different models, not repeats of one), they
+are averaged per seed first, as the ensemble page's mean member, and the row says so; its cost
+figures are the means over its models (per model). Both accuracy and FLOPs
 are given as shares of the most accurate row's and of the costliest row's, so that "keeps X%
 of the accuracy at Y% of the cost" can be read off. Rows without cost columns: no section.
 
@@ -108,6 +111,13 @@ def _warning(numbers: list[dict]) -> Para:
                 f"one (`distill export`); the table gives each row's worst figures.")
 
 
+def per_seed(group: pd.DataFrame, metric: str = "test_acc") -> pd.Series:
+    """`metric` per seed: the mean of one seed's models where it has several (an ensemble's members)."""
+    if "seed" not in group or not group["seed"].duplicated().any():
+        return group[metric]
+    return pd.to_numeric(group[metric], errors="coerce").groupby(group["seed"]).mean()
+
+
 def cost_view(exp: ex.Experiment, context: Context) -> list:
     """Cost table and accuracy-vs-FLOPs plot when the rows carry cost columns; nothing otherwise."""
     costs = [c for c in ("params", "flops", "latency_ms", "throughput", "size_bytes") if c in exp.rows.columns]
@@ -115,8 +125,11 @@ def cost_view(exp: ex.Experiment, context: Context) -> list:
         return []
     numbers = []
     for name, group in cost_groups(exp):
-        mean, half, n = ex.cell(group["test_acc"], 100.0)
-        number = {"model": name, "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n}
+        mean, half, n = ex.cell(per_seed(group), 100.0)
+        per = int(group.groupby("seed").size().max()) if "seed" in group and len(group) else 1
+        if per > 1:  # several models per seed: one figure per seed, their mean
+            name += f" (mean of the {per} {'members' if (group['role'] == 'member').all() else 'models'} per seed)"
+        number = {"model": name, "models": len(group), "test_acc_mean": mean, "test_acc_ci": half, "test_acc_n": n}
         number.update({c: pd.to_numeric(group[c], errors="coerce").mean() for c in costs})
         number.update(_noise(group))
         numbers.append(number)
@@ -134,7 +147,11 @@ def cost_view(exp: ex.Experiment, context: Context) -> list:
         row.update({COST_WORDS[c]: f"{number[c]:.4g}" for c in costs})
         row.update(_noise_words(number))
         shown.append(row)
-    blocks = [Heading("Cost", 3), Table(pd.DataFrame(shown), table, f"{exp.slug}-cost.csv")]
+    blocks = [Heading("Cost", 3),
+              Para("Per model kind: test accuracy as mean ± 95% CI over seeds, n = seeds (a seed's several models, "
+                   "e.g. an ensemble's members, averaged first); parameters, FLOPs, latency, throughput and size "
+                   "per model (the mean over the kind's models), the timing noise the worst of them."),
+              Table(pd.DataFrame(shown), table, f"{exp.slug}-cost.csv")]
     untrusted = [n for n in numbers if n["timings_trusted"] is False]
     if untrusted:
         blocks.append(_warning(untrusted))

@@ -254,3 +254,29 @@ def test_the_cost_warning_names_each_reason_once_with_the_rows_it_concerns(tmp_p
     from results.costs import untrusted_reasons
 
     assert untrusted_reasons([{"model": "a", "untrusted_because": None}]) == []
+
+
+def test_the_member_cost_row_averages_the_members_per_seed_and_counts_seeds(tmp_path):
+    """2 members x 2 seeds are 2 figures (one per seed, its members averaged), not 4: members are different
+    models, not repeats of one; n counts seeds, as the ensemble page's mean member."""
+    from report_runs import summary_row, write_run
+
+    cost = {"flops": 1e6, "latency_ms": 0.5, "throughput": 1e5}
+    accs = {(0, 0): 0.90, (0, 1): 0.94, (1, 0): 0.91, (1, 1): 0.95}
+    models = [summary_row("member", s, a, name="cnn1d", member=m, **cost) for (s, m), a in accs.items()]
+    models += [summary_row("ensemble", s, 0.95, name="k2", size=2, combine="mean_probs", **cost) for s in (0, 1)]
+    run = write_run(tmp_path / "runs" / "ens" / "e1", "ens", "ensemble", models, model="cnn1d")
+    out = tmp_path / "report"
+    page = results.report([run], out).read_text()
+    import numpy as np
+    import pandas as pd
+    from scipy import stats as scipy_stats
+
+    numbers = pd.read_csv(next(out.glob("*-cost.csv"))).set_index("model")
+    member = numbers.loc["member cnn1d (mean of the 2 members per seed)"]
+    seeds = 100 * np.array([(0.90 + 0.94) / 2, (0.91 + 0.95) / 2])
+    assert member["test_acc_n"] == 2 and member["models"] == 4
+    assert member["test_acc_mean"] == pytest.approx(seeds.mean())
+    assert member["test_acc_ci"] == pytest.approx(scipy_stats.t.ppf(0.975, 1) * seeds.std(ddof=1) / np.sqrt(2))
+    assert "| member cnn1d (mean of the 2 members per seed) | 92.5 ± 6.4 (n=2, wide) |" in page
+    assert "n = seeds" in page
