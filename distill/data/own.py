@@ -13,7 +13,12 @@ the size of the first; grey if every image is grey, else RGB (alpha dropped). Ke
 
 arrays: an .npz file (numpy.savez) holding x_train, y_train, x_test, y_test (x: one example per
 row, any numeric dtype, uint8 read as 0..255 pixels; y: integer labels 0..K-1) and optionally
-class_names (K strings); K = len(class_names), else the largest label + 1.
+class_names (K strings); K = len(class_names), else the largest label + 1. Every class 0..K-1
+needs training examples (a test label y_train lacks is a data bug, refused); no other arrays.
+
+Both are sized by their files: `dataset.num_samples` is null for them (distill.config), and a key
+neither reads (download; arrays: image_size, test_fraction; train/ and test/: test_fraction) is a
+one-line error, as are images lying outside the class folders.
 """
 
 from __future__ import annotations
