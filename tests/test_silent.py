@@ -22,10 +22,10 @@ def one_line(capsys) -> str:
 @pytest.mark.parametrize("command, extra", [("train", {}), ("bornagain", {"distill.method": "ban"})])
 def test_a_search_section_is_an_error_naming_distill_tune(tmp_path, capsys, command, extra):
     out = tmp_path / "runs"
-    overrides = tiny_overrides(**{"search.distill.alpha": "{grid: [0.1, 0.9]}", **extra})
+    overrides = tiny_overrides(**{"search.distill.temperature": "{grid: [2, 4]}", **extra})
     assert main([command, "mnist1d-mlp", *overrides, "--out", str(out)]) == 2
     err = one_line(capsys)
-    assert "distill tune" in err and "distill.alpha" in err and "search={}" in err
+    assert "distill tune" in err and "distill.temperature" in err and "search={}" in err
     assert not out.exists()
 
 
@@ -59,9 +59,13 @@ def test_cost_timings_carry_their_spread_and_load():
 def test_timings_under_load_are_marked_untrusted(monkeypatch):
     """Other processes keeping every core busy (a fake /proc/stat reading: this process's own CPU time
     plus a core-second per wall second per core, whatever the machine's thread count) make the figures
-    untrusted, with the reason."""
+    untrusted, with the reason. The wall clock is a fake that ticks 10 ms per read, so a busy machine
+    pausing this process between two reads cannot change the figure."""
+    import itertools
     import time
 
+    ticks = itertools.count()
+    monkeypatch.setattr(cost_module.time, "perf_counter", lambda: next(ticks) * 0.01)
     monkeypatch.setattr(cost_module, "cpu_count", lambda: 2)
     monkeypatch.setattr(cost_module, "_busy_seconds", lambda: time.process_time() + 2.0 * time.perf_counter())
     cost = model_cost(nn.Linear(8, 2), (8,), budget_s=0.01)

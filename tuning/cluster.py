@@ -187,7 +187,9 @@ def start(address: Optional[str]) -> Session:
         else:
             from distill.export.cost import cpu_count
 
-            # address="local": never join a cluster that `ray start` left running on this machine
+            # address="local": never join a cluster that `ray start` left running on this machine; its
+            # "token authentication is enabled" notice is about the cluster we start for ourselves: not the user's
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, **kwargs)
     except KeyboardInterrupt:
         stop(session)
