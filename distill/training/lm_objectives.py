@@ -16,8 +16,9 @@ gradient) and the teachers score them online; the loss is taken at the positions
 generated token. The loop's logits of the data batch are not used on such a step.
 
 **Chunks** (`distill.lm_chunk` = n > 0): the method's terms are means over positions, so the terms of
-N positions are sum_c (n_c / N) terms(chunk c). Where the student's head is an `nn.Linear` of V outputs (the
-gpt model's `head`; a transformers model's output embeddings), the loss is fused with it (`FusedHead`, after
+N positions are sum_c (n_c / N) terms(chunk c). Where the student's head is an `nn.Linear` (the gpt
+model's `head`; hf_causal_lm's lm_head, whose first V outputs are the logits: its weight's first V rows
+are used, a tied weight's gradient reaching the embeddings), the loss is fused with it (`FusedHead`, after
 Liger-Kernel's fused linear JSD): the head's input h (N, W) is read by a forward hook and each chunk's
 logits h_c W^T + b are made, scored and differentiated (torch.autograd.grad of the terms' mix by
 `weights(progress)`, one pass) in the forward, so the loss's graph holds h and the gradients for h
@@ -25,10 +26,12 @@ logits h_c W^T + b are made, scored and differentiated (torch.autograd.grad of t
 gradient is carried by one term (`chunked_terms`): the loop differentiates only the mix. The
 teacher's top-k cache is made dense a chunk at a time too. What is still (N, V): the loop's forward
 computes the student's logits once (no copy of them is kept for the backward), and an online
-teacher's logits. A head that is no `nn.Linear` gets the chunks through `torch.utils.checkpoint`
-over the loop's logits (each chunk's loss recomputed in the backward). Only methods whose terms are
-per-position means can be chunked (batchmean reduction, a configured temperature, no random draws);
-`tests/test_lm_chunked.py` holds values and gradients to the plain formula.
+teacher's logits. Fused only where the loop's logits are the head's outputs, unchanged (checked every
+step, `_fused_head`); else, or with no `nn.Linear` head, the chunks go through `torch.utils.checkpoint`
+over the loop's logits (each chunk's loss recomputed in the backward), and the run's loss info says
+why (`lm_chunk_fused`, in summary.json). Only methods whose terms are per-position means can be
+chunked (batchmean reduction, a configured temperature, no random draws); `tests/test_lm_chunked.py`
+and `tests/test_lm_chunked_hf.py` hold values and gradients to the plain formula.
 """
 
 from __future__ import annotations
@@ -198,7 +201,7 @@ class TokenLevel(Distill):
         n, vocab = logits.shape
         ends = [0, n - 1]
         if hidden.shape[0] != n or out.shape[0] != n or out.shape[-1] < vocab or \
-                not torch.equal(out[ends, :vocab].to(logits.dtype), logits[ends]):
+                not torch.equal(out.detach()[ends, :vocab].to(logits.dtype), logits.detach()[ends]):
             self._unfused("the student's logits are not its nn.Linear head's outputs (its model changes them "
                           "after the head, e.g. a logit scale or soft cap)")
             return None
@@ -227,7 +230,7 @@ class TokenLevel(Distill):
 
         if not self.chunk:
             return fn(logits, slice(None))
-        fused = self._fused_head(kept, logits, first)
+        fused, kept = self._fused_head(kept, logits, first), None  # (kept: the head's output, free it now)
         if fused is None:
             return chunked_terms(fn, logits, self.chunk)
         return chunked_terms(fn, logits, self.chunk, fused[0], fused[1], self.weights(progress))
