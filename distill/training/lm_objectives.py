@@ -100,11 +100,12 @@ def chunked_terms(fn: Callable, logits: torch.Tensor, chunk: int, hidden: Option
                   head: Optional[tuple] = None, weights: Optional[dict] = None) -> dict:
     """The terms fn(logits, all rows) (means over the N rows), computed `chunk` rows at a time.
 
-    Fused with `head` = (weight (V, W), bias (V,) or None) over `hidden` (N, W) when both are given: the gradient is that of
-    mix(terms, `weights`), carried by the first term of nonzero weight as (L - L.detach()) / its weight
-    (zero in value); the other terms are constants, so a term alone has no gradient of its own (what
-    makes the gradients one pass: the loop only ever differentiates the mix). Else over the rows of
-    `logits` (N, V), each chunk recomputed in the backward, every term with its own gradient."""
+    Fused with `head` = (weight (V, W), bias (V,) or None) over `hidden` (N, W) when both are given: the
+    gradient is that of mix(terms, `weights`), carried by the first term of nonzero weight as
+    (L - L.detach()) / its weight (zero in value); the other terms are constants, so a term alone has no
+    gradient of its own (what makes the gradients one pass: the loop only ever differentiates the mix).
+    Else over the rows of `logits` (N, V), each chunk recomputed in the backward, every term with its own
+    gradient."""
     n = logits.shape[0]
     if hidden is not None and head is not None:
         names: list = []
