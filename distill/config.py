@@ -62,6 +62,12 @@ class TextConfig(Section):
     seqkd_seed: int = spec(0, "seed of the teacher's sampling", ge=0)
 
 
+NUM_SAMPLES = 5000  # dataset.num_samples' default (mnist1d, fake)
+#: the built-in datasets sized by their files, which read no dataset.num_samples (tests/test_own_data.py: all but 2)
+FILE_SIZED = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "pydoc", "text", "image_folder",
+              "arrays")
+
+
 @dataclass
 class DatasetConfig(Section):
     name: str = spec("mnist1d", "dataset: digits, mnist1d, fake, mnist, fashion_mnist, cifar10, cifar100, svhn, "
@@ -78,7 +84,8 @@ class DatasetConfig(Section):
     download: bool = spec(False, "let torchvision download the dataset into root")
     val_fraction: float = spec(0.1, "share of the training set held out for model selection", gt=0.0, lt=1.0)
     split_seed: int = spec(0, "seed of the stratified train/validation split (fixed across run seeds)", ge=0)
-    num_samples: int = spec(5000, "mnist1d: examples generated (80% train, 20% test); fake: training examples", ge=20)
+    num_samples: Optional[int] = spec(NUM_SAMPLES, "mnist1d: examples generated (80% train, 20% test); fake: "
+                                      "training examples; null for a dataset sized by its files", ge=20)
     train_subset: Optional[int] = spec(None, "keep only this many training examples (stratified), null = all", ge=10)
     augment: str = spec("auto", "batch augmentation on the device: auto (crop_flip for CIFAR, crop for SVHN, "
                         "none otherwise), none, crop_flip, crop, shift (1-D circular shift)",
@@ -297,8 +304,9 @@ def build_config(data: dict, overrides: list[str] = (), names: bool = True) -> C
     if names:
         check_names(cfg)
         from distill.methods.losses import check_options  # the methods' records, a registry too
-        from distill.methods import options_given
+        from distill.methods import check_searched_reads, options_given
         check_options(cfg.distill.method, options_given(data, cfg.distill))
+        check_searched_reads(data, cfg.distill)
     return cfg
 
 
@@ -343,9 +351,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"run_id: {cfg.run_id!r} must be letters, digits, '.', '_' or '-'")
     if not re.fullmatch(r"[\w.-]+", cfg.name):
         raise ConfigError(f"name: {cfg.name!r} must be letters, digits, '.', '_' or '-'")
+    _check_num_samples(cfg.dataset)
     for kind in kinds.registered().values():
         if kind.check is not None:
             kind.check(cfg)
+
+
+def _check_num_samples(d: DatasetConfig) -> None:
+    """mnist1d and fake read dataset.num_samples; a dataset sized by its files reads none: there the
+    default (a preset's 5000 too: the run is the same) is set to null, any other number is an error."""
+    if d.name in FILE_SIZED and d.num_samples not in (None, NUM_SAMPLES):
+        raise ConfigError(f"dataset.num_samples: {d.name} reads every example of its files, so nothing reads "
+                          f"num_samples={d.num_samples}; set dataset.num_samples=null (dataset.train_subset=N "
+                          f"trains on N of them)")
+    if d.name in FILE_SIZED:
+        d.num_samples = None
+    elif d.num_samples is None and d.name in ("mnist1d", "fake"):
+        raise ConfigError(f"dataset.num_samples: {d.name} generates num_samples examples, so null is no size; "
+                          f"give a number, e.g. dataset.num_samples={NUM_SAMPLES}")
 
 
 def config_hash(cfg: Config) -> str:

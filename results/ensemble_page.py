@@ -15,6 +15,16 @@ from .stats import holm, holm_verdict
 from .views import Context, comparison_table, grouped, in_words, paired, paper_note
 
 
+def holm_over_students(diffs, p_values) -> tuple[list[float], list[str]]:
+    """The ensemble page's one Holm family: every student of the run against its baseline (all its
+    architectures and teacher combinations together). `p_values` per row, NaN for a row outside the
+    family (a baseline, a student without one); returns each row's adjusted p and verdict ('-' outside).
+    docs/results/collect.py adjusts the committed ensemble table with this same function."""
+    p_values = [float(p) for p in p_values]
+    adjusted = holm(p_values)
+    return adjusted, [holm_verdict(d, a) if math.isfinite(p) else "-" for d, a, p in zip(diffs, adjusted, p_values)]
+
+
 def _members_per_seed(members: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     return members.groupby("seed", as_index=False)[metric].mean().assign(role="member", name="mean member")
 
@@ -79,13 +89,9 @@ def student_table(exp, students, mean_member, context) -> list:
             shown["paper"], number["paper"] = "" if math.isnan(paper) else f"{paper:g}", paper
     table = comparison_table(items, f"{exp.slug}-students.csv")
     if "baseline_p" in table.numbers:  # every student against its baseline: one family
-        family = table.numbers["baseline_p"].notna()
-        adjusted = pd.Series(math.nan, index=table.numbers.index)
-        adjusted[family] = holm(table.numbers.loc[family, "baseline_p"].tolist())
+        adjusted, verdicts = holm_over_students(table.numbers["diff_vs_baseline"], table.numbers["baseline_p"])
         table.numbers["baseline_p_holm"] = adjusted
-        table.shown[f"verdict vs baseline, Holm over {int(family.sum())}"] = [
-            holm_verdict(d, p) if ok else "-" for d, p, ok in
-            zip(table.numbers["diff_vs_baseline"], adjusted, family)]
+        table.shown[f"verdict vs baseline, Holm over {int(table.numbers['baseline_p'].notna().sum())}"] = verdicts
     fair = (" A student beats something only against its baseline (its architecture from labels with the students'"
             " budget and seeds), paired by seed: the members had another budget, so the mean member is no fair "
             "baseline." if not baselines.empty else " No baseline (ensemble.baseline=false): a gain over the mean "

@@ -13,8 +13,10 @@ measured) and `NAME.json`, saying where the numbers come from and how to show th
 Each column is a header and a format string over the CSV's fields; a cell whose fields are
 empty stays empty. In README.md the table sits between `<!-- results:NAME -->` and
 `<!-- /results:NAME -->`, followed by a line naming its command, date, machine and versions.
-A cell whose interval is empty or whose row has n = 1 shows the value alone with "(n=1)",
-never "± 0.0".
+A cell whose interval is empty or whose row has n = 1 shows the value alone with "(n=1)";
+an interval of exactly 0 over n >= 2 seeds (every seed the same) the value alone with "(all n equal)";
+an interval that rounds to 0 "± <0.1" (at the format's decimals): never "± 0.0", as
+`results.stats.format_value` shows them.
 
 A number in the prose is a value marker, rendered (and checked) from one table's CSV:
 
@@ -44,7 +46,7 @@ from pathlib import Path
 SECTION = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
 VALUE = re.compile(r"(<!-- value ([\w./-]+) ([^\n]*?) -->)(.*?)(<!-- /value -->)", re.S)
 FILTER = re.compile(r"^(\w+)(!=|\^=|=|<|>)(.+)$")
-INTERVAL = re.compile(r"\s*±\s*{\w+(?::[^}]*)?}")
+INTERVAL = re.compile(r"\s*±\s*{(\w+)(?::([^}]*))?}")
 REQUIRED = ("command", "date", "machine", "versions", "columns")
 
 
@@ -73,7 +75,29 @@ def _cell(fmt: str, row: dict, where: str) -> str:
         fmt, fields = alone, re.findall(r"{(\w+)", alone)
     if any(row[f] == "" for f in fields):
         return ""
-    return _format(fmt, row, where) + (" (n=1)" if single else "")
+    if single:
+        return _format(fmt, row, where) + " (n=1)"
+    return _interval_cell(fmt, row, where)
+
+
+def _interval_cell(fmt: str, row: dict, where: str) -> str:
+    """A cell of `fmt` whose intervals are 0 (a tie over n seeds) or round to 0, never shown as "± 0.0"."""
+    tie = False
+
+    def interval(match: re.Match) -> str:
+        nonlocal tie
+        field, spec = match.group(1), match.group(2) or ""
+        if row[field] == 0 and isinstance(row.get("n"), int) and row["n"] >= 2:
+            tie = True
+            return ""
+        shown = _format("{" + field + (":" + spec if spec else "") + "}", row, where)
+        places = re.search(r"\.(\d+)f", spec)
+        if places and float(shown) == 0:
+            return match.group(0).split("{")[0] + f"<{10.0 ** -int(places.group(1)):.{places.group(1)}f}"
+        return match.group(0)
+
+    text = _format(INTERVAL.sub(interval, fmt), row, where)
+    return text + (f" (all {row['n']} equal)" if tie else "")
 
 
 def _format(fmt: str, row: dict, where: str) -> str:

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Optional, Union
 
 import pandas as pd
 
-from distill.kinds.train import OTHER_SPLIT
+from distill.kinds.train import OTHER_SPLIT, UNKNOWN_SPLIT
 
 from . import experiments as ex
 from .comparing import compare_blocks
@@ -116,6 +116,12 @@ def index_blocks(df: pd.DataFrame, found: list[ex.Experiment]) -> list:
                            f"{OTHER_SPLIT} than its student (distill.teacher_other_split=true), so it may have "
                            f"trained on the student's validation or test examples: "
                            + ", ".join(f"`{r}`" for r in sorted(df.loc[leaky, "run"].unique()))))
+    unknown = df["parent"].astype(str).str.contains(UNKNOWN_SPLIT, regex=False) if "parent" in df else []
+    if len(unknown) and unknown.any():  # a checkpoint outside its run folder, a pretrained model
+        blocks.append(Para(f"**Note:** in {df.loc[unknown, 'run'].nunique()} run(s) the teacher's training data is "
+                           f"not known (a checkpoint outside its run folder, or a pretrained model), so it may have "
+                           f"trained on the student's validation or test examples: "
+                           + ", ".join(f"`{r}`" for r in sorted(df.loc[unknown, "run"].unique()))))
     return blocks
 
 

@@ -32,6 +32,7 @@ _PERCENT_WORDS = ("acc", "ece", "agreement", "gap_recovered")
 
 
 LEVEL = 0.05  # the family-wise error rate of Holm-adjusted verdicts (two-sided, as the 95% CIs)
+TIE = 1e-9  # values closer than this (relative to their size) are equal: float rounding, not spread
 WIDE = 2  # an interval from this many seeds is marked: t_{0.975, 1} = 12.7 standard errors each side
 
 
@@ -63,6 +64,8 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     half-width = t_{(1 + confidence) / 2, n - 1} * s / sqrt(n), s the sample standard
     deviation (ddof=1). With n = 1 there is no spread to estimate: low and high are NaN
     (not the mean), so a single seed never looks certain. With n = 0 all three are NaN.
+    Values that are all equal, up to float rounding (TIE), give low = high = mean: a tie, not a
+    rounding error's width (100 * (0.93 - 0.92) and 100 * (0.94 - 0.93) differ in the 15th digit).
     NaN values (e.g. a figure a row does not have) are dropped before counting n.
     """
     array = np.asarray([v for v in values if v is not None], dtype=float)
@@ -73,6 +76,10 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     mean = float(array.mean())
     if n == 1:
         return mean, math.nan, math.nan, 1
+    scale = TIE * max(1.0, float(np.abs(array).max()))
+    if np.ptp(array) <= scale:  # a tie: no spread (and a mean of 0 where that is all that sets it apart from 0)
+        mean = 0.0 if abs(mean) <= scale else mean
+        return mean, mean, mean, n
     from scipy import stats as scipy_stats  # imported on first use: it is slow to import
 
     half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1) * array.std(ddof=1) / math.sqrt(n))
@@ -132,16 +139,21 @@ def format_value(mean: float, half: float, n: int, digits: int = 1,
 
     Two seeds: '(n=2, wide)'. An interval that runs past `bounds` (e.g. (0, 100) for an accuracy
     in %, `limits`) is shown clipped, as its ends: '99.0 (95% CI 93.1 to 100.0, n=2, wide)'.
+    Every seed with the same value (half-width 0): '91.6 (all 2 equal)'; a half-width that rounds
+    to 0 at `digits`: '91.6 ± <0.1 (n=3)'. Never '± 0.0'.
     """
     if n == 0 or not math.isfinite(mean):
         return "-"
     if n < 2 or not math.isfinite(half):
         return f"{mean:.{digits}f} (n={n})"
+    if half == 0:
+        return f"{mean:.{digits}f} (all {n} equal)"
     count = f"n={n}, wide" if n <= WIDE else f"n={n}"
     low, high = clip(mean - half, mean + half, bounds)
     if (low, high) != (mean - half, mean + half):
         return f"{mean:.{digits}f} (95% CI {low:.{digits}f} to {high:.{digits}f}, {count})"
-    return f"{mean:.{digits}f} ± {half:.{digits}f} ({count})"
+    width = f"{half:.{digits}f}" if round(half, digits) > 0 else f"<{10.0 ** -digits:.{digits}f}"
+    return f"{mean:.{digits}f} ± {width} ({count})"
 
 
 def _format_key(value) -> str:
@@ -252,6 +264,8 @@ class Comparison:
     def __str__(self) -> str:
         unit = " pts" if self.percent else ""
         places = 1 if self.percent else 3
+        if self.n > 1 and self.low == self.high == self.diff:  # a tie: no interval to show
+            return f"{self.diff:+.{places}f}{unit} (the same on all {self.n} paired seeds)"
         ci = (f"{round(self.confidence * 100)}% CI {self.low:+.{places}f} to {self.high:+.{places}f}"
               if self.n > 1 and math.isfinite(self.low) else "no CI")
         return f"{self.diff:+.{places}f}{unit} ({ci}, n={self.n} paired seeds)"
@@ -282,7 +296,7 @@ def compare(df: pd.DataFrame, a_mask, b_mask, metric: str = "test_acc", on: str 
     if n > 1:
         from scipy import stats as scipy_stats
 
-        p_value = 0.0 if np.all(diffs == diffs[0]) and diffs[0] != 0 else \
-            float(scipy_stats.ttest_rel(a.to_numpy(float), b.to_numpy(float)).pvalue)
+        p_value = (0.0 if mean != 0 else 1.0) if low == high else \
+            float(scipy_stats.ttest_rel(a.to_numpy(float), b.to_numpy(float)).pvalue)  # a tie: as p_from_interval
     return Comparison(metric, n, float(a.mean()) if n else math.nan, float(b.mean()) if n else math.nan,
                       mean, low, high, p_value, confidence, scale != 1.0, a_label, b_label)

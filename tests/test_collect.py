@@ -85,3 +85,46 @@ def test_the_lm_study_pairs_each_student_with_labels_of_its_width_and_holm_per_f
     assert list(contrasts.p_holm.round(5)) == [round(v, 5) for v in holm(list(contrasts.p))]  # family 2 alone
     meta = json.loads((folder / "lm-pydoc-study.json").read_text())
     assert "not finished when collected: kd-data-w64" in meta["note"]
+
+
+def test_the_ensemble_table_adjusts_over_the_same_family_as_the_report_page(tmp_path):
+    """collect.py's ensemble table and the report's ensemble page: Holm over every student of the run against
+    its baseline (2 architectures x 2 teacher combinations = one family of 4), not per architecture."""
+    import results
+    from report_runs import summary_row, write_run
+    from results.stats import holm
+
+    out = tmp_path / "runs"
+    archs = [{"name": "mlp", "width": 8}, {"name": "mlp", "width": 16}]
+    gains = {(0, "mean_probs"): (0.010, 0.030, 0.020), (0, "mean_logits"): (0.005, 0.040, 0.010),
+             (1, "mean_probs"): (0.020, 0.022, 0.030), (1, "mean_logits"): (0.000, 0.050, 0.020)}
+    rows = []
+    for s in (0, 1, 2):
+        rows += [summary_row("member", s, 0.90 + 0.01 * m + 0.002 * s, name="cnn1d", member=m) for m in (0, 1)]
+        rows.append(summary_row("ensemble", s, 0.93, name="k2", size=2, combine="mean_probs", subsets=1))
+        for j, arch in enumerate(archs):
+            label = f"mlp w{arch['width']} d1"
+            base = 0.60 + 0.1 * j + 0.01 * s
+            rows.append(summary_row("baseline", s, base, name=f"baseline{j}", student=j, arch=label))
+            rows += [summary_row("student", s, base + gains[j, combine][s], name=f"student{j}", student=j, arch=label,
+                                 combine=combine, gap_recovered=0.5) for combine in ("mean_probs", "mean_logits")]
+    run = write_run(out / "ensemble-mnist1d" / "e1", "ensemble-mnist1d", "ensemble", rows, model="cnn1d",
+                    ensemble={"students": archs, "models": [{"name": "cnn1d", "width": 32}]})
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "started": "2026-12-06T08:00:00+00:00",
+                                               "finished": "2026-12-06T08:30:00+00:00"}))
+    folder = tmp_path / "docs" / "results"
+    folder.mkdir(parents=True)
+    shutil.copy(ROOT / "docs" / "results" / "collect.py", folder)
+    done = subprocess.run([sys.executable, str(folder / "collect.py"), str(out), "ensemble"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(folder / "mnist1d-ensemble.csv")
+    students = table[table.model.str.startswith("student")]
+    assert len(students) == 4 and students.bp.notna().all()
+    assert list(students.bp_holm) == [round(p, 4) for p in holm(list(students.bp))]  # one family of 4
+    meta = json.loads((folder / "mnist1d-ensemble.json").read_text())
+    assert ["vs its baseline, Holm p (over the 4 students)", "{bp_holm:.2g}"] in meta["columns"]
+    results.report([run], tmp_path / "report")
+    page = pd.read_csv(next((tmp_path / "report").glob("*-students.csv"))).dropna(subset=["baseline_p"])
+    assert sorted(page.baseline_p_holm.round(4)) == sorted(students.bp_holm)  # the page's numbers, the same

@@ -141,6 +141,9 @@ def test_ensemble_rows_sum_their_members_averaged_over_subsets():
     assert (total["latency_spread"], total["load_cores"], total["load_avg"], total["threads"]) == (0.2, 1.0, 3.0, 1)
     assert total["trusted"] is False and total["untrusted_because"] == "the load average was 3.0 on 2 cores"
     assert ensemble_row_cost(noisy[:2])["trusted"] is True and ensemble_row_cost(noisy[:2])["untrusted_because"] is None
+    both = "the load average was 3.0 on 2 cores; the latency calls spread 70% around their median"
+    twice = ensemble_row_cost([{**noisy[2], "untrusted_because": both}, noisy[2]])  # each distinct reason once
+    assert twice["untrusted_because"] == both
     assert size_cost(noisy, 2)["trusted"] is False and size_cost(noisy, 2)["flops"] == 40
     assert ensemble_row_cost(rows[:2] + [{"params": 3, "flops": None}]) == {}  # a member without figures
     pair = size_cost(rows, 2)  # subsets {0,1}, {0,2}, {1,2}: flops 30, 40, 50
@@ -223,8 +226,57 @@ def test_the_reports_cost_table_shows_how_noisy_the_timings_were(tmp_path):
     assert numbers.loc["model mlp", "load_avg"] == pytest.approx(7.5)
     assert not numbers.loc["model mlp", "timings_trusted"] and numbers.loc["model cnn1d", "timings_trusted"]
     assert "| timing spread % |" in page.replace("|---", "") or "timing spread %" in page
-    assert "**Warning:** the latency and throughput of model mlp (the load average was 7.5 on 2 cores)" in page
+    assert ("**Warning:** the latency and throughput of model mlp were timed on a busy or noisy machine and are not "
+            "to be trusted: the load average was 7.5 on 2 cores (model mlp).") in page
     assert "1.9 / 7.5 / 2" in page
     # rows written before these figures existed: blank, no warning
     old = labels_run(tmp_path / "old")
     assert "Warning:** the latency" not in results.report([old], tmp_path / "r2").read_text()
+
+
+def test_the_cost_warning_names_each_reason_once_with_the_rows_it_concerns(tmp_path):
+    from report_runs import summary_row, write_run
+
+    load, spread = "the load average was {} on 2 cores", "the latency calls spread 70% around their median"
+    busy = {"flops": 1e6, "latency_ms": 50.0, "throughput": 1e5, "latency_spread": 0.7, "throughput_spread": 0.2,
+            "threads": 1, "cores": 2, "load_cores": 1.9, "load_avg": 4.2, "trusted": False}
+    models = [summary_row("model", 0, 0.7, **busy, untrusted_because=f"{load.format(4.2)}; {spread}"),
+              summary_row("model", 1, 0.71, **busy, untrusted_because=load.format(5.1)),
+              summary_row("model", 2, 0.72, **busy, untrusted_because=f"{load.format(4.2)}; {spread}")]
+    models += [summary_row("model", s, 0.9, name="cnn1d", **busy, untrusted_because=load.format(4.2)) for s in (0, 1)]
+    run = write_run(tmp_path / "runs" / "costs" / "c1", "costs", "train", models)
+    page = results.report([run], tmp_path / "report").read_text()
+    warning = next(line for line in page.splitlines() if "Warning:" in line)
+    assert warning.count("the load average was") == 1 and warning.count("calls spread") == 1
+    assert ("the latency and throughput of model mlp, model cnn1d were timed on a busy or noisy machine and are not "
+            "to be trusted: the load average was 4.2 to 5.1 on 2 cores (all of them); the latency calls spread 70% "
+            "around their median (model mlp).") in warning
+    from results.costs import untrusted_reasons
+
+    assert untrusted_reasons([{"model": "a", "untrusted_because": None}]) == []
+
+
+def test_the_member_cost_row_averages_the_members_per_seed_and_counts_seeds(tmp_path):
+    """2 members x 2 seeds are 2 figures (one per seed, its members averaged), not 4: members are different
+    models, not repeats of one; n counts seeds, as the ensemble page's mean member."""
+    from report_runs import summary_row, write_run
+
+    cost = {"flops": 1e6, "latency_ms": 0.5, "throughput": 1e5}
+    accs = {(0, 0): 0.90, (0, 1): 0.94, (1, 0): 0.91, (1, 1): 0.95}
+    models = [summary_row("member", s, a, name="cnn1d", member=m, **cost) for (s, m), a in accs.items()]
+    models += [summary_row("ensemble", s, 0.95, name="k2", size=2, combine="mean_probs", **cost) for s in (0, 1)]
+    run = write_run(tmp_path / "runs" / "ens" / "e1", "ens", "ensemble", models, model="cnn1d")
+    out = tmp_path / "report"
+    page = results.report([run], out).read_text()
+    import numpy as np
+    import pandas as pd
+    from scipy import stats as scipy_stats
+
+    numbers = pd.read_csv(next(out.glob("*-cost.csv"))).set_index("model")
+    member = numbers.loc["member cnn1d (mean of the 2 members per seed)"]
+    seeds = 100 * np.array([(0.90 + 0.94) / 2, (0.91 + 0.95) / 2])
+    assert member["test_acc_n"] == 2 and member["models"] == 4
+    assert member["test_acc_mean"] == pytest.approx(seeds.mean())
+    assert member["test_acc_ci"] == pytest.approx(scipy_stats.t.ppf(0.975, 1) * seeds.std(ddof=1) / np.sqrt(2))
+    assert "| member cnn1d (mean of the 2 members per seed) | 92.5 ± 6.4 (n=2, wide) |" in page
+    assert "n = seeds" in page

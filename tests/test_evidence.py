@@ -85,6 +85,16 @@ def test_a_single_seed_shows_its_value_alone_with_n_1(files):
     assert lines[2] == "| MLP | 63.0 (n=1) | 1 |  |" and lines[3] == "| CNN | 95.8 (n=1) | 1 |  |"
 
 
+def test_a_tie_over_seeds_shows_the_value_alone_never_plus_minus_zero(files):
+    _, folder = files
+    (folder / "mlp.csv").write_text("model,test_acc,test_acc_ci,n,paper\nMLP,63.04,0.0,2,\nCNN,95.8,0.02,3,\n"
+                                    "KD,70.0,0.31,3,\n")
+    lines = evidence.render(folder, "mlp").splitlines()
+    assert lines[2] == "| MLP | 63.0 (all 2 equal) | 2 |  |"  # every seed the same
+    assert lines[3] == "| CNN | 95.8 ± <0.1 | 3 |  |"  # a spread that rounds to 0 at one decimal
+    assert lines[4] == "| KD | 70.0 ± 0.3 | 3 |  |"
+
+
 PROSE = ("KD gains <!-- value mlp diff:+.1f model=KD -->+9.9<!-- /value --> points; separable after Holm: "
          "<!-- value mlp list(model) verdict_holm=higher -->x<!-- /value -->; the MLPs score "
          "<!-- value mlp min(test_acc):.1f model=MLP|KD -->0<!-- /value -->-"

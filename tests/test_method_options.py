@@ -95,6 +95,22 @@ def test_declared_shared_and_default_keys_are_accepted():
     load_config(None, ["distill.dkd_beta=8.0"])  # its default: the run is the same, nothing is lost
 
 
+def test_sweeping_t_or_alpha_of_a_method_that_does_not_read_it_is_refused():
+    """ban mixes without alpha, ctkd learns its T: a search over them would train one model many times.
+    Set in the base config they are accepted (one config serves a sweep over methods) and recorded as None."""
+    for method, key in (("ban", "alpha"), ("gkd", "alpha"), ("dkd", "alpha_end"), ("ctkd", "temperature")):
+        with pytest.raises(ConfigError, match=f"search.distill.{key}: method {method} does not read "
+                                              f"distill.{key.split('_')[0]}, so every value"):
+            load_config(None, [f"distill.method={method}", f"search.distill.{key}={{grid: [0.3, 0.6]}}"])
+    load_config(None, ["distill.method=kd", "search.distill.alpha={grid: [0.3, 0.6]}"])  # kd reads it
+    load_config(None, ["search.distill.method={grid: [kd, ban]}", "search.distill.alpha={grid: [0.3, 0.6]}"])
+    from distill.methods.objectives import loss_info
+
+    assert loss_info(load_config(None, ["distill.method=ban", "distill.alpha=0.3"]).distill, None, "t", 1,
+                     None)["alpha"] is None
+    assert loss_info(load_config(None, ["distill.alpha=0.3"]).distill, None, "t", 1, None)["alpha"] == 0.3
+
+
 def test_a_sweep_over_methods_carries_each_methods_options_and_each_trial_keeps_its_own():
     from tuning.space import base_dict, trial_config
 

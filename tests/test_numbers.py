@@ -7,6 +7,7 @@ an interval, intervals clipped to what the quantity can take, n = 1 and n = 2 sh
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
@@ -56,6 +57,24 @@ def test_single_values_and_two_seed_intervals_are_shown_as_such():
     # a 2-seed interval that runs past 100 %: shown as its clipped ends
     assert stats.format_value(98.0, 12.7, 2, bounds=(0, 100)) == "98.0 (95% CI 85.3 to 100.0, n=2, wide)"
     assert stats.format_value(0.05, 0.2, 3, 3, stats.limits("test_nll")) == "0.050 (95% CI 0.000 to 0.250, n=3)"
+
+
+def test_a_tie_over_seeds_is_said_plainly_never_plus_minus_zero():
+    assert stats.format_value(91.6, 0.0, 2, bounds=(0, 100)) == "91.6 (all 2 equal)"
+    assert stats.format_value(12.5, 0.0, 3) == "12.5 (all 3 equal)"
+    assert stats.format_value(91.6, 0.03, 3) == "91.6 ± <0.1 (n=3)"  # a real spread that rounds to 0
+    assert stats.format_value(0.5, 0.0004, 3, 3) == "0.500 ± <0.001 (n=3)"
+    # values equal up to float rounding are a tie: 100 * (0.93 - 0.92) != 100 * (0.94 - 0.93) in the 15th digit
+    mean, low, high, n = stats.mean_ci([100 * (0.93 - 0.92), 100 * (0.94 - 0.93)])
+    assert low == high == mean == pytest.approx(1.0) and n == 2
+    assert stats.mean_ci([1e-16, -1e-16]) == (0.0, 0.0, 0.0, 2)  # no difference, not a tiny one
+    tbl = stats.table(pd.DataFrame({"role": "student", "test_acc": [0.9, 0.9, 0.9]}), by=["role"])
+    assert "90.0 (all 3 equal)" in stats.format_table(tbl) and "± 0.0" not in stats.format_table(tbl)
+    frame = pd.DataFrame({"seed": [0, 1, 0, 1], "test_acc": [0.93, 0.94, 0.92, 0.93], "role": list("aabb")})
+    same = stats.compare(frame, frame.role == "a", frame.role == "b")
+    assert str(same) == "+1.0 pts (the same on all 2 paired seeds)" and same.p_value == 0.0
+    level = stats.compare(frame, frame.role == "a", frame.role == "a")
+    assert level.diff == 0.0 and level.p_value == 1.0 and level.verdict == "no clear difference"
 
 
 def test_tables_clip_their_intervals():

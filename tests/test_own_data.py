@@ -91,7 +91,8 @@ def test_image_folder_bad_layouts_are_one_line_errors(tmp_path):
     cfg.root = str(tmp_path)
     assert "has train/ but no test/" in one_line_error(lambda: load_data(cfg))
     write_png(tmp_path / "test" / "cow" / "0.png", pixels(1))
-    assert "'cow'" in one_line_error(lambda: load_data(cfg))
+    message = one_line_error(lambda: load_data(cfg))
+    assert "'cow'" in message and "never trained on" in message and "add training images" in message
     write_png(tmp_path / "one" / "cat" / "0.png", pixels(2))
     (tmp_path / "one" / "cat" / "1.png").write_bytes(b"not a png")
     cfg.root = str(tmp_path / "one")
@@ -265,3 +266,109 @@ def test_ray_trials_see_a_dataset_module(tmp_path):
     (sweep,) = out.glob("*/*/sweep.json")
     trials = json.loads(sweep.read_text())["trials"]
     assert len(trials) == 2 and {t["status"] for t in trials} == {"done"}
+
+
+# ---------------------------------------------------------------- keys a dataset sized by its files does not read
+
+
+def test_a_preset_num_samples_does_not_trap_own_data_and_null_is_allowed(tmp_path, capsys):
+    from distill.config import load_config
+
+    npz = str(write_arrays(tmp_path / "a.npz"))
+    # the README's own-data line on a preset that sets num_samples: 5000 (its default): set to null, not kept
+    cfg = load_config("mnist1d-mlp", ["dataset.name=arrays", f"dataset.root={npz}"])
+    assert cfg.dataset.num_samples is None
+    assert load_config("mnist1d-mlp", ["dataset.name=image_folder", "dataset.num_samples=null"]).dataset.num_samples \
+        is None
+    assert load_config(None, ["dataset.name=cifar10"]).dataset.num_samples is None
+    assert load_config(None, []).dataset.num_samples == 5000  # mnist1d reads it
+    out = tmp_path / "runs"
+    for overrides, words in ((["dataset.name=arrays", f"dataset.root={npz}", "dataset.num_samples=500"],
+                              ["dataset.num_samples: arrays", "dataset.num_samples=null", "dataset.train_subset"]),
+                             (["dataset.num_samples=null"], ["dataset.num_samples: mnist1d", "num_samples=5000"])):
+        code = main(["train", "mnist1d-mlp", *overrides, "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and all(w in err for w in words), err
+        assert not out.exists() and "Traceback" not in err
+
+
+def test_own_data_trains_from_a_preset_with_num_samples_null_in_its_config(tmp_path):
+    import yaml
+
+    npz = str(write_arrays(tmp_path / "a.npz", n=40))
+    out = tmp_path / "runs"
+    overrides = tiny_overrides(**{"dataset.name": "arrays", "dataset.root": npz, "dataset.val_fraction": 0.25,
+                                  "train.epochs": 1, "seeds": "[0]", "train.cost_budget": 0.01})
+    assert main(["train", "mnist1d-mlp", *overrides, "--out", str(out), "--quiet"]) == 0
+    (config,) = out.glob("*/*/config.yaml")
+    assert yaml.safe_load(config.read_text())["dataset"]["num_samples"] is None
+
+
+def test_every_built_in_dataset_but_the_generated_ones_is_sized_by_its_files():
+    from distill.config import FILE_SIZED
+    from distill.data import DATASETS
+
+    built_in = {name for name, fn in DATASETS.items() if fn.__module__.startswith("distill.")}
+    assert built_in == set(FILE_SIZED) | {"mnist1d", "fake"}
+
+
+def test_keys_own_data_does_not_read_are_one_line(tmp_path):
+    npz = str(write_arrays(tmp_path / "a.npz"))
+    for key, value, words in (("download", True, "dataset.download=false"),
+                              ("image_size", [8, 8], "dataset.image_size=null"),
+                              ("test_fraction", 0.3, "x_test")):
+        message = one_line_error(lambda: load_data(DatasetConfig(name="arrays", root=npz, **{key: value})))
+        assert message.startswith(f"dataset.{key}: arrays does not read it") and words in message
+    for split in ("train", "test"):
+        write_png(tmp_path / "f" / split / "cat" / "0.png", pixels(0))
+        write_png(tmp_path / "f" / split / "cat" / "1.png", pixels(1))
+    cfg = DatasetConfig(name="image_folder", root=str(tmp_path / "f"), val_fraction=0.5, test_fraction=0.3)
+    assert "dataset.test_fraction: image_folder with train/ and test/ does not read it" in one_line_error(
+        lambda: load_data(cfg))
+    cfg.test_fraction = 0.2
+    assert load_data(cfg).size("test") == 2
+    cfg.download = True
+    assert "dataset.download=false" in one_line_error(lambda: load_data(cfg))
+    cfg.download = False
+    write_png(tmp_path / "f" / "train" / "stray.png", pixels(2))  # in no class folder: no class
+    assert "stray.png lie outside the class folders" in one_line_error(lambda: load_data(cfg))
+
+
+def test_arrays_the_loader_does_not_read_are_one_line(tmp_path):
+    path = write_arrays(tmp_path / "a.npz")
+    arrays = dict(np.load(path))
+    np.savez(path, **arrays, x_val=arrays["x_test"], y_val=arrays["y_test"])
+    message = one_line_error(lambda: load_data(DatasetConfig(name="arrays", root=str(path), val_fraction=0.2)))
+    assert "holds x_val, y_val, which arrays does not read" in message and "dataset.val_fraction" in message
+
+
+# ---------------------------------------------------------------- every class has training examples
+
+
+def save(path: Path, y_train, y_test, **extra) -> str:
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    np.savez(path, x_train=np.random.default_rng(0).normal(size=(len(y_train), 4)), y_train=y_train,
+             x_test=np.zeros((len(y_test), 4)), y_test=y_test, **extra)
+    return str(path)
+
+
+def test_a_class_without_training_examples_is_one_line(tmp_path, capsys):
+    npz = save(tmp_path / "a.npz", np.arange(30) % 3 + 5, np.arange(6) % 3)  # train 5..7, test 0..2
+    message = one_line_error(lambda: load_data(DatasetConfig(name="arrays", root=npz, val_fraction=0.2)))
+    assert "no example of class 0, 1, 2, 3, 4" in message and "y_train has 5, 6, 7, y_test 0, 1, 2" in message
+    assert "classes are 0..7" in message and "relabel y_train and y_test to 0..C-1" in message
+    out = tmp_path / "runs"  # through the command line: status 2, one line, nothing written
+    code = main(["train", "mnist1d-mlp", *tiny_overrides(**{"dataset.name": "arrays", "dataset.root": npz}),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "no example of class" in err and not out.exists()
+    # a gap in the training labels, and a class_names entry no training example has
+    npz = save(tmp_path / "b.npz", np.arange(30) % 3 * 2, [0, 2, 4])
+    assert "no example of class 1, 3 " in one_line_error(lambda: load_data(DatasetConfig(name="arrays", root=npz)))
+    npz = save(tmp_path / "c.npz", np.arange(30) % 3, [0, 1], class_names=np.array(["a", "b", "c", "d"]))
+    message = one_line_error(lambda: load_data(DatasetConfig(name="arrays", root=npz)))
+    assert "no example of class 3 " in message and "from 4 class_names" in message
+    npz = save(tmp_path / "d.npz", np.arange(30) % 4, [0, 0, 3])  # every class in training, not in test: fine
+    data = load_data(DatasetConfig(name="arrays", root=npz, val_fraction=0.3))
+    assert data.num_classes == 4 and data.y["test"].tolist() == [0, 0, 3]
+    assert set(data.y["train"].tolist()) == {0, 1, 2, 3}

@@ -105,6 +105,36 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert out.strip().endswith("NO RAY") and not (tmp_path / "out").exists()
 
 
+def test_a_configuration_its_run_would_refuse_is_one_line_before_ray(tmp_path, capsys):
+    """Each configuration is checked as `distill train` checks its input (data, model, teachers, method)
+    before Ray starts, by `distill tune` and by `--dry-run`: a method for language models on MNIST-1D, and a
+    teacher run of another data split, are one line naming the configuration, exit 2, nothing written."""
+    from distill.cli import main
+
+    teacher = tmp_path / "teacher"
+    assert main(["train", str(write(tmp_path, config(search={}, teacher={"model": None}, seeds=[0],
+                                                      dataset={"num_samples": 200}))),
+                 "--out", str(teacher), "--quiet"]) == 0
+    (teacher_run,) = teacher.glob("*/*")
+    cases = {"gkd is for language models only": config(search={"distill.method": {"grid": ["kd", "gkd"]}}),
+             "trained on another data split": config(teacher={"model": None},
+                                                     distill={"method": "kd", "teacher": str(teacher_run)})}
+    for says, data in cases.items():
+        for extra in (["--dry-run"], []):
+            out = tmp_path / "out"
+            assert main(["tune", str(write(tmp_path, data)), "--out", str(out), "--quiet", *extra]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.count("\n") == 0 and err.startswith("distill: error: search: the configuration ") \
+                and says in err, err
+            assert not out.exists()
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / f"sweep-{len(list(tmp_path.glob('sweep-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def test_dry_run_into_a_closed_pipe_ends_quietly(tmp_path):
     """`distill tune X --dry-run | head -1`: the reader goes away before the plan is written; no traceback,
     no 'Exception ignored' at exit, the status of a process killed by SIGPIPE."""

@@ -108,6 +108,10 @@ def test_ensemble_page_size_curve_and_students(every_kind):
     diffs = 100 * (np.array([0.93, 0.94, 0.95]) - mean_member)
     assert student["diff_vs_mean_member"] == pytest.approx(diffs.mean()) and student["pairs"] == 3
     assert student["gap_recovered_mean"] == pytest.approx(50.0)
+    page = (out / "report.md").read_text()  # ties (every seed the same) are said plainly, on every page
+    assert "± 0.0 " not in page and "to +1.0, n=3" not in page
+    assert "+1.0 pts (the same on all 3 paired seeds)" in page  # the student vs the mean member, every seed
+    assert "90.0 (all 3 equal)" in page  # the CNN from labels: 0.9 on every seed
 
 
 def test_heatmap_counts_only_the_sweeps_trials(tmp_path):

@@ -282,6 +282,28 @@ def test_teacher_run_of_another_split_is_refused_then_allowed_and_noted(tmp_path
     assert "distill.teacher_other_split=true" in page and student_dir.name in page
 
 
+def test_a_checkpoint_outside_its_run_folder_is_used_with_a_warning_and_noted(tmp_path, capsys):
+    """A best.pt copied out of its run has no config.yaml to check its split against: used, with a warning
+    on stderr, recorded in the student's parent, and noted on the report page."""
+    import shutil
+
+    teacher_dir = train(build_config({**TINY, "name": "teacher", "seeds": [0]}), tmp_path / "t", progress=False)
+    copied = tmp_path / "elsewhere" / "teacher.pt"
+    copied.parent.mkdir()
+    shutil.copy(teacher_dir / "checkpoints" / "model-s0" / "best.pt", copied)
+    out = tmp_path / "runs"
+    status, err = run_cli(capsys, "train", write_config(tmp_path, {"seeds": [0]}), f"distill.teacher={copied}",
+                          "--out", str(out), "--quiet")
+    assert status == 0 and "its data split cannot be checked" in err, err
+    (student_dir,) = [p for p in (out / "t").iterdir() if p.is_dir()]
+    parent = json.loads((student_dir / "summary.json").read_text())["models"][0]["parent"]
+    assert parent.startswith(str(copied)) and "its training data is not known to this run" in parent
+    from results import report
+
+    page = report([student_dir], tmp_path / "report").read_text()
+    assert "training data is not known" in page and student_dir.name in page
+
+
 def test_teacher_run_of_the_same_split_is_used_and_other_split_needs_a_teacher(tmp_path, data):
     teacher_dir = train(build_config({**TINY, "name": "teacher", "seeds": [0],
                                       "dataset": {**DATASET, "augment": "shift"}}), tmp_path, progress=False)

@@ -96,9 +96,34 @@ def dry_run(cfg: Config, out) -> list[str]:
         raise UserError("tune.scheduler=pbt perturbs searched keys, but search: is empty; "
                         "add e.g. search.distill.alpha={uniform: [0.1, 0.9]}")
     plan = make_plan(cfg, dims, local_slots(cfg))
+    preflight(cfg, dims, plan)
     folder = sweep_folder(cfg, out)
     return ([f"distill tune --dry-run: {cfg.name}, sweep folder {folder}"] + describe(plan, cfg, folder)
             + ["nothing was started (no Ray, no training)"])
+
+
+def preflight(cfg: Config, dims: list, plan: Plan) -> None:
+    """Each configuration of the sweep checked as its kind's run checks its input before it writes anything
+    (`Kind.preflight`: the data, the model, every seed's teacher and method), so bad input is one line before
+    Ray starts, not a failure in every trial. With Optuna (configurations drawn later): the base and each
+    searched value. A kind without a preflight is checked in its trials."""
+    from distill import kinds
+    from distill.errors import UserError
+
+    check = kinds.get(cfg.tune.kind).preflight_function()
+    if check is None:
+        return
+    base = space.base_dict(cfg)
+    found = plan.configs if plan.configs is not None else \
+        [{}] + [{dim.key: value} for dim in dims for value in dim.representatives()]
+    loaded: dict = {}
+    for params in found or [{}]:
+        absolute = {key: space.absolute_paths(key, value) for key, value in params.items()}
+        try:
+            check(space.trial_config(base, absolute), loaded)
+        except UserError as err:  # ConfigError is one too
+            where = f"search: the configuration {space.describe(params)}: " if params else ""
+            raise UserError(f"{where}{err}") from None
 
 
 def tune_folder(plan: Plan) -> str:

@@ -211,6 +211,7 @@ def run(cfg: Config, out: str | Path = "runs", *, address: str | None = None, re
             print(f"distill: the sweep in {path} is finished; nothing to resume (sweep.json has its results)",
                   file=sys.stderr)
         return path
+    plans.preflight(cfg, dims, plan)  # each configuration's data, model, teacher and method, as its run checks them
     restorable = tune.Tuner.can_restore(str(experiment)) if experiment.exists() else False
     if restorable and not resume:
         raise UserError(f"{path} holds this sweep already; add --resume to continue it (finished trials are "

@@ -13,7 +13,12 @@ the size of the first; grey if every image is grey, else RGB (alpha dropped). Ke
 
 arrays: an .npz file (numpy.savez) holding x_train, y_train, x_test, y_test (x: one example per
 row, any numeric dtype, uint8 read as 0..255 pixels; y: integer labels 0..K-1) and optionally
-class_names (K strings); K = len(class_names), else the largest label + 1.
+class_names (K strings); K = len(class_names), else the largest label + 1. Every class 0..K-1
+needs training examples (a test label y_train lacks is a data bug, refused); no other arrays.
+
+Both are sized by their files: `dataset.num_samples` is null for them (distill.config), and a key
+neither reads (download; arrays: image_size, test_fraction; train/ and test/: test_fraction) is a
+one-line error, as are images lying outside the class folders.
 """
 
 from __future__ import annotations
@@ -38,15 +43,36 @@ def _root(cfg: DatasetConfig) -> Path:
     return Path(cfg.root).expanduser().resolve()
 
 
+def _unread(cfg: DatasetConfig, name: str, keys: dict[str, str]) -> None:
+    """A dataset.* key (of `keys`: key -> why) that this loader does not read, set away from its
+    default: a one-line UserError naming it and its default."""
+    default = type(cfg)()
+    for key, why in keys.items():
+        if getattr(cfg, key) != getattr(default, key):
+            value = {None: "null", False: "false"}.get(getattr(default, key), getattr(default, key))
+            raise UserError(f"dataset.{key}: {name} does not read it ({why}); set dataset.{key}={value} "
+                            f"or leave it out")
+
+
 # ---------------------------------------------------------------- image folders
 
 
 def _classes(folder: Path) -> list[str]:
+    _loose(folder)
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
         raise UserError(f"dataset.root: {folder} holds no class folders; put each class's images in a folder "
                         f"named after the class (root/train/<class>/, root/test/<class>/, or root/<class>/)")
     return names
+
+
+def _loose(folder: Path) -> None:
+    """Images lying in `folder` itself, outside any class folder, belong to no class: one line."""
+    loose = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if loose:
+        more = f" and {len(loose) - 1} more" if len(loose) > 1 else ""
+        raise UserError(f"dataset.root: {folder / loose[0]}{more} lie outside the class folders, so they have no "
+                        f"class; move each image into its class's folder ({folder}/<class>/) or remove it")
 
 
 def _files(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
@@ -97,6 +123,7 @@ def _read_images(files: list[Path], size) -> np.ndarray:
 def _load_image_folder(cfg: DatasetConfig) -> RawData:
     """Images in class folders (torchvision's ImageFolder layout), train/ and test/ or one folder."""
     root = _root(cfg)
+    _unread(cfg, "image_folder", {"download": "it reads the images in dataset.root and downloads nothing"})
     if not root.is_dir():
         raise UserError(f"dataset.root: no folder {root}; give the folder holding train/ and test/ (each with "
                         f"one folder per class), or one folder per class")
@@ -108,11 +135,14 @@ def _load_image_folder(cfg: DatasetConfig) -> RawData:
         raise UserError(f"dataset.root: {root} has {have}/ but no {lack}/; add {root / lack}/ with the same class "
                         f"folders, or put the class folders directly in {root} (dataset.test_fraction is held out)")
     if train_dir.is_dir():
+        _unread(cfg, "image_folder with train/ and test/", {"test_fraction": f"its test set is {test_dir}"})
+        _loose(root)
         classes = _classes(train_dir)
         extra = sorted(set(_classes(test_dir)) - set(classes))
         if extra:
-            raise UserError(f"dataset.root: {test_dir} has the class folder {extra[0]!r}, which {train_dir} lacks; "
-                            f"the test classes must be training classes")
+            raise UserError(f"dataset.root: {test_dir} has the class folder {extra[0]!r}, which {train_dir} lacks, "
+                            f"so a model would be tested on a class it never trained on; add training images in "
+                            f"{train_dir / extra[0]}/ or remove {test_dir / extra[0]}")
         train_files, y_train = _files(train_dir, classes)
         test_files, y_test = _files(test_dir, classes)
         if not test_files:
@@ -152,6 +182,9 @@ def _holdout(labels: np.ndarray, cfg: DatasetConfig, root: Path) -> tuple[np.nda
 def _load_arrays(cfg: DatasetConfig) -> RawData:
     """x_train, y_train, x_test, y_test (and optional class_names) from an .npz file."""
     path = _root(cfg)
+    _unread(cfg, "arrays", {"download": "it reads the .npz file dataset.root and downloads nothing",
+                            "image_size": "x_train and x_test are read at the shape they have",
+                            "test_fraction": "its test set is x_test, y_test"})
     if not path.is_file():
         raise UserError(f"dataset.root: no file {path}; give an .npz file (numpy.savez) holding "
                         f"{', '.join(ARRAY_KEYS)} and optionally class_names")
@@ -165,6 +198,11 @@ def _load_arrays(cfg: DatasetConfig) -> RawData:
     if missing:
         raise UserError(f"dataset.root: {path} has no {', '.join(missing)} (it has {', '.join(arrays) or 'nothing'}); "
                         f"save {', '.join(ARRAY_KEYS)} in it")
+    unknown = [key for key in arrays if key not in ARRAY_KEYS + ("class_names",)]
+    if unknown:
+        raise UserError(f"dataset.root: {path} holds {', '.join(unknown)}, which arrays does not read (it reads "
+                        f"{', '.join(ARRAY_KEYS)}, class_names; validation is dataset.val_fraction of x_train); "
+                        f"save it without {', '.join(unknown)}")
     x_train, y_train, x_test, y_test = (arrays[key] for key in ARRAY_KEYS)
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
@@ -183,7 +221,30 @@ def _load_arrays(cfg: DatasetConfig) -> RawData:
                             f"of shape {names.shape}")
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
     num_classes = len(names) if names is not None else int(max(y_train.max(), y_test.max())) + 1
+    _untrained_classes(y_train, y_test, num_classes, path, names is not None)
     scale = 255.0 if x_train.dtype == np.uint8 else 1.0
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     return RawData(as_tensor(x_train), as_tensor(y_train.astype(np.int64)), as_tensor(x_test),
                    as_tensor(y_test.astype(np.int64)), num_classes, scale=scale, class_names=names)
+
+
+def _labels(y: np.ndarray) -> str:
+    found = np.unique(y)
+    return ", ".join(map(str, found)) if len(found) <= 6 else f"{found[0]}..{found[-1]}"
+
+
+def _untrained_classes(y_train: np.ndarray, y_test: np.ndarray, k: int, path: Path, named: bool) -> None:
+    """The classes are 0..k-1 (k: class_names' length, else the largest label + 1), and each needs
+    training examples: a class y_train lacks (a gap in its labels, or a test label it never has) is
+    a data bug, a class the model cannot learn. Labels outside 0..k-1 are check_classes' to name."""
+    if min(y_train.min(), y_test.min()) < 0 or max(y_train.max(), y_test.max()) >= k:
+        return
+    missing = np.setdiff1d(np.arange(k), y_train)
+    if missing.size:
+        listed = ", ".join(map(str, missing[:8])) + (" ..." if missing.size > 8 else "")
+        source = f"{k} class_names" if named else "the largest label + 1"
+        raise UserError(f"dataset.root: y_train in {path} has no example of class {listed} (y_train has "
+                        f"{_labels(y_train)}, y_test {_labels(y_test)}; the classes are 0..{k - 1}, from {source}), "
+                        f"so no model can learn it; relabel y_train and y_test to 0..C-1 with every class in "
+                        f"y_train{', one class_names entry each' if named else ''}, and drop test examples of "
+                        f"classes y_train lacks")

@@ -301,8 +301,8 @@ def ensemble_row_cost(rows: list[dict]) -> dict:
             out[key] = max(row[key] for row in rows)
     if all("trusted" in row for row in rows):
         out["trusted"] = all(row["trusted"] for row in rows)
-        out["untrusted_because"] = "; ".join(dict.fromkeys(r["untrusted_because"] for r in rows
-                                                           if r.get("untrusted_because"))) or None
+        reasons = [reason for r in rows if r.get("untrusted_because") for reason in r["untrusted_because"].split("; ")]
+        out["untrusted_because"] = "; ".join(dict.fromkeys(reasons)) or None  # each distinct reason once
     return out
 
 

@@ -98,6 +98,9 @@ class Kind:
     label: Callable[[dict], str] = default_label  # a summary row's model in words (sweep.json, reports)
     view: View = View("experiment")
     shares_teacher: bool = False                # its `teacher:` section can be trained once for a whole sweep
+    preflight: Optional[str] = None             # "module:function": check(cfg, loaded) raises what `run` would
+    #                                             about the input, writing nothing (distill tune: each configuration
+    #                                             before Ray starts; `loaded` keeps datasets read between calls)
     order: int = 100                            # place in `distill --help` and `distill list kinds`
 
     @property
@@ -106,7 +109,14 @@ class Kind:
 
     def run_function(self) -> Callable:
         """The function that runs this kind (imports the training code)."""
-        module_name, _, attr = self.run.partition(":")
+        return self._function(self.run)
+
+    def preflight_function(self) -> Optional[Callable]:
+        """The function that checks a configuration's input as `run` would, or None (checked in the trials)."""
+        return self._function(self.preflight) if self.preflight else None
+
+    def _function(self, path: str) -> Callable:
+        module_name, _, attr = path.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:

@@ -147,6 +147,24 @@ def options_given(data: dict, distill) -> set[str]:
     return {key for key in section if getattr(distill, key) != getattr(default, key)} | searched
 
 
+def check_searched_reads(data: dict, distill) -> None:
+    """ConfigError (one line) if `search:` sweeps T or alpha (or their schedules) for a method that reads
+    no T or mixes without alpha (gkd, ban, dkd, ...): every value would train the same model. (Set in the
+    base config they are allowed, so one config serves a sweep over methods; the record says None.)"""
+    from distill.methods.losses import METHODS
+
+    method = METHODS.get(distill.method)
+    searched = _searched(data.get("search") or {})
+    if method is None or "method" in searched:
+        return
+    for key in sorted(searched):
+        family = key.split("_")[0]
+        if family in ("temperature", "alpha") and family not in method.keys:
+            raise ConfigError(f"search.distill.{key}: method {method.name} does not read distill.{family}, so "
+                              f"every value would train the same model; remove it from search:, or set "
+                              f"distill.method to one that reads it (`distill list methods`)")
+
+
 def only_read(section: dict, method: Method, defaults: dict) -> dict:
     """A distill section (a mapping) without the options `method` does not read (shared keys it
     does not read set back to `defaults`):

@@ -297,6 +297,8 @@ def loss_info(cfg: DistillConfig, combine: Optional[str], teacher: Optional[str]
                 alpha=cfg.alpha, alpha_end=cfg.alpha_end,
                 alpha_schedule=cfg.alpha_schedule if cfg.alpha_end is not None else "constant",
                 combine=combine if teachers > 1 else None, teacher=teacher, teachers=teachers, cache=cache)
+    if "alpha" not in method.keys:  # mixed without alpha (gkd, ban, dkd, ...): nothing of it was used
+        info.update(alpha=None, alpha_end=None, alpha_schedule=None)
     info.update({option.key: getattr(cfg, option.key) for option in method.options})  # e.g. dkd_beta, smoothing
     if cfg.standardize:
         info["standardize"] = True

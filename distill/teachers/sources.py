@@ -30,7 +30,7 @@ from distill.schema import from_dict, to_dict
 from distill.errors import ConfigError, UserError
 from distill.methods.objectives import CROSS_ENTROPY_INFO, make_objective
 from distill.training.seeds import Seeds, model_seeds
-from distill.kinds.train import OTHER_SPLIT
+from distill.kinds.train import OTHER_SPLIT, UNKNOWN_SPLIT
 
 
 @dataclasses.dataclass
@@ -184,6 +184,7 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
         raise UserError(f"distill.teacher: the run {run_dir} did not finish ({why}); run its command again to "
                         f"finish it, or set distill.teacher_unfinished=true to use {checkpoint} as it is")
     split = other_split(run_dir, cfg) if run_dir is not None else None
+    unknown = run_dir is None or not (run_dir / "config.yaml").is_file()  # nothing to check the split against
     if split is not None and not cfg.distill.teacher_other_split:
         raise UserError(f"distill.teacher: the run {run_dir} was trained on another data split ({split}), so it "
                         f"may have seen this run's validation or test examples; give a teacher trained on this "
@@ -220,6 +221,11 @@ def load_teacher(path_text: str, cfg: Config, data, seed: int) -> tuple[nn.Modul
         print(f"distill: warning: teacher {checkpoint} was trained on another data split ({split})",
               file=sys.stderr, flush=True)
         notes.append(f"{OTHER_SPLIT}: {split}")
+    if unknown:  # a checkpoint copied out of its run: used, said and recorded
+        print(f"distill: warning: teacher {checkpoint} is not in a run folder with its config.yaml, so its data "
+              f"split cannot be checked; it may have trained on this run's validation or test examples",
+              file=sys.stderr, flush=True)
+        notes.append(f"a checkpoint outside a run folder: {UNKNOWN_SPLIT}")
     return model, f"{checkpoint} ({'; '.join(notes)})" if notes else str(checkpoint)
 
 
@@ -237,7 +243,7 @@ def pretrained_teacher(folder: Path, data, seed: int) -> tuple[nn.Module, str]:
     if problem is not None:
         raise UserError(f"distill.teacher: {problem}")
     model = new_model(ModelConfig(name="hf_causal_lm", kwargs={"path": str(folder)}), data, seed).eval()
-    notes = ["a Hugging Face model used as it is; what it was trained on is not known to this run"]
+    notes = [f"a Hugging Face model used as it is: {UNKNOWN_SPLIT}"]
     if note is not None:
         print(f"distill: warning: teacher {note}", file=sys.stderr, flush=True)
         notes.append(note)

@@ -23,6 +23,28 @@ from distill.methods.objectives import CROSS_ENTROPY_INFO, loss_tags
 from distill.teachers.sources import teacher_objective
 
 
+def check(cfg: Config, loaded: Optional[dict] = None) -> None:
+    """What `train` checks before it writes anything: the data, the model, and every seed's teacher and
+    method (raising the same one-line errors). `distill tune` runs it for each configuration before Ray
+    starts; `loaded` keeps the datasets already read (by dataset section) between calls."""
+    import json
+
+    from distill.data import load_data
+    from distill.engine import resolve_device
+    from distill.schema import to_dict
+    from distill.teachers.sources import new_model
+
+    device = resolve_device(cfg.train.device)
+    loaded = {} if loaded is None else loaded
+    key = json.dumps(to_dict(cfg.dataset), sort_keys=True, default=str)
+    if key not in loaded:
+        loaded[key] = load_data(cfg.dataset).to(device)
+    data = loaded[key]
+    new_model(cfg.model, data, 0)  # without touching the global RNG
+    for seed in cfg.seed_list():
+        teacher_objective(cfg, data, seed, device)
+
+
 def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
           on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
     """Train `model` once per seed (the seeds' teacher sections first, if any); returns the run directory.
