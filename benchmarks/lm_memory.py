@@ -4,11 +4,15 @@ at a time, fused with the student's linear head (`distill.lm_chunk`), against th
     .venv/bin/python benchmarks/lm_memory.py                 # about 8 minutes on 2 shared cores
     .venv/bin/python benchmarks/lm_memory.py --quick         # under a minute: a smoke test
     .venv/bin/python benchmarks/lm_memory.py --device cuda   # on a GPU (torch.cuda.max_memory_allocated)
+    .venv/bin/python benchmarks/lm_memory.py --student hf    # the same student as a transformers GPT-2
 
 One step as `engine.fit` runs it: the student's forward (its (N, V) logits, as the loop needs them),
 the objective's terms (kd, T = 1, alpha = 0.5, from the teacher's top-32 cache: `lm-pydoc-kd`'s
 loss), `mix`, the backward and the loop's (fused) AdamW step, for a GPT student (width 128, 2 blocks) over
-`--batch` blocks of `--block` tokens at a vocabulary of `--vocab` (default 32,768) tokens.
+`--batch` blocks of `--block` tokens at a vocabulary of `--vocab` (default 32,768) tokens. `--student hf`:
+that student as `hf_causal_lm` over a transformers GPT-2 config of the same size (its lm_head tied to the
+token embeddings, 64 outputs more than the vocabulary, cut by the wrapper: the Hugging Face path);
+writes benchmarks/results/lm_memory-hf.json.
 The top-32 cache is filled with random log-probabilities and distinct token ids (the shapes and
 cost of a teacher's; running a 32k-vocabulary teacher over the split would dominate this process's
 memory before the step).
@@ -86,7 +90,8 @@ def child(args) -> dict:
                              f"distill.top_k={k}", f"distill.lm_chunk={chunk}"])
     torch.manual_seed(0)
     teacher = GPT(vocab=vocab, context=block, width=8, depth=1, heads=1)  # never run: the cache below stands in
-    student = GPT(vocab=vocab, context=block, width=128, depth=2, heads=4).to(device)
+    student = (GPT(vocab=vocab, context=block, width=128, depth=2, heads=4) if args.student == "gpt" else
+               hf_student(vocab, block)).to(device)
     objective, info = make_objective(cfg.distill, [teacher], data, device, cache="cached")
     cache = TopKCache.__new__(TopKCache)
     cache.vocab, cache.rest, cache.k = vocab, "drop", k
@@ -137,7 +142,21 @@ def child(args) -> dict:
         cpu.append(time.process_time() - started_cpu)
     return {"peak_bytes": peak, "seconds": statistics.median(seconds), "cpu_seconds": statistics.median(cpu),
             "loss": loss, "how": how,
-            "cache": info["cache"], "threads": torch.get_num_threads()}
+            "cache": info["cache"], "threads": torch.get_num_threads(), "fused": info.get("lm_chunk_fused")}
+
+
+def hf_student(vocab: int, block: int):
+    """The gpt student's size as a transformers GPT-2 (no dropout; 64 head outputs beyond the vocabulary)."""
+    import tempfile
+
+    import transformers
+
+    from distill.models.hf import HFCausalLM
+
+    folder = tempfile.mkdtemp(prefix="lm_memory-hf-")
+    transformers.GPT2Config(n_layer=2, n_embd=128, n_head=4, n_positions=block, vocab_size=vocab + 64,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).save_pretrained(folder)
+    return HFCausalLM(folder, vocab)
 
 
 def _can_reset_peak() -> bool:
@@ -162,7 +181,7 @@ def _child_process(args, variant: str, extra_env: dict) -> dict:
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     command = [sys.executable, __file__, "--child", variant, "--vocab", str(args.vocab), "--block", str(args.block),
                "--batch", str(args.batch), "--chunk", str(args.chunk), "--steps", str(args.steps),
-               "--threads", str(args.threads), "--device", args.device]
+               "--threads", str(args.threads), "--device", args.device, "--student", args.student]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -178,7 +197,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="small and fast: a smoke test")
-    parser.add_argument("--out", default=str(common.RESULTS / "lm_memory.json"))
+    parser.add_argument("--student", choices=["gpt", "hf"], default="gpt",
+                        help="gpt: distill's model; hf: hf_causal_lm over a transformers GPT-2 of the same size")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/lm_memory[-hf].json")
     parser.add_argument("--child", choices=["plain", "chunked"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -187,6 +208,9 @@ def main(argv=None) -> dict:
         return {}
     if args.quick:
         args.batch, args.block, args.chunk, args.steps, args.rounds = 4, 64, 64, 2, 1
+    if args.out is None:
+        args.out = str(common.RESULTS / f"lm_memory{'' if args.student == 'gpt' else '-hf'}"
+                                        f"{'-quick' if args.quick else ''}.json")
     load = os.getloadavg()
     found: dict[str, list[dict]] = {"plain": [], "chunked": []}
     for round_ in range(args.rounds):
@@ -215,7 +239,10 @@ def main(argv=None) -> dict:
         "chunk": args.chunk, "rounds": args.rounds, "timed_steps_per_process": args.steps,
         "device": args.device, "torch_threads": found["plain"][0]["threads"],
         "memory": found["plain"][0]["how"], "cache": found["plain"][0]["cache"],
-        "student": "gpt width 128, 2 blocks, 4 heads, linear head (fused when chunked)",
+        "student": "gpt width 128, 2 blocks, 4 heads, linear head (fused when chunked)" if args.student == "gpt" else
+                   "hf_causal_lm: transformers GPT-2, width 128, 2 blocks, 4 heads, lm_head tied to the embeddings, "
+                   "vocab + 64 outputs cut to vocab (fused when chunked)",
+        "fused": found["chunked"][0]["fused"],
         "loss": "kd, T = 1, alpha = 0.5, teacher's top-32 cache (random values)",
         "loadavg_before": [round(v, 2) for v in load], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
     }

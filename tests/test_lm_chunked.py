@@ -148,7 +148,9 @@ def test_a_run_in_chunks_matches_the_plain_run(tmp_path):
     for chunk in (0, 100):
         run = train(load_config(None, TINY + extra + [f"distill.lm_chunk={chunk}"]), tmp_path / str(chunk),
                     progress=False)
-        rows.append(json.loads((run / "summary.json").read_text())["models"][-1])
+        summary = json.loads((run / "summary.json").read_text())
+        rows.append(summary["models"][-1])
+    assert summary["loss"]["lm_chunk_fused"] == "fused with the student's nn.Linear head"  # the run says so
     assert rows[0]["role"] == rows[1]["role"] == "student"
     assert rows[0]["val_nll"] == pytest.approx(rows[1]["val_nll"], abs=1e-4)
     assert rows[0]["test_acc"] == pytest.approx(rows[1]["test_acc"], abs=2e-3)

@@ -371,4 +371,5 @@ def make_objective(cfg: DistillConfig, teachers: list[nn.Module], data, device, 
     path = method.objective or ("distill.training.lm_objectives:TokenLevel" if cfg.lm_chunk else None)
     cls = Distill if path is None else getattr(importlib.import_module(path.split(":")[0]), path.split(":")[1])
     objective = cls(cfg, signal, combine, seed, projections, teacher_layers, epochs)  # (named by a string: that
-    return objective, loss_info(cfg, combine, description, count, note)            # module imports this one)
+    objective.info = info = loss_info(cfg, combine, description, count, note)      # module imports this one)
+    return objective, info  # (the objective may add to its info: TokenLevel says whether its chunks are fused)

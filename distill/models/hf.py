@@ -127,3 +127,8 @@ class HFCausalLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=tokens, use_cache=False).logits[..., :self.vocab]
+
+    def get_output_embeddings(self) -> nn.Module:
+        """The model's output layer (its lm_head: an nn.Linear, its weight tied to the input embeddings where
+        the config says so), whose first `vocab` outputs are the logits; distill.lm_chunk fuses the loss with it."""
+        return self.lm.get_output_embeddings()

@@ -16,8 +16,9 @@ gradient) and the teachers score them online; the loss is taken at the positions
 generated token. The loop's logits of the data batch are not used on such a step.
 
 **Chunks** (`distill.lm_chunk` = n > 0): the method's terms are means over positions, so the terms of
-N positions are sum_c (n_c / N) terms(chunk c). Where the student's head is an `nn.Linear` of V outputs (the
-gpt model's `head`; a transformers model's output embeddings), the loss is fused with it (`FusedHead`, after
+N positions are sum_c (n_c / N) terms(chunk c). Where the student's head is an `nn.Linear` (the gpt
+model's `head`; hf_causal_lm's lm_head, whose first V outputs are the logits: its weight's first V rows
+are used, a tied weight's gradient reaching the embeddings), the loss is fused with it (`FusedHead`, after
 Liger-Kernel's fused linear JSD): the head's input h (N, W) is read by a forward hook and each chunk's
 logits h_c W^T + b are made, scored and differentiated (torch.autograd.grad of the terms' mix by
 `weights(progress)`, one pass) in the forward, so the loss's graph holds h and the gradients for h
@@ -25,10 +26,12 @@ logits h_c W^T + b are made, scored and differentiated (torch.autograd.grad of t
 gradient is carried by one term (`chunked_terms`): the loop differentiates only the mix. The
 teacher's top-k cache is made dense a chunk at a time too. What is still (N, V): the loop's forward
 computes the student's logits once (no copy of them is kept for the backward), and an online
-teacher's logits. A head that is no `nn.Linear` gets the chunks through `torch.utils.checkpoint`
-over the loop's logits (each chunk's loss recomputed in the backward). Only methods whose terms are
-per-position means can be chunked (batchmean reduction, a configured temperature, no random draws);
-`tests/test_lm_chunked.py` holds values and gradients to the plain formula.
+teacher's logits. Fused only where the loop's logits are the head's outputs, unchanged (checked every
+step, `_fused_head`); else, or with no `nn.Linear` head, the chunks go through `torch.utils.checkpoint`
+over the loop's logits (each chunk's loss recomputed in the backward), and the run's loss info says
+why (`lm_chunk_fused`, in summary.json). Only methods whose terms are per-position means can be
+chunked (batchmean reduction, a configured temperature, no random draws); `tests/test_lm_chunked.py`
+and `tests/test_lm_chunked_hf.py` hold values and gradients to the plain formula.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from distill.training.lm import TopKCache, dense_logits, generate
 
 
 def linear_head(model: nn.Module) -> Optional[nn.Linear]:
-    """The model's output layer when it is an nn.Linear: a Hugging Face model's output embeddings, or `head`."""
+    """The model's output layer when it is an nn.Linear: get_output_embeddings() (a transformers model's
+    lm_head, or the hf_causal_lm wrapper's, whose first `vocab` outputs are its logits), or `head` (gpt)."""
     model = getattr(model, "_orig_mod", model)
     getter = getattr(model, "get_output_embeddings", None)
     head = getter() if callable(getter) else getattr(model, "head", None)
@@ -93,18 +97,19 @@ class FusedHead(torch.autograd.Function):
 
 
 def chunked_terms(fn: Callable, logits: torch.Tensor, chunk: int, hidden: Optional[torch.Tensor] = None,
-                  head: Optional[nn.Linear] = None, weights: Optional[dict] = None) -> dict:
+                  head: Optional[tuple] = None, weights: Optional[dict] = None) -> dict:
     """The terms fn(logits, all rows) (means over the N rows), computed `chunk` rows at a time.
 
-    Fused with `head` over `hidden` (N, W) when both are given: the gradient is that of
-    mix(terms, `weights`), carried by the first term of nonzero weight as (L - L.detach()) / its weight
-    (zero in value); the other terms are constants, so a term alone has no gradient of its own (what
-    makes the gradients one pass: the loop only ever differentiates the mix). Else over the rows of
-    `logits` (N, V), each chunk recomputed in the backward, every term with its own gradient."""
+    Fused with `head` = (weight (V, W), bias (V,) or None) over `hidden` (N, W) when both are given: the
+    gradient is that of mix(terms, `weights`), carried by the first term of nonzero weight as
+    (L - L.detach()) / its weight (zero in value); the other terms are constants, so a term alone has no
+    gradient of its own (what makes the gradients one pass: the loop only ever differentiates the mix).
+    Else over the rows of `logits` (N, V), each chunk recomputed in the backward, every term with its own
+    gradient."""
     n = logits.shape[0]
     if hidden is not None and head is not None:
         names: list = []
-        loss, *values = FusedHead.apply(hidden, head.weight, head.bias, fn, chunk, dict(weights or {}), names)
+        loss, *values = FusedHead.apply(hidden, head[0], head[1], fn, chunk, dict(weights or {}), names)
         terms = dict(zip(names, values))
         carrier = next((name for name in names if (weights or {}).get(name, 0) != 0), None)
         if carrier is not None:
@@ -149,21 +154,62 @@ class TokenLevel(Distill):
                 raise UserError(f"distill.gkd_length: {self.policy['length']} tokens do not fit in blocks of "
                                 f"{block} (the prompt needs one); give at most {block}")
         self._student: list = []  # the bound model (a list: not a submodule, its parameters are the loop's)
-        self._hidden: Optional[torch.Tensor] = None
+        self._head: list = [None]  # its nn.Linear head while the chunks are fused with it
+        self._kept: Optional[tuple] = None  # the head's (input, output) in this step's training forward
         self._hook = None
+        self.info: dict = {}  # the run's loss info (make_objective): lm_chunk_fused says how the chunks ran
 
     def bind(self, model: nn.Module) -> None:
         self._student = [model]
         if self._hook is not None:
             self._hook.remove()
+            self._hook = None
         head = linear_head(model)
         self._head = [head]
-        if self.chunk and head is not None:
-            self._hook = head.register_forward_hook(self._keep_input)
+        if self.chunk and head is None:
+            self._unfused(f"the student ({type(getattr(model, '_orig_mod', model)).__name__}) has no nn.Linear "
+                          f"output layer (`head` or get_output_embeddings())")
+        elif self.chunk:
+            self._hook = head.register_forward_hook(self._keep)
 
-    def _keep_input(self, module, inputs, output) -> None:
+    def _keep(self, module, inputs, output) -> None:
         if module.training and torch.is_grad_enabled():  # a training forward, not evaluation or generation
-            self._hidden = inputs[0]
+            self._kept = (inputs[0], output)
+
+    def _unfused(self, why: str) -> None:
+        """Chunks over the loop's logits from now on, and the run's loss info says why (summary.json)."""
+        self._head = [None]
+        self.info["lm_chunk_fused"] = (f"not fused: {why}; each chunk's loss is recomputed from the loop's "
+                                       f"logits in the backward (the same values, the (N, V) logits kept)")
+
+    def _fused_head(self, kept, logits: torch.Tensor, first: Optional[int]) -> Optional[tuple]:
+        """(the head's input (N, W), (its weight, bias) rows that make the loop's `logits` (N, V)), or None.
+
+        The loss may be fused with the head only where the loop's logits are its outputs, unchanged: the
+        first V of them (hf_causal_lm cuts its model's vocabulary to the data's after the head, and a tied
+        head's weight is the input embeddings': the gradient reaches them through the slice). A model
+        that changes them after the head (a logit scale, a soft cap: Granite, Cohere, Gemma 2 and 3 in
+        transformers) is caught by comparing the outputs with the logits at the first and last position,
+        exactly, every step (no arithmetic); the chunks then run unfused, and the loss info says so."""
+        head = self._head[0]
+        if head is None:
+            return None
+        if kept is None:
+            self._unfused("the student's training forward did not run its nn.Linear head")
+            return None
+        hidden, out = (t if first is None else t[:, first:] for t in kept)
+        hidden, out = hidden.flatten(0, -2), out.flatten(0, -2)
+        n, vocab = logits.shape
+        ends = [0, n - 1]
+        if hidden.shape[0] != n or out.shape[0] != n or out.shape[-1] < vocab or \
+                not torch.equal(out.detach()[ends, :vocab].to(logits.dtype), logits.detach()[ends]):
+            self._unfused("the student's logits are not its nn.Linear head's outputs (its model changes them "
+                          "after the head, e.g. a logit scale or soft cap)")
+            return None
+        rows = slice(None) if vocab == head.out_features else slice(0, vocab)
+        self.info["lm_chunk_fused"] = "fused with the student's nn.Linear head" + \
+            ("" if vocab == head.out_features else f" (its first {vocab} of {head.out_features} outputs)")
+        return hidden, (head.weight[rows], None if head.bias is None else head.bias[rows])
 
     def terms(self, batch, logits, features, progress):
         self.signal.prepare()
@@ -178,21 +224,17 @@ class TokenLevel(Distill):
             scores = self.signal.logits(x, None).unflatten(1, x.shape)[:, :, first:].flatten(1, 2)
             y, logits = y[:, first:].flatten(), logits[:, first:].flatten(0, 1)
             teacher = lambda rows: scores[:, rows]  # noqa: E731
-        hidden, self._hidden = self._hidden, None
+        kept, self._kept = self._kept, None
 
         def fn(z, rows):
             return self.logit_terms(z.float(), teacher(rows), y[rows], temperature, options)
 
         if not self.chunk:
             return fn(logits, slice(None))
-        head = self._head[0] if self._student else None
-        if hidden is not None and first is not None:
-            hidden = hidden[:, first:]
-        if hidden is not None and (hidden.shape[:-1].numel() != logits.shape[0] or head.out_features !=
-                                   logits.shape[-1]):
-            hidden = None  # a head with more outputs than the vocabulary (sliced after it): the unfused chunks
-        return chunked_terms(fn, logits, self.chunk, None if hidden is None else hidden.flatten(0, -2),
-                             head if hidden is not None else None, self.weights(progress))
+        fused, kept = self._fused_head(kept, logits, first), None  # (kept: the head's output, free it now)
+        if fused is None:
+            return chunked_terms(fn, logits, self.chunk)
+        return chunked_terms(fn, logits, self.chunk, fused[0], fused[1], self.weights(progress))
 
     def _teacher_rows(self, batch) -> Callable:
         """rows (a slice of the batch's B * L positions) -> the teachers' logits there (K_t, n, V)."""
