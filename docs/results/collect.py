@@ -4,6 +4,7 @@
     .venv/bin/python docs/results/collect.py repro-runs      # writes docs/results/mnist1d-*.csv/.json
     .venv/bin/python docs/results/collect.py repro-runs ensemble   # only mnist1d-ensemble.*
     .venv/bin/python docs/results/collect.py repro-runs kd         # only mnist1d-kd.*
+    .venv/bin/python docs/results/collect.py repro-runs sweep      # only mnist1d-sweep.* (and -best.json)
     .venv/bin/python -m results.evidence                     # renders them into README.md
     .venv/bin/python docs/results/collect.py --holm-from-intervals   # mnist1d-methods: Holm columns from
                                                              # the committed intervals (no runs needed)
@@ -120,15 +121,28 @@ def main(out: Path) -> None:
           "differences paired by seed against generation 0")
 
     ensemble(out)
+    sweep(out)
 
-    sweep = max((out / "tune-mnist1d-kd").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime).parent  # the newest
-    df = results.load([sweep])
+
+def sweep(out: Path) -> None:
+    """The T x alpha sweep: one row per cell (mean over its seeds), and sweep.json's choice of the best
+    setting with its paired test against the runner-up (mnist1d-sweep-best.json)."""
+    folder = max((out / "tune-mnist1d-kd").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime).parent  # newest
+    df = results.load([folder])
     df = df[df.role == "student"]
     rows = []
     for (t, a), part in df.groupby(["cfg.distill.temperature", "cfg.distill.alpha"]):
         rows.append({"T": t, "alpha": a, **{k: v for k, v in row("", part).items() if k != "model"}})
-    write("mnist1d-sweep", rows, [["T", "{T:g}"], ["alpha", "{alpha:g}"], *ACC], [sweep],
-          "one Ray Tune trial per (T, alpha, seed); the teacher trained once per seed before the trials")
+    swept = json.loads((folder / "sweep.json").read_text())
+    layout = swept.get("layout") or {}
+    how = ("each configuration's seeds in one trial, configurations that differ only in T and alpha packed into "
+           "one stacked fit" if layout.get("seeds") == "stacked" else "one Ray Tune trial per (T, alpha, seed)")
+    write("mnist1d-sweep", rows, [["T", "{T:g}"], ["alpha", "{alpha:g}"], *ACC], [folder],
+          f"{how}; the teacher trained once per seed before the trials")
+    best = {"from": f"{folder / 'sweep.json'} (the sweep behind mnist1d-sweep.csv)", "target": swept.get("target"),
+            "best_config": swept["best_config"]}
+    (HERE / "mnist1d-sweep-best.json").write_text(json.dumps(best, indent=2) + "\n")
+    print(f"wrote {HERE / 'mnist1d-sweep-best'}.json")
 
 
 def wall_minutes(run: Path) -> str:
@@ -384,6 +398,10 @@ if __name__ == "__main__":
                             ["mnist1d-mlp", "mnist1d-cnn \"seeds=[0,1,2,3,4]\"", "mnist1d-kd"])
         COMMAND += " && .venv/bin/python docs/results/collect.py repro-runs kd"
         kd_table(Path(sys.argv[1]))
+    elif sys.argv[2:] == ["sweep"]:  # only the sweep table: collect.py OUT sweep
+        COMMAND = (".venv/bin/python -m distill.cli tune tune-mnist1d-kd \"seeds=[0,1,2,3,4]\" --out repro-runs --quiet"
+                   " && .venv/bin/python docs/results/collect.py repro-runs sweep")
+        sweep(Path(sys.argv[1]))
     elif sys.argv[2:] == ["ensemble"]:  # only the ensemble table: collect.py OUT ensemble
         COMMAND = (".venv/bin/python -m distill.cli ensemble ensemble-mnist1d \"seeds=[0,1,2,3,4]\" --out repro-runs"
                    " && .venv/bin/python docs/results/collect.py repro-runs ensemble")
