@@ -23,12 +23,15 @@ The CIFAR-shaped part (`--cifar` alone, or after the sweep in the default run) m
 with BatchNorm: ResNet-20 (model.width=8 on 2 cores) on `dataset.name=fake` 32x32 images, a KD
 student of a small CNN teacher (trained before the clock), 8 (T, alpha) configurations, one seed,
 run by `tuning.run` twice: `separate`, one trial per configuration (tune.pack=0, two at a time at
-one CPU each), and `packed`, all 8 in one trial and one stacked fit (tune.pack=8, one trial of both
-CPUs: the packed sweep's own code path, tuning.packrun -> fit_jobs -> engine.fit). Figures:
-`cifar_speedup` = separate wall / packed wall, and `cifar_agree`: every configuration's best
-validation accuracy within CIFAR_ACC_TOL and its best validation NLL within CIFAR_NLL_TOL
-(relative) of its separate fit's (the stacked fit trains the same models from the same seeds on
-the same batches; only floating point and BatchNorm's batched kernels differ).
+one CPU each), and `packed` (tune.pack=8: the packed sweep's own code path, tuning.packrun ->
+fit_jobs -> engine.fit). On the CPU convolutions do not stack (replicas.STACK_CONVOLUTIONS_ON_CPU),
+so the plan's two packs of 4, one per core, train their models one after another at one thread,
+as the separate trials do: the figures must then agree exactly, and the speed-up is what one trial
+per pack saves (Ray's per-trial start, one teacher read). On a GPU, gpu_check packs the 8 into one
+stacked fit. Figures: `cifar_speedup` = separate wall / packed wall, and `cifar_agree`: every
+configuration's best validation accuracy within CIFAR_ACC_TOL and its best validation NLL within
+CIFAR_NLL_TOL (relative) of its separate fit's (a stacked fit trains the same models from the same
+seeds on the same batches; only floating point and BatchNorm's batched kernels differ).
 benchmarks/gpu_check.py runs the same comparison on a GPU (8 trials at tune.gpus_per_trial=0.125).
 
 Writes benchmarks/results/sweep.json (or --out FILE).
@@ -163,7 +166,7 @@ CIFAR = {  # the CIFAR-shaped part's sizes: "cpu" here (sweep.py), "gpu" and "dr
 # layout -> its tune overrides, per device ("cpu": 2 cores here; "gpu": one GPU shared by 8 trials)
 CIFAR_LAYOUTS = {
     "cpu": {"separate": ["tune.pack=0", "tune.cpus_per_trial=1"],
-            "packed": ["tune.pack=8", "tune.cpus_per_trial=2", "tune.max_concurrent_trials=1"]},
+            "packed": ["tune.pack=8", "tune.cpus_per_trial=1"]},  # 2 packs of 4, one per core (the plan's split)
     "gpu": {"separate": ["tune.pack=0", "tune.cpus_per_trial=1", "tune.gpus_per_trial=0.125"],
             "packed": ["tune.pack=8", "tune.cpus_per_trial=1", "tune.gpus_per_trial=1",
                        "tune.max_concurrent_trials=1"]},
