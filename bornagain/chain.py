@@ -42,7 +42,7 @@ import torch
 
 from distill.config import Config, ModelConfig
 from distill.export.cost import ensemble_row_cost
-from distill.training.experiment import prepare
+from distill.training.experiment import preflight_data, prepare
 from distill.training.evaluation import predict
 from distill.teachers.fidelity import fidelity
 from distill.training.jobs import Job, arch_key, fit_jobs
@@ -156,6 +156,25 @@ def ensemble_rows(cfg: Config, data, models: dict[int, torch.nn.Module], seed: i
     return rows
 
 
+def _checked(cfg: Config, data, device) -> list[ModelConfig]:
+    """The generations' architectures, each built once, and the loss's own checks (layers, options) on a
+    stand-in teacher: before the run folder exists."""
+    archs = [generation_model_config(cfg, g) for g in range(cfg.bornagain.generations + 1)]
+    with torch.random.fork_rng(devices=[]):
+        for arch in {arch_key(a): a for a in archs}.values():
+            create_model(arch, data.input_shape, data.num_classes)
+        make_objective(cfg.distill, [create_model(archs[0], data.input_shape, data.num_classes)], data, device,
+                       seed=cfg.seed_list()[0], student=stand_in_student(cfg, archs[1], data),
+                       description=parent_name(cfg, 1), epochs=cfg.train.epochs)
+    return archs
+
+
+def check(cfg: Config, loaded: Optional[dict] = None) -> None:
+    """What `run` checks before it writes anything (the kind's preflight: distill tune, each configuration)."""
+    unread_teacher_keys(cfg)
+    _checked(cfg, *preflight_data(cfg, loaded))
+
+
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
         on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
     """Train the chain for every seed; returns the run directory (see the module docstring).
@@ -167,13 +186,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     unread_teacher_keys(cfg)  # before anything loads: a teacher this kind does not read is an error
     setup = prepare(cfg, progress)
     data, device, seeds, show, say = setup.data, setup.device, setup.seeds, setup.show, setup.say
-    archs = [generation_model_config(cfg, g) for g in range(cfg.bornagain.generations + 1)]
-    for arch in {arch_key(a): a for a in archs}.values():  # each built once before the run folder exists
-        create_model(arch, data.input_shape, data.num_classes)
-    with torch.random.fork_rng(devices=[]):  # the loss's own checks (layers, options), on a stand-in teacher
-        make_objective(cfg.distill, [create_model(archs[0], data.input_shape, data.num_classes)], data, device,
-                       seed=seeds[0], student=stand_in_student(cfg, archs[1], data),
-                       description=parent_name(cfg, 1), epochs=cfg.train.epochs)
+    archs = _checked(cfg, data, device)
     run = setup.open(KIND.name, out, run_dir)
 
     def body() -> dict:

@@ -55,7 +55,7 @@ from distill.methods import losses
 from distill.config import Config, ModelConfig, TrainConfig, load_config
 from distill.schema import from_dict, to_dict
 from distill.export.cost import ensemble_row_cost, row_cost
-from distill.training.experiment import prepare
+from distill.training.experiment import preflight_data, prepare
 from distill.teachers.fidelity import fidelity
 from distill.errors import ConfigError, UserError
 from distill.runs.checkpoints import check_state, load_best, load_checkpoint
@@ -237,12 +237,10 @@ def _student_objective(cfg: Config, teachers: list[nn.Module], data, device, com
                           epochs=cfg.train.epochs)
 
 
-def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
-        on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
-    """Members -> ensemble evaluation -> students, once per seed; returns the run directory."""
-    unread_teacher_keys(cfg)  # before anything loads: a teacher this kind does not read is an error
-    setup = prepare(cfg, progress)
-    data, device, seeds, show, say = setup.data, setup.device, setup.seeds, setup.show, setup.say
+def _checked(cfg: Config, data, device) -> tuple:
+    """(members' and students' architectures, the members' train section, the `ensemble.from` run or None),
+    each model built once and the students' objectives checked on untrained members: before the run
+    folder exists."""
     archs, students = member_archs(cfg), student_archs(cfg)
     for arch in archs + students:
         check_name(arch.name)
@@ -251,13 +249,29 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
     for arch in {arch_key(a): a for a in archs + students}.values():  # models that do not fit the data
         with torch.random.fork_rng(devices=[]):
             create_model(arch, data.input_shape, data.num_classes)
-    earlier = find_earlier(cfg, archs, data, seeds) if cfg.ensemble.from_ is not None else None
+    earlier = find_earlier(cfg, archs, data, cfg.seed_list()) if cfg.ensemble.from_ is not None else None
     if cfg.ensemble.combine:  # the distillation objective's own checks (method, layers), on untrained members
         with torch.random.fork_rng(devices=[]):
             stand_ins = [create_model(a, data.input_shape, data.num_classes) for a in archs]
         for arch in students:
             for how in cfg.ensemble.combine:
-                _student_objective(cfg, stand_ins, data, device, how, seeds[0], arch)
+                _student_objective(cfg, stand_ins, data, device, how, cfg.seed_list()[0], arch)
+    return archs, students, train_m, earlier
+
+
+def check(cfg: Config, loaded: Optional[dict] = None) -> None:
+    """What `run` checks before it writes anything (the kind's preflight: distill tune, each configuration)."""
+    unread_teacher_keys(cfg)
+    _checked(cfg, *preflight_data(cfg, loaded))
+
+
+def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
+        on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
+    """Members -> ensemble evaluation -> students, once per seed; returns the run directory."""
+    unread_teacher_keys(cfg)  # before anything loads: a teacher this kind does not read is an error
+    setup = prepare(cfg, progress)
+    data, device, seeds, show, say = setup.data, setup.device, setup.seeds, setup.show, setup.say
+    archs, students, train_m, earlier = _checked(cfg, data, device)
     run_ = setup.open(KIND.name, out, run_dir, reused_from=str(earlier.path) if earlier else None)
     def body() -> dict:
         rows: list[dict] = []

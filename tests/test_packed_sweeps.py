@@ -129,6 +129,23 @@ def test_a_configuration_its_run_would_refuse_is_one_line_before_ray(tmp_path, c
             assert not out.exists()
 
 
+@pytest.mark.parametrize("kind, search, says", [
+    ("bornagain", {"distill.method": {"grid": ["kd", "gkd"]}}, "gkd is for language models only"),
+    ("ensemble", {"distill.method": {"grid": ["kd", "gkd"]}}, "gkd is for language models only"),
+    ("mutual", {"model.name": {"grid": ["mlp", "gpt"]}}, "gpt is a language model"),
+])
+def test_every_kind_checks_each_configuration_before_ray(tmp_path, capsys, kind, search, says):
+    """Each built-in kind's preflight (Kind.preflight) runs its run's own input checks on every configuration."""
+    from distill.cli import main
+
+    data = {**config(search=search, tune={"kind": kind}), "teacher": {"model": None, "train": {}}}
+    out = tmp_path / "out"
+    assert main(["tune", str(write(tmp_path, data)), "--out", str(out), "--quiet", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("distill: error: search: the configuration ") and says in err, err
+    assert not out.exists()
+
+
 def write(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / f"sweep-{len(list(tmp_path.glob('sweep-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -111,6 +111,7 @@ KIND = Kind(
     name="bornagain",
     help="born-again chain: generation 0 from labels, each next from the last",
     run="bornagain:run",
+    preflight="bornagain.chain:check",
     section=BornAgainConfig,
     check=check,
     targets=(

@@ -117,6 +117,7 @@ KIND = Kind(
     name="ensemble",
     help="train N teachers, evaluate their ensemble, distill it into a student",
     run="ensembles:run",
+    preflight="ensembles.experiment:check",
     section=EnsembleConfig,
     check=check,
     targets=(

@@ -105,6 +105,7 @@ KIND = Kind(
     name="mutual",
     help="deep mutual learning: K peers trained together, each also matching the others' predictions",
     run="distill.training.mutual:run",
+    preflight="distill.training.mutual:check",
     section=MutualConfig,
     check=check,
     targets=(

@@ -3,7 +3,8 @@ directory, progress, and the guard that marks the run done or failed.
 
     from distill.training.experiment import prepare
     setup = prepare(cfg, progress)                   # torch settings, device, data on it, seeds
-    ...check everything about the input here: nothing is written yet...
+    ...check everything about the input here: nothing is written yet (the same checks, as the kind's
+    preflight `check(cfg, loaded)`, run on `preflight_data` for each configuration of a sweep)...
     run = setup.open(KIND.name, out, run_dir)         # the run directory, meta.json says running
     return setup.finish(run, body)                    # body() -> summary; the run is marked done/failed
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from distill import engine
 from distill.config import Config
@@ -43,6 +44,21 @@ class Setup:
         """Run `body` under the guard (done, or failed with the reason and re-raised); the run's path."""
         run_guarded(run, body)
         return run.path
+
+
+def preflight_data(cfg: Config, loaded: Optional[dict] = None) -> tuple[Data, object]:
+    """(data on its device, the device) that a kind's preflight checks one configuration against, torch
+    settings untouched and nothing written; `loaded` keeps the datasets read between calls (by section)."""
+    import json
+
+    from distill.schema import to_dict
+
+    device = engine.resolve_device(cfg.train.device)
+    loaded = {} if loaded is None else loaded
+    key = json.dumps(to_dict(cfg.dataset), sort_keys=True, default=str)
+    if key not in loaded:
+        loaded[key] = load_data(cfg.dataset).to(device)
+    return loaded[key], device
 
 
 def prepare(cfg: Config, progress: bool = True) -> Setup:

@@ -34,7 +34,7 @@ from distill.models.parts import count_params
 from distill.runs.store import fit_summary, summary_row
 from distill.teachers.signals import combine_log_probs
 from distill.training.evaluation import predict
-from distill.training.experiment import prepare
+from distill.training.experiment import preflight_data, prepare
 from distill.training.jobs import Job, arch_key, archs_for, fit_jobs
 from distill.training.metrics import probs_metrics
 from distill.training.replicas import Modules, can_stack, make_replicas
@@ -144,6 +144,22 @@ def peer_seeds(seed: int, k: int, archs: list[ModelConfig]) -> Seeds:
 # ---------------------------------------------------------------- the run
 
 
+def _checked(cfg: Config, data) -> list[ModelConfig]:
+    """The peers' architectures, each built once before the run folder exists."""
+    archs = peer_archs(cfg)
+    with torch.random.fork_rng(devices=[]):
+        for k in first_of_arch(archs).values():
+            create_model(archs[k], data.input_shape, data.num_classes)
+    return archs
+
+
+def check(cfg: Config, loaded: Optional[dict] = None) -> None:
+    """What `run` checks before it writes anything (the kind's preflight: distill tune, each configuration)."""
+    if problem(cfg):
+        raise UserError(problem(cfg))
+    _checked(cfg, preflight_data(cfg, loaded)[0])
+
+
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
         on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True) -> Path:
     """Train the peers of every seed, then the `alone` baselines; returns the run directory.
@@ -155,9 +171,7 @@ def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = N
         raise UserError(problem(cfg))
     setup = prepare(cfg, progress)
     data, device, seeds, show = setup.data, setup.device, setup.seeds, setup.show
-    archs = peer_archs(cfg)
-    for k in first_of_arch(archs).values():  # each architecture built once before the run folder exists
-        create_model(archs[k], data.input_shape, data.num_classes)
+    archs = _checked(cfg, data)
     info = loss_info(cfg.distill, len(archs))
     run = setup.open(KIND.name, out, run_dir)
 

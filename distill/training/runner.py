@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from distill.config import Config
-from distill.training.experiment import prepare
+from distill.training.experiment import preflight_data, prepare
 from distill.teachers.fidelity import fidelity
 from distill.training.jobs import Job, fit_jobs
 from distill.training.seeds import model_seeds
@@ -27,19 +27,9 @@ def check(cfg: Config, loaded: Optional[dict] = None) -> None:
     """What `train` checks before it writes anything: the data, the model, and every seed's teacher and
     method (raising the same one-line errors). `distill tune` runs it for each configuration before Ray
     starts; `loaded` keeps the datasets already read (by dataset section) between calls."""
-    import json
-
-    from distill.data import load_data
-    from distill.engine import resolve_device
-    from distill.schema import to_dict
     from distill.teachers.sources import new_model
 
-    device = resolve_device(cfg.train.device)
-    loaded = {} if loaded is None else loaded
-    key = json.dumps(to_dict(cfg.dataset), sort_keys=True, default=str)
-    if key not in loaded:
-        loaded[key] = load_data(cfg.dataset).to(device)
-    data = loaded[key]
+    data, device = preflight_data(cfg, loaded)
     new_model(cfg.model, data, 0)  # without touching the global RNG
     for seed in cfg.seed_list():
         teacher_objective(cfg, data, seed, device)
