@@ -42,7 +42,7 @@ import torch
 
 from distill.config import Config, ModelConfig
 from distill.export.cost import ensemble_row_cost
-from distill.training.experiment import preflight_data, prepare
+from distill.training.experiment import data_on_device, prepare
 from distill.training.evaluation import predict
 from distill.teachers.fidelity import fidelity
 from distill.training.jobs import Job, arch_key, fit_jobs
@@ -172,7 +172,7 @@ def _checked(cfg: Config, data, device) -> list[ModelConfig]:
 def check(cfg: Config, loaded: Optional[dict] = None) -> None:
     """What `run` checks before it writes anything (the kind's preflight: distill tune, each configuration)."""
     unread_teacher_keys(cfg)
-    _checked(cfg, *preflight_data(cfg, loaded))
+    _checked(cfg, *data_on_device(cfg, loaded))
 
 
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,

@@ -55,7 +55,7 @@ from distill.methods import losses
 from distill.config import Config, ModelConfig, TrainConfig, load_config
 from distill.schema import from_dict, to_dict
 from distill.export.cost import ensemble_row_cost, row_cost
-from distill.training.experiment import preflight_data, prepare
+from distill.training.experiment import data_on_device, prepare
 from distill.teachers.fidelity import fidelity
 from distill.errors import ConfigError, UserError
 from distill.runs.checkpoints import check_state, load_best, load_checkpoint
@@ -262,7 +262,7 @@ def _checked(cfg: Config, data, device) -> tuple:
 def check(cfg: Config, loaded: Optional[dict] = None) -> None:
     """What `run` checks before it writes anything (the kind's preflight: distill tune, each configuration)."""
     unread_teacher_keys(cfg)
-    _checked(cfg, *preflight_data(cfg, loaded))
+    _checked(cfg, *data_on_device(cfg, loaded))
 
 
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,

@@ -59,8 +59,7 @@ def pretrained_teacher_problems(folder: Path, data_tokenizer) -> tuple[Optional[
         return (f"{folder} holds a Hugging Face config but no weights (*.safetensors or *.bin), so it would teach "
                 f"from random weights; save the trained model there with save_pretrained, or train it first as a "
                 f"teacher section (teacher.model={{name: hf_causal_lm, kwargs: {{path: {folder}}}}})"), None
-    own = getattr(data_tokenizer, "tokenizer", None)
-    if not isinstance(data_tokenizer, HFTokenizer) or own is None:
+    if not isinstance(data_tokenizer, HFTokenizer):
         name = getattr(data_tokenizer, "name", type(data_tokenizer).__name__)
         return (f"{folder} is a Hugging Face model but the data is tokenised by {name}, so the token ids would mean "
                 f"other tokens to the teacher; set dataset.text.tokenizer={folder} (its own tokenizer)"), None
@@ -68,7 +67,7 @@ def pretrained_teacher_problems(folder: Path, data_tokenizer) -> tuple[Optional[
         return None, (f"{folder} has no tokenizer files, so its vocabulary could not be checked against "
                       f"{data_tokenizer.folder}")
     theirs = _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True).get_vocab()
-    mine = own.get_vocab()
+    mine = data_tokenizer.tokenizer.get_vocab()
     if theirs != mine:
         differ = sorted(set(theirs.items()) ^ set(mine.items()), key=lambda item: item[1])
         example = f"e.g. {differ[0][0]!r}" if differ else ""

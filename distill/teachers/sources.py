@@ -235,11 +235,10 @@ def pretrained_teacher(folder: Path, data, seed: int) -> tuple[nn.Module, str]:
     its training data is not this run's to know, which the description says."""
     from distill.models.hf import pretrained_teacher_problems
 
-    tokenizer = getattr(data.text, "tokenizer", None) if getattr(data, "text", None) is not None else None
-    if tokenizer is None:
+    if data.text is None:
         raise UserError(f"distill.teacher: {folder} is a Hugging Face language model, but {data.name} is no text "
                         f"dataset; give it to a language-model run (dataset.name=pydoc or text)")
-    problem, note = pretrained_teacher_problems(folder, tokenizer)
+    problem, note = pretrained_teacher_problems(folder, data.text.tokenizer)
     if problem is not None:
         raise UserError(f"distill.teacher: {problem}")
     model = new_model(ModelConfig(name="hf_causal_lm", kwargs={"path": str(folder)}), data, seed).eval()

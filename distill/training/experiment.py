@@ -4,7 +4,7 @@ directory, progress, and the guard that marks the run done or failed.
     from distill.training.experiment import prepare
     setup = prepare(cfg, progress)                   # torch settings, device, data on it, seeds
     ...check everything about the input here: nothing is written yet (the same checks, as the kind's
-    preflight `check(cfg, loaded)`, run on `preflight_data` for each configuration of a sweep)...
+    preflight `check(cfg, loaded)`, run on `data_on_device` for each configuration of a sweep)...
     run = setup.open(KIND.name, out, run_dir)         # the run directory, meta.json says running
     return setup.finish(run, body)                    # body() -> summary; the run is marked done/failed
 
@@ -46,9 +46,10 @@ class Setup:
         return run.path
 
 
-def preflight_data(cfg: Config, loaded: Optional[dict] = None) -> tuple[Data, object]:
-    """(data on its device, the device) that a kind's preflight checks one configuration against, torch
-    settings untouched and nothing written; `loaded` keeps the datasets read between calls (by section)."""
+def data_on_device(cfg: Config, loaded: Optional[dict] = None) -> tuple[Data, object]:
+    """(the dataset on the device, the device), torch settings untouched and nothing written: what `prepare`
+    loads, and what a kind's preflight checks each configuration of a sweep against (`loaded` keeps the
+    datasets read between calls, by section)."""
     import json
 
     from distill.schema import to_dict
@@ -64,6 +65,5 @@ def preflight_data(cfg: Config, loaded: Optional[dict] = None) -> tuple[Data, ob
 def prepare(cfg: Config, progress: bool = True) -> Setup:
     """Torch settings (threads, determinism), the device, the dataset on it and the seeds."""
     engine.setup_torch(cfg.train)
-    device = engine.resolve_device(cfg.train.device)
-    data = load_data(cfg.dataset).to(device)
+    data, device = data_on_device(cfg)
     return Setup(cfg, device, data, cfg.seed_list(), Progress(progress), stderr_line(progress))

@@ -34,7 +34,7 @@ from distill.models.parts import count_params
 from distill.runs.store import fit_summary, summary_row
 from distill.teachers.signals import combine_log_probs
 from distill.training.evaluation import predict
-from distill.training.experiment import preflight_data, prepare
+from distill.training.experiment import data_on_device, prepare
 from distill.training.jobs import Job, arch_key, archs_for, fit_jobs
 from distill.training.metrics import probs_metrics
 from distill.training.replicas import Modules, can_stack, make_replicas
@@ -157,7 +157,7 @@ def check(cfg: Config, loaded: Optional[dict] = None) -> None:
     """What `run` checks before it writes anything (the kind's preflight: distill tune, each configuration)."""
     if problem(cfg):
         raise UserError(problem(cfg))
-    _checked(cfg, preflight_data(cfg, loaded)[0])
+    _checked(cfg, data_on_device(cfg, loaded)[0])
 
 
 def run(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from distill.config import Config
-from distill.training.experiment import preflight_data, prepare
+from distill.training.experiment import data_on_device, prepare
 from distill.teachers.fidelity import fidelity
 from distill.training.jobs import Job, fit_jobs
 from distill.training.seeds import model_seeds
@@ -29,10 +29,14 @@ def check(cfg: Config, loaded: Optional[dict] = None) -> None:
     starts; `loaded` keeps the datasets already read (by dataset section) between calls."""
     from distill.teachers.sources import new_model
 
-    data, device = preflight_data(cfg, loaded)
+    data, device = data_on_device(cfg, loaded)
     new_model(cfg.model, data, 0)  # without touching the global RNG
-    for seed in cfg.seed_list():
-        teacher_objective(cfg, data, seed, device)
+    teacher_plans(cfg, data, device)
+
+
+def teacher_plans(cfg: Config, data, device) -> dict:
+    """seed -> (objective, loss_info, teacher section or None): every seed's teacher and method checked."""
+    return {seed: teacher_objective(cfg, data, seed, device) for seed in cfg.seed_list()}
 
 
 def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None = None,
@@ -50,7 +54,7 @@ def train(cfg: Config, out: str | Path = "runs", *, run_dir: str | Path | None =
     """
     setup = prepare(cfg, progress)
     data, device, seeds = setup.data, setup.device, setup.seeds
-    plans = {seed: teacher_objective(cfg, data, seed, device) for seed in seeds}  # checks the teachers first
+    plans = teacher_plans(cfg, data, device)  # checks the teachers first
     run = setup.open(KIND.name, out, run_dir)
 
     teachers, models = {}, {}  # seed -> Job
